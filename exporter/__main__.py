@@ -1,0 +1,5 @@
+"""`python -m exporter` is the `netsentry` command."""
+
+from exporter.cli import main
+
+raise SystemExit(main())

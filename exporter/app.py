@@ -1,0 +1,238 @@
+"""The agent: config, scheduler, runner, store and web server wired together, and its lifecycle.
+
+Start-up loads the config and binds the listen addresses before anything runs, so that a bad
+file or a taken port is a one-line error. Reloads (SIGHUP, `POST /-/reload`) swap in a new
+config only if it is valid: unchanged checks keep their state and their place in time, changed
+ones start afresh, removed ones vanish with their series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import platform
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from exporter import __version__, config, exposition, pages, process_metrics
+from exporter.blocking import BlockingPool
+from exporter.config import CheckConfig, Config
+from exporter.errors import ConfigError
+from exporter.net import Resolver
+from exporter.runner import Runner
+from exporter.scheduler import Scheduler
+from exporter.store import Result, Store
+from exporter.web import Request, Response, Route, WebServer, parse_listen_address
+
+log = logging.getLogger(__name__)
+
+# A gzip level of 1 compresses metrics text about 10:1 at a fraction of level 6's cost.
+GZIP_LEVEL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    config_file: str | None
+    listen_addresses: tuple[str, ...] = (":10025",)
+
+
+def self_target(bound: str) -> str:
+    """Where the agent can reach itself: `:10025` and `0.0.0.0:…` become 127.0.0.1."""
+    host, port = parse_listen_address(bound)
+    if host in (None, "", "0.0.0.0"):
+        return f"127.0.0.1:{port}"
+    if host == "::":
+        return f"[::1]:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Agent:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.store = Store()
+        self.config: Config | None = None
+        self.reload_ok = False
+        self.reload_time: float | None = None
+        self._blocking = BlockingPool(workers=8, name="netsentry-resolve")
+        self._render = BlockingPool(workers=1, name="netsentry-render")
+        self.runner = Runner(Resolver(self._blocking))
+        self.scheduler = Scheduler(self.run_scheduled)
+        self.web = WebServer(self.routes())
+        self.bound: list[str] = []
+        self._stop = asyncio.Event()
+        self._ready = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the config and bind; raises ConfigError or OSError before anything runs."""
+        if self.options.config_file is not None:
+            first = config.load_file(self.options.config_file)
+        self.bound = await self.web.start(self.options.listen_addresses)
+        for address in self.bound:
+            log.info("listening", extra={"address": address})
+        if self.options.config_file is None:
+            first = config.load_default(self_target(self.bound[0]))
+        self.scheduler.start()
+        self.apply(first)
+        self._ready = True
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT (or `stop()`); SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        self._ready = False
+        self.scheduler.shutdown()
+        await self.web.close()
+        self._blocking.close()
+        self._render.close()
+        log.info("stopped")
+
+    # --- config -----------------------------------------------------------------------------
+
+    def apply(self, new: Config) -> None:
+        old = {c.name: c for c in self.config.checks} if self.config else {}
+        self.config = new
+        self.store.load(new.checks)
+        self.scheduler.update({c.name: c.interval for c in new.checks})
+        changed = sum(1 for c in new.checks if old.get(c.name) not in (None, c))
+        added = sum(1 for c in new.checks if c.name not in old)
+        removed = len(set(old) - {c.name for c in new.checks})
+        self.reload_ok = True
+        self.reload_time = time.time()
+        log.info("config loaded", extra={"source": new.source, "checks": len(new.checks),
+                                         "added": added, "changed": changed, "removed": removed})
+
+    def reload(self) -> list[str]:
+        """Reload the config file; on problems keep the running config and return them."""
+        if self.options.config_file is None:
+            log.info("reload requested; running the embedded default config, nothing to reload")
+            return []
+        try:
+            new = config.load_file(self.options.config_file)
+        except ConfigError as exc:
+            self.reload_ok = False
+            log.error("config reload failed; keeping the running config",
+                      extra={"problems": "; ".join(exc.problems)})
+            return exc.problems
+        self.apply(new)
+        return []
+
+    # --- runs -------------------------------------------------------------------------------
+
+    async def run_scheduled(self, name: str) -> None:
+        check = self.config.check(name) if self.config else None
+        state = self.store.states.get(name)
+        if check is None or state is None:
+            return
+        check = state.check  # the very object the store holds, to detect reloads meanwhile
+        result = await self.runner.run(check)
+        new = self.store.record(name, check, result)
+        if new is not None:
+            _log_transition(check, state.last.success if state.last else None, result)
+
+    # --- web --------------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/metrics", self.handle_metrics),
+            Route("/-/healthy", self.handle_healthy),
+            Route("/-/ready", self.handle_ready),
+            Route("/-/reload", self.handle_reload, frozenset({"POST", "PUT"})),
+            Route("/", self.handle_index),
+        ]
+
+    def agent_snapshot(self) -> exposition.AgentSnapshot:
+        lag = self.scheduler.lag
+        return exposition.AgentSnapshot(
+            version=__version__,
+            python_version=platform.python_version(),
+            hostname=socket.gethostname(),
+            reload_ok=self.reload_ok,
+            reload_time=self.reload_time,
+            in_flight=self.scheduler.in_flight,
+            configured=Counter(c.kind for c in self.config.checks) if self.config else {},
+            lag_buckets=tuple(lag.counts),
+            lag_sum=lag.sum,
+            clock_steps=self.scheduler.steps,
+            missed=dict(self.scheduler.missed),
+            skipped=dict(self.scheduler.skipped),
+        )
+
+    async def handle_metrics(self, request: Request) -> Response:
+        states = self.store.snapshot()
+        agent = self.agent_snapshot()
+        use_gzip = "gzip" in request.headers.get("accept-encoding", "")
+
+        def render() -> bytes:
+            body = (exposition.render(states, agent) + process_metrics.render()).encode()
+            return gzip.compress(body, GZIP_LEVEL, mtime=0) if use_gzip else body
+
+        body = await self._render.submit(render)
+        headers = (("Content-Encoding", "gzip"),) if use_gzip else ()
+        return Response(200, body, exposition.CONTENT_TYPE, headers)
+
+    async def handle_healthy(self, request: Request) -> Response:
+        return Response(200, b"Healthy.\n")
+
+    async def handle_ready(self, request: Request) -> Response:
+        if self._ready and self.scheduler.running:
+            return Response(200, b"Ready.\n")
+        return Response(503, b"Not ready: the config is not loaded or the scheduler is stopped.\n")
+
+    async def handle_reload(self, request: Request) -> Response:
+        problems = self.reload()
+        if problems:
+            return Response(500, ("\n".join(problems) + "\n").encode())
+        return Response(200, b"Reloaded.\n")
+
+    async def handle_index(self, request: Request) -> Response:
+        source = self.config.source if self.config else ""
+        page = pages.status_page(__version__, self.store.snapshot(), source, self.reload_ok)
+        return Response(200, page.encode(), "text/html; charset=utf-8")
+
+
+def _log_transition(check: CheckConfig, was_ok: bool | None, result: Result) -> None:
+    """Logs are quiet: only the first failure and the recovery, never every failed run."""
+    if was_ok is not False and not result.success:
+        log.warning("check failing", extra={"check": check.name, "kind": check.kind,
+                                            "reason": str(result.reason),
+                                            "detail": result.message})
+    elif was_ok is False and result.success:
+        log.info("check recovered", extra={"check": check.name, "kind": check.kind})
+
+
+async def run_agent(options: Options) -> int:
+    """Serve until stopped; 0 on a clean stop, 2 when start-up fails."""
+    agent = Agent(options)
+    try:
+        await agent.start()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        await agent.close()
+        return 2
+    except OSError as exc:
+        print(f"netsentry: {exc}", file=sys.stderr)
+        await agent.close()
+        return 2
+    await agent.serve()
+    return 0

@@ -1,0 +1,89 @@
+"""What every check kind is made of: its settings, its coroutine, its reasons and its metrics.
+
+A kind module defines a frozen dataclass of settings whose fields are declared with `option()`
+(the config loader validates TOML against them), an `async def check(settings, run)` that
+records observations on `run`, and one `Kind` value listing the failure reasons and the metric
+specs it can produce. Checks never touch prometheus_client and never catch the unexpected: the
+runner does both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+from exporter.errors import Reason
+from exporter.metrics import Spec
+from exporter.net import Resolver
+
+S = TypeVar("S")
+
+# Kinds share these keys; they are handled by the config loader, not by the kind's settings.
+COMMON_KEYS = ("name", "kind", "interval", "timeout")
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    parse: Callable[[Any], Any] | None = None,
+    raw: type | tuple[type, ...] | None = None,
+    choices: tuple[str, ...] | None = None,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """Declare a settings field.
+
+    `raw` is the TOML type expected (defaults to the field's annotation), `parse` turns the raw
+    value into the field's value and raises ValueError with a message for the user, `choices`
+    restricts a string, and `check` returns a problem with the final value, or None.
+    """
+    metadata = {"parse": parse, "raw": raw, "choices": choices, "check": check}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple or a frozen value as a default")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+Observation = tuple[Spec, tuple[str, ...], float]
+
+
+class Run:
+    """One run of one check: its deadline, its tools and what it observed."""
+
+    __slots__ = ("counts", "deadline", "details", "observations", "resolver")
+
+    def __init__(self, deadline: float, resolver: Resolver) -> None:
+        self.deadline = deadline  # event-loop time (monotonic) by which the run must end
+        self.resolver = resolver
+        self.observations: list[Observation] = []
+        self.counts: list[Observation] = []
+        self.details: list[tuple[str, str]] = []
+
+    def gauge(self, spec: Spec, value: float, *labels: str) -> None:
+        """Record the value of a gauge as of this run."""
+        self.observations.append((spec, labels, value))
+
+    def count(self, spec: Spec, *labels: str, n: float = 1) -> None:
+        """Add `n` to a counter kept across runs."""
+        self.counts.append((spec, labels, n))
+
+    def detail(self, name: str, value: str) -> None:
+        """A fact for people (probe output, status page), never a label."""
+        self.details.append((name, value))
+
+
+CheckFunc = Callable[[Any, Run], Coroutine[Any, Any, None]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Kind(Generic[S]):
+    """A check kind, as the registry lists it."""
+
+    name: str
+    settings: type[S]
+    check: Callable[[S, Run], Coroutine[Any, Any, None]]
+    reasons: tuple[Reason, ...]
+    specs: tuple[Spec, ...]
+    # One line for `netsentry probe KIND --help` and the README.
+    summary: str = ""

@@ -1,0 +1,92 @@
+"""The `netsentry` command line, in Prometheus' conventions.
+
+    netsentry [run] [--config.file F] [--web.listen-address A]... [--log.level L] [--log.format F]
+    netsentry check-config PATH            (also: netsentry --config.check --config.file PATH)
+    netsentry probe KIND TARGET [--KEY VALUE ...] [--timeout 5s]
+    netsentry probe --config.file F
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from exporter import __version__, app, config, logs, probe
+from exporter.errors import ConfigError
+from exporter.web import parse_listen_address
+
+COMMANDS = ("run", "check-config", "probe")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netsentry",
+        description="Prometheus exporter and scheduled network-monitoring agent. "
+        "Other commands: check-config PATH, probe KIND TARGET.",
+    )
+    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                        help="TOML config; without it an embedded default monitors this host")
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the config and exit (0 valid, 2 invalid)")
+    parser.add_argument("--web.listen-address", dest="listen", action="append", metavar="ADDR",
+                        help="address to serve on, repeatable (default :10025)")
+    parser.add_argument("--web.config.file", dest="web_config", metavar="PATH",
+                        help="exporter-toolkit web config (TLS, basic auth)")
+    parser.add_argument("--log.level", dest="log_level", choices=tuple(logs.LEVELS),
+                        default="info")
+    parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS,
+                        default="logfmt")
+    parser.add_argument("--version", action="version", version=f"netsentry {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in COMMANDS else "run"
+    if command == "check-config":
+        return check_config(args)
+    if command == "probe":
+        return probe.main(args)
+    return run(args)
+
+
+def run(argv: list[str]) -> int:
+    options = _run_parser().parse_args(argv)
+    if options.config_check:
+        return check_config([options.config_file] if options.config_file else [])
+    if options.web_config:
+        print("netsentry: --web.config.file is not supported by this version yet",
+              file=sys.stderr)
+        return 2
+    logs.setup(options.log_level, options.log_format)
+    listen = tuple(options.listen or [":10025"])
+    for address in listen:
+        try:
+            parse_listen_address(address)
+        except ValueError as exc:
+            print(f"netsentry: --web.listen-address: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return asyncio.run(app.run_agent(app.Options(options.config_file, listen)))
+    except KeyboardInterrupt:
+        return 0
+
+
+def check_config(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="netsentry check-config",
+                                     description="Validate a config file and print every problem.")
+    parser.add_argument("path", nargs="?", help="the TOML config (default: the embedded one)")
+    options = parser.parse_args(argv)
+    try:
+        if options.path is None:
+            loaded = config.load_default("127.0.0.1:10025")
+        else:
+            loaded = config.load_file(options.path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 2
+    print(f"{loaded.source}: OK, {len(loaded.checks)} check(s)")
+    return 0

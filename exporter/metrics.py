@@ -1,0 +1,155 @@
+"""Every metric name, type, label set and help text of netsentry, in one place.
+
+Checks record observations against these specs; the exposition module renders them; dashboards,
+alert rules and the README are checked against this list by the tests. Names follow the contract
+in DESIGN.md: base units, counters end in `_total`, no sample timestamps.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+
+GAUGE = "gauge"
+COUNTER = "counter"
+HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One metric family. `labels` are the kind-specific labels after `check` and `kind`."""
+
+    name: str
+    type: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+LAST_RUN = "as of the last scheduled run"
+
+# --- per check, owned by the runner -----------------------------------------------------------
+
+CHECK_SUCCESS = Spec(
+    "netsentry_check_success", GAUGE, f"1 if the check succeeded, 0 if it failed, {LAST_RUN}."
+)
+CHECK_DURATION = Spec(
+    "netsentry_check_duration_seconds", HISTOGRAM, "Duration of the check's runs in seconds."
+)
+CHECK_RUNS = Spec("netsentry_check_runs_total", COUNTER, "Runs of the check since it was loaded.")
+CHECK_FAILURES = Spec(
+    "netsentry_check_failures_total",
+    COUNTER,
+    "Failed runs of the check by reason; every reason the check's kind can produce starts at 0.",
+    ("reason",),
+)
+CHECK_LAST_RUN = Spec(
+    "netsentry_check_last_run_timestamp_seconds",
+    GAUGE,
+    "Unix time at which the check's last run finished.",
+)
+CHECK_LAST_SUCCESS = Spec(
+    "netsentry_check_last_success_timestamp_seconds",
+    GAUGE,
+    "Unix time at which the check's last successful run finished.",
+)
+CHECK_INTERVAL = Spec(
+    "netsentry_check_interval_seconds", GAUGE, "Configured interval between the check's runs."
+)
+CHECK_INFO = Spec(
+    "netsentry_check_info", GAUGE, "Always 1; carries the check's target.", ("target",)
+)
+SCHEDULER_MISSED = Spec(
+    "netsentry_scheduler_missed_runs_total",
+    COUNTER,
+    "Planned runs of the check that did not start within their grace time.",
+)
+SCHEDULER_SKIPPED = Spec(
+    "netsentry_scheduler_skipped_runs_total",
+    COUNTER,
+    "Planned runs of the check skipped because its previous run was still in flight.",
+)
+
+# --- per check, recorded by the check kinds ------------------------------------------------------
+
+DNS_LOOKUP = Spec(
+    "netsentry_dns_lookup_seconds", GAUGE, f"Time spent resolving the target, {LAST_RUN}."
+)
+TCP_CONNECT = Spec(
+    "netsentry_tcp_connect_seconds", GAUGE, f"Time to establish the TCP connection, {LAST_RUN}."
+)
+
+# Kind metrics in the order they are rendered. A kind module lists the specs it may record.
+KIND_SPECS: tuple[Spec, ...] = (DNS_LOOKUP, TCP_CONNECT)
+
+# --- the agent itself ----------------------------------------------------------------------------
+
+BUILD_INFO = Spec(
+    "netsentry_build_info", GAUGE, "Always 1; the running version.", ("version", "python_version")
+)
+HOST_INFO = Spec("netsentry_host_info", GAUGE, "Always 1; the host's name.", ("hostname",))
+CONFIG_RELOAD_OK = Spec(
+    "netsentry_config_last_reload_successful",
+    GAUGE,
+    "1 if the last config load or reload succeeded, 0 if the running config is an older one.",
+)
+CONFIG_RELOAD_TIME = Spec(
+    "netsentry_config_last_reload_success_timestamp_seconds",
+    GAUGE,
+    "Unix time of the last successful config load or reload.",
+)
+CHECKS_IN_FLIGHT = Spec("netsentry_checks_in_flight", GAUGE, "Check runs in progress right now.")
+CHECKS_CONFIGURED = Spec(
+    "netsentry_checks_configured", GAUGE, "Checks in the running config, by kind.", ("kind",)
+)
+SCHEDULER_LAG = Spec(
+    "netsentry_scheduler_lag_seconds",
+    HISTOGRAM,
+    "Delay between a run's planned start and its actual start.",
+)
+CLOCK_STEPS = Spec(
+    "netsentry_clock_steps_total",
+    COUNTER,
+    "Wall-clock steps (against the monotonic clock) seen and answered by rescheduling.",
+)
+
+# Histogram buckets. Run durations span sub-millisecond loopback connects to multi-second
+# timeouts; lag must resolve the 100 ms goal finely.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+CHECK_SPECS: tuple[Spec, ...] = (
+    CHECK_SUCCESS,
+    CHECK_DURATION,
+    CHECK_RUNS,
+    CHECK_FAILURES,
+    CHECK_LAST_RUN,
+    CHECK_LAST_SUCCESS,
+    CHECK_INTERVAL,
+    CHECK_INFO,
+    SCHEDULER_MISSED,
+    SCHEDULER_SKIPPED,
+)
+AGENT_SPECS: tuple[Spec, ...] = (
+    BUILD_INFO,
+    HOST_INFO,
+    CONFIG_RELOAD_OK,
+    CONFIG_RELOAD_TIME,
+    CHECKS_IN_FLIGHT,
+    CHECKS_CONFIGURED,
+    SCHEDULER_LAG,
+    CLOCK_STEPS,
+)
+ALL_SPECS: tuple[Spec, ...] = CHECK_SPECS + KIND_SPECS + AGENT_SPECS
+
+
+class Histogram:
+    """A histogram of the agent's own (not per check), updated on the event loop only."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; +Inf last
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value

@@ -1,0 +1,123 @@
+"""The results store: the latest immutable state of every check, replaced whole on each run.
+
+States are frozen, so a scrape takes a snapshot by copying references on the event loop and
+renders it elsewhere without ever seeing half a run. A removed check's state is dropped, and
+with it every series it had.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.checks import KINDS
+from exporter.checks.base import Observation
+from exporter.config import CheckConfig
+from exporter.errors import Reason
+from exporter.metrics import DURATION_BUCKETS, Spec
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one run found."""
+
+    success: bool
+    reason: Reason | None
+    message: str
+    duration: float  # seconds
+    finished: float  # Unix time
+    observations: tuple[Observation, ...] = ()
+    counts: tuple[Observation, ...] = ()
+    details: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """A check and everything its runs have accumulated since it was loaded."""
+
+    check: CheckConfig
+    reasons: tuple[Reason, ...]
+    runs: int = 0
+    failures: tuple[int, ...] = ()
+    last: Result | None = None
+    last_success: float | None = None  # Unix time of the last successful run
+    buckets: tuple[int, ...] = ()  # run durations per bucket (not cumulative), +Inf last
+    duration_sum: float = 0.0
+    counters: tuple[tuple[Spec, tuple[str, ...], float], ...] = ()
+    # Labels rendered once per loaded check, for the exposition's fast path.
+    cache: dict[Any, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def new(cls, check: CheckConfig) -> CheckState:
+        reasons = KINDS[check.kind].reasons
+        return cls(check, reasons, failures=(0,) * len(reasons),
+                   buckets=(0,) * (len(DURATION_BUCKETS) + 1))
+
+    def after(self, result: Result) -> CheckState:
+        """The state once `result` is added."""
+        failures = self.failures
+        if result.reason is not None:
+            index = self.reasons.index(result.reason) if result.reason in self.reasons else -1
+            if index < 0:  # a reason the kind did not declare: keep it, it is still true
+                return self._with_reason(result.reason).after(result)
+            failures = (*failures[:index], failures[index] + 1, *failures[index + 1:])
+        buckets = list(self.buckets)
+        buckets[bisect_left(DURATION_BUCKETS, result.duration)] += 1
+        counters = self.counters
+        if result.counts:
+            counters = _add_counts(counters, result.counts)
+        return CheckState(
+            check=self.check,
+            reasons=self.reasons,
+            runs=self.runs + 1,
+            failures=failures,
+            last=result,
+            last_success=result.finished if result.success else self.last_success,
+            buckets=tuple(buckets),
+            duration_sum=self.duration_sum + result.duration,
+            counters=counters,
+            cache=self.cache,
+        )
+
+    def _with_reason(self, reason: Reason) -> CheckState:
+        return CheckState(self.check, (*self.reasons, reason), self.runs, (*self.failures, 0),
+                          self.last, self.last_success, self.buckets, self.duration_sum,
+                          self.counters, self.cache)
+
+
+def _add_counts(
+    counters: tuple[tuple[Spec, tuple[str, ...], float], ...], counts: tuple[Observation, ...]
+) -> tuple[tuple[Spec, tuple[str, ...], float], ...]:
+    merged = {(spec, labels): value for spec, labels, value in counters}
+    for spec, labels, n in counts:
+        merged[(spec, labels)] = merged.get((spec, labels), 0) + n
+    return tuple((spec, labels, value) for (spec, labels), value in merged.items())
+
+
+class Store:
+    """Check name → latest state, in config order."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, CheckState] = {}
+
+    def load(self, checks: tuple[CheckConfig, ...]) -> None:
+        """Adopt a config: unchanged checks keep their state, changed ones start afresh."""
+        states = {}
+        for check in checks:
+            old = self.states.get(check.name)
+            states[check.name] = old if old is not None and old.check == check else (
+                CheckState.new(check))
+        self.states = states
+
+    def record(self, name: str, check: CheckConfig, result: Result) -> CheckState | None:
+        """Add a run's result; ignored if the check was changed or removed meanwhile."""
+        state = self.states.get(name)
+        if state is None or state.check is not check:
+            return None
+        new = state.after(result)
+        self.states[name] = new
+        return new
+
+    def snapshot(self) -> tuple[CheckState, ...]:
+        return tuple(self.states.values())

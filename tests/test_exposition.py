@@ -1,0 +1,128 @@
+"""The fast renderer against prometheus_client's own parser: same families, same values."""
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import config, metrics
+from exporter.errors import Reason
+from exporter.exposition import AgentSnapshot, render
+from exporter.store import Result, Store
+
+TEXT = """
+[[checks]]
+name = "web"
+kind = "tcp"
+target = "127.0.0.1:80"
+
+[[checks]]
+name = 'we"ird\\\\ <name>'
+kind = "tcp"
+target = "127.0.0.1:81"
+"""
+
+
+def agent(**changes: object) -> AgentSnapshot:
+    values: dict[str, object] = dict(
+        version="1.2.3", python_version="3.11.7", hostname="host-1", reload_ok=True,
+        reload_time=1700000000.5, in_flight=3, configured={"tcp": 2},
+        lag_buckets=(1,) + (0,) * len(metrics.LAG_BUCKETS), lag_sum=0.0001, clock_steps=0,
+        missed={"web": 2}, skipped={},
+    )
+    values.update(changes)
+    return AgentSnapshot(**values)  # type: ignore[arg-type]
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def loaded_store() -> Store:
+    store = Store()
+    store.load(config.load_text(TEXT, "t.toml").checks)
+    return store
+
+
+def test_render_parses_and_carries_values() -> None:
+    store = loaded_store()
+    web = store.states["web"].check
+    store.record("web", web, Result(True, None, "", 0.003, 1700000001.0,
+                                    observations=((metrics.TCP_CONNECT, (), 0.002),)))
+    store.record("web", web, Result(False, Reason.REFUSED, "connection refused", 0.0004,
+                                    1700000002.0))
+    got = samples(render(store.snapshot(), agent()))
+    web_labels = frozenset({("check", "web"), ("kind", "tcp")})
+    assert got[("netsentry_check_success", web_labels)] == 0
+    assert got[("netsentry_check_runs_total", web_labels)] == 2
+    assert got[("netsentry_check_failures_total", web_labels | {("reason", "refused")})] == 1
+    assert got[("netsentry_check_failures_total", web_labels | {("reason", "timeout")})] == 0
+    assert got[("netsentry_check_last_run_timestamp_seconds", web_labels)] == 1700000002.0
+    assert got[("netsentry_check_last_success_timestamp_seconds", web_labels)] == 1700000001.0
+    assert got[("netsentry_check_interval_seconds", web_labels)] == 30
+    assert got[("netsentry_check_duration_seconds_count", web_labels)] == 2
+    assert got[("netsentry_check_duration_seconds_bucket", web_labels | {("le", "0.001")})] == 1
+    assert got[("netsentry_check_duration_seconds_bucket", web_labels | {("le", "+Inf")})] == 2
+    assert abs(got[("netsentry_check_duration_seconds_sum", web_labels)] - 0.0034) < 1e-12
+    # The failed run recorded no connect time: the gauge is absent, not stale.
+    assert ("netsentry_tcp_connect_seconds", web_labels) not in got
+    assert got[("netsentry_scheduler_missed_runs_total", web_labels)] == 2
+    assert got[("netsentry_check_info", web_labels | {("target", "127.0.0.1:80")})] == 1
+    assert got[("netsentry_build_info", frozenset({("version", "1.2.3"),
+                                                   ("python_version", "3.11.7")}))] == 1
+    assert got[("netsentry_checks_in_flight", frozenset())] == 3
+    assert got[("netsentry_scheduler_lag_seconds_count", frozenset())] == 1
+
+
+def test_every_reason_of_the_kind_starts_at_zero() -> None:
+    got = samples(render(loaded_store().snapshot(), agent()))
+    reasons = {dict(labels)["reason"] for (name, labels) in got
+               if name == "netsentry_check_failures_total" and ("check", "web") in labels}
+    assert reasons == {"timeout", "resolve_error", "nxdomain", "refused", "network_error",
+                       "internal_error"}
+
+
+def test_label_values_are_escaped() -> None:
+    got = samples(render(loaded_store().snapshot(), agent()))
+    assert ("netsentry_check_runs_total",
+            frozenset({("check", 'we"ird\\\\ <name>'), ("kind", "tcp")})) in got
+
+
+def test_unrun_check_has_no_success_sample() -> None:
+    got = samples(render(loaded_store().snapshot(), agent()))
+    assert not any(name == "netsentry_check_success" for name, _ in got)
+
+
+def test_removed_check_leaves_no_series() -> None:
+    store = loaded_store()
+    only_web = TEXT[: TEXT.index("[[checks]]", 10)]
+    store.load(config.load_text(only_web, "t.toml").checks)
+    text = render(store.snapshot(), agent(missed={}))
+    assert 'check="web"' in text
+    assert "ird" not in text
+
+
+def test_stale_result_of_a_changed_check_is_dropped() -> None:
+    store = loaded_store()
+    old = store.states["web"].check
+    store.load(config.load_text(TEXT.replace("127.0.0.1:80", "127.0.0.1:8080"), "t").checks)
+    assert store.record("web", old, Result(True, None, "", 0.001, 1.0)) is None
+    assert store.states["web"].runs == 0
+
+
+def test_unchanged_check_keeps_counters_across_load() -> None:
+    store = loaded_store()
+    web = store.states["web"].check
+    store.record("web", web, Result(True, None, "", 0.001, 1.0))
+    store.load(config.load_text(TEXT, "again.toml").checks)
+    assert store.states["web"].runs == 1
+
+
+def test_undeclared_reason_is_still_counted() -> None:
+    store = loaded_store()
+    web = store.states["web"].check
+    store.record("web", web, Result(False, Reason.KISS_OF_DEATH, "odd", 0.001, 1.0))
+    got = samples(render(store.snapshot(), agent()))
+    key = frozenset({("check", "web"), ("kind", "tcp"), ("reason", "kiss_of_death")})
+    assert got[("netsentry_check_failures_total", key)] == 1

@@ -1,0 +1,508 @@
+"""Tests of exporter.web against real loopback sockets (port 0 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.web import Request, Response, Route, WebServer, parse_listen_address
+
+pytestmark = pytest.mark.timeout(60)
+
+METRICS = b"netsentry_up 1\n"
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def metrics(request: Request) -> Response:
+    return Response(200, METRICS, content_type="text/plain; version=0.0.4")
+
+
+async def echo(request: Request) -> Response:
+    seen = {
+        "method": request.method,
+        "path": request.path,
+        "query": dict(request.query),
+        "x-test": request.headers.get("x-test"),
+        "body": request.body.decode(),
+        "peer": request.peer,
+    }
+    return Response(200, json.dumps(seen).encode(), content_type="application/json")
+
+
+async def boom(request: Request) -> Response:
+    raise RuntimeError("handler bug")
+
+
+async def reload(request: Request) -> Response:
+    return Response(200, b"reloaded\n", headers=(("X-Extra", "yes"),))
+
+
+ROUTES = [
+    Route("/metrics", metrics),
+    Route("/echo", echo, frozenset({"GET", "POST"})),
+    Route("/boom", boom),
+    Route("/-/reload", reload, frozenset({"POST"})),
+]
+
+
+@contextlib.asynccontextmanager
+async def serving(routes: list[Route] = ROUTES, **options: Any) -> AsyncIterator[
+    tuple[WebServer, str]
+]:
+    server = WebServer(routes, **options)
+    (address,) = await server.start(["127.0.0.1:0"])
+    try:
+        yield server, address
+    finally:
+        await server.close()
+
+
+async def connect(address: str, tls: ssl.SSLContext | None = None) -> Streams:
+    host, _, port = address.rpartition(":")
+    return await asyncio.open_connection(
+        host.strip("[]"), int(port), ssl=tls, server_hostname="localhost" if tls else None
+    )
+
+
+async def read_response(
+    reader: asyncio.StreamReader, head: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = b"" if head else await reader.readexactly(int(headers["content-length"]))
+    return int(lines[0].split()[1]), headers, body
+
+
+async def fetch(
+    address: str,
+    method: str = "GET",
+    target: str = "/metrics",
+    body: bytes = b"",
+    extra: str = "",
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await connect(address, tls)
+    head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}"
+    if body:
+        head += f"Content-Length: {len(body)}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    try:
+        return await read_response(reader, head=method == "HEAD")
+    finally:
+        writer.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 5.0) -> bool:
+    """True if the server closes the connection (EOF or reset) within timeout."""
+    try:
+        await asyncio.wait_for(reader.read(), timeout)  # returns only at the end of the stream
+        return True
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+def test_get_head_404_405() -> None:
+    async def main() -> None:
+        async with serving() as (_, address):
+            status, headers, body = await fetch(address)
+            assert (status, body) == (200, METRICS)
+            assert headers["content-type"] == "text/plain; version=0.0.4"
+            assert headers["content-length"] == str(len(METRICS))
+            assert headers["connection"] == "close"
+
+            status, headers, body = await fetch(address, "HEAD")
+            assert (status, body, headers["content-length"]) == (200, b"", str(len(METRICS)))
+
+            status, headers, _ = await fetch(address, target="/nope")
+            assert status == 404 and "content-length" in headers
+
+            status, headers, _ = await fetch(address, "POST", "/metrics", b"x")
+            assert (status, headers["allow"]) == (405, "GET, HEAD")
+            status, headers, _ = await fetch(address, "GET", "/-/reload")
+            assert (status, headers["allow"]) == (405, "POST")
+
+            status, headers, body = await fetch(address, "POST", "/-/reload")
+            assert (status, body, headers["x-extra"]) == (200, b"reloaded\n", "yes")
+
+    run(main())
+
+
+def test_head_sends_no_body_on_keep_alive() -> None:
+    async def main() -> None:
+        async with serving() as (_, address):
+            reader, writer = await connect(address)
+            writer.write(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = await read_response(reader, head=True)
+            assert (status, headers["content-length"]) == (200, str(len(METRICS)))
+            status, _, body = await read_response(reader)  # would misparse if HEAD had a body
+            assert status == 200 and json.loads(body)["path"] == "/echo"
+            writer.close()
+
+    run(main())
+
+
+def test_query_headers_and_post_body() -> None:
+    async def main() -> None:
+        async with serving() as (_, address):
+            target = "/echo?target=a%20b&target=second&empty=&slash=%2F"
+            status, _, body = await fetch(address, "POST", target, b"hello", "X-Test: 1\r\n")
+            seen = json.loads(body)
+            assert status == 200
+            assert seen["query"] == {"target": "a b", "empty": "", "slash": "/"}
+            assert (seen["method"], seen["path"], seen["body"]) == ("POST", "/echo", "hello")
+            assert seen["x-test"] == "1" and seen["peer"].startswith("127.0.0.1:")
+
+            _, _, body = await fetch(address, target="http://example.org/ech%6F?a=1")
+            assert (json.loads(body)["path"], json.loads(body)["query"]) == ("/echo", {"a": "1"})
+
+    run(main())
+
+
+def test_keep_alive_serves_requests_in_turn() -> None:
+    async def main() -> None:
+        async with serving() as (server, address):
+            reader, writer = await connect(address)
+            for i in range(2):
+                writer.write(f"GET /echo?i={i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                status, headers, body = await read_response(reader)
+                assert status == 200 and "connection" not in headers
+                assert json.loads(body)["query"] == {"i": str(i)}
+            assert server.connection_count == 1
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            _, headers, _ = await read_response(reader)
+            assert headers["connection"] == "close"
+            assert await reader.read() == b""
+
+            reader, writer = await connect(address)
+            writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+            status, headers, body = await read_response(reader)
+            assert (status, body, headers["connection"]) == (200, METRICS, "close")
+
+    run(main())
+
+
+def test_handler_exception_is_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with serving() as (_, address):
+            reader, writer = await connect(address)
+            writer.write(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = await read_response(reader)
+            assert (status, body) == (500, b"internal server error\n")
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(reader))[0] == 200
+            writer.close()
+            assert (await fetch(address))[0] == 200
+
+    with caplog.at_level(logging.ERROR, logger="exporter.web"):
+        run(main())
+    failures = [r for r in caplog.records if r.exc_info and "/boom" in r.getMessage()]
+    assert failures and isinstance(failures[0].exc_info[1], RuntimeError)  # type: ignore[index]
+
+
+def test_half_open_connections_do_not_block_a_scrape() -> None:
+    async def main() -> None:
+        async with serving() as (server, address):
+            threads = threading.active_count()
+            streams = [await connect(address) for _ in range(200)]
+            for _, writer in streams:
+                writer.write(b"GET /metr")
+            await eventually(lambda: server.connection_count == 200)
+            status, _, body = await asyncio.wait_for(fetch(address), 5)
+            assert (status, body) == (200, METRICS)
+            assert threading.active_count() == threads
+            for _, writer in streams:
+                writer.close()
+
+    run(main())
+
+
+def test_header_timeout_closes_slowloris() -> None:
+    async def main() -> None:
+        async with serving(header_timeout=0.3) as (server, address):
+            loop = asyncio.get_running_loop()
+            reader, writer = await connect(address)
+            started = loop.time()
+            writer.write(b"GET /metrics HTTP/1.1\r\n")
+            closed = asyncio.ensure_future(closed_by_server(reader, 10))
+            with contextlib.suppress(ConnectionError):
+                while not closed.done() and loop.time() - started < 10:
+                    writer.write(b"X-Drip: 1\r\n")  # a header every 50 ms, never the end
+                    await asyncio.sleep(0.05)
+            assert await closed
+            assert 0.25 < loop.time() - started < 5
+            await eventually(lambda: server.connection_count == 0)
+
+            reader, _ = await connect(address)  # silent from the start
+            assert await closed_by_server(reader)
+
+    run(main())
+
+
+def test_idle_timeout_closes_keep_alive_connection() -> None:
+    async def main() -> None:
+        async with serving(idle_timeout=0.3, header_timeout=30) as (server, address):
+            reader, writer = await connect(address)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(reader))[0] == 200
+            assert server.connection_count == 1
+            assert await closed_by_server(reader)
+            await eventually(lambda: server.connection_count == 0)
+
+    run(main())
+
+
+def test_connection_limit_evicts_longest_waiting() -> None:
+    async def main() -> None:
+        async with serving(max_connections=5, header_timeout=30) as (server, address):
+            idle = [await connect(address) for _ in range(5)]
+            await eventually(lambda: server.connection_count == 5)
+            status, _, body = await fetch(address)
+            assert (status, body) == (200, METRICS)
+            assert await closed_by_server(idle[0][0])  # the oldest one made room
+            assert not await closed_by_server(idle[-1][0], 0.2)
+            assert server.connection_count <= 5
+
+    run(main())
+
+
+def test_connection_limit_with_every_connection_busy_refuses_new() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        entered = 0
+
+        async def block(request: Request) -> Response:
+            nonlocal entered
+            entered += 1
+            await release.wait()
+            return Response(200, b"done\n")
+
+        async with serving([Route("/block", block)], max_connections=2) as (server, address):
+            busy = [asyncio.ensure_future(fetch(address, target="/block")) for _ in range(2)]
+            await eventually(lambda: entered == 2)
+            reader, _ = await connect(address)
+            assert await closed_by_server(reader)
+            assert entered == 2 and server.connection_count == 2
+            release.set()
+            assert [(await f)[2] for f in busy] == [b"done\n", b"done\n"]
+
+    run(main())
+
+
+def test_handlers_run_at_most_max_handlers_at_a_time() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        running = peak = 0
+
+        async def block(request: Request) -> Response:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await release.wait()
+            running -= 1
+            return Response(200, b"done\n")
+
+        async with serving([Route("/block", block)], max_handlers=2) as (server, address):
+            calls = [asyncio.ensure_future(fetch(address, target="/block")) for _ in range(5)]
+            await eventually(lambda: server.connection_count == 5 and running == 2)
+            await asyncio.sleep(0.2)
+            assert peak == 2
+            release.set()
+            assert [(await f)[0] for f in calls] == [200] * 5
+
+    run(main())
+
+
+def test_too_large_request_is_a_413() -> None:
+    async def main() -> None:
+        async with serving(max_request_bytes=1000) as (_, address):
+            assert (await fetch(address, "POST", "/echo", b"x" * 1000))[0] == 200
+            status, headers, _ = await fetch(address, "POST", "/echo", b"x" * 5000)
+            assert (status, headers["connection"]) == (413, "close")
+
+            reader, writer = await connect(address)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"400\r\n" + b"y" * 1024 + b"\r\n")  # no length known in advance
+            status, headers, _ = await read_response(reader)
+            assert (status, headers["connection"]) == (413, "close")
+            assert await closed_by_server(reader)
+
+    run(main())
+
+
+def test_malformed_request_is_a_400() -> None:
+    async def main() -> None:
+        async with serving() as (server, address):
+            reader, writer = await connect(address)
+            writer.write(b"\x00\x01 garbage\r\n\r\n")
+            status, headers, _ = await read_response(reader)
+            assert (status, headers["connection"]) == (400, "close")
+            assert await closed_by_server(reader)
+            await eventually(lambda: server.connection_count == 0)
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":10025", (None, 10025)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("[::1]:10025", ("::1", 10025)),
+        ("[::]:65535", ("::", 65535)),
+        ("localhost:9000", ("localhost", 9000)),
+    ],
+)
+def test_parse_listen_address(text: str, expected: tuple[str | None, int]) -> None:
+    assert parse_listen_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("10025", "missing port"),
+        ("localhost", "missing port"),
+        ("localhost:", "not a number"),
+        ("host:http", "not a number"),
+        (":-1", "not a number"),
+        (":65536", "out of range"),
+        ("::1:10025", "brackets"),
+        ("[::1]", "missing port"),
+        ("[nonsense]:80", "not an IPv6 address"),
+        ("bad host:80", "invalid host"),
+    ],
+)
+def test_parse_listen_address_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_listen_address(text)
+
+
+def test_start_on_taken_port_names_the_address() -> None:
+    async def main() -> None:
+        async with serving() as (_, address):
+            other = WebServer(ROUTES)
+            with pytest.raises(OSError, match=f"listen on {address}: address already in use"):
+                await other.start(["127.0.0.1:0", address])
+            await other.close()
+            with pytest.raises(ValueError, match="missing port"):
+                await other.start(["localhost"])
+
+    run(main())
+
+
+def test_listens_on_ipv6_and_several_addresses() -> None:
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+
+    async def main() -> None:
+        server = WebServer(ROUTES)
+        addresses = await server.start(["[::1]:0", "127.0.0.1:0"])
+        try:
+            assert addresses[0].startswith("[::1]:") and addresses[1].startswith("127.0.0.1:")
+            for address in addresses:
+                assert (await fetch(address))[0] == 200
+        finally:
+            await server.close()
+
+    run(main())
+
+
+def test_close_is_prompt_with_idle_connections_and_stuck_handler() -> None:
+    async def main() -> None:
+        cancelled = asyncio.Event()
+
+        async def stuck(request: Request) -> Response:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+            raise AssertionError("unreachable")
+
+        server = WebServer([Route("/stuck", stuck)], header_timeout=60)
+        (address,) = await server.start(["127.0.0.1:0"])
+        idle = [await connect(address) for _ in range(20)]
+        idle[0][1].write(b"GET /stu")
+        request = asyncio.ensure_future(fetch(address, target="/stuck"))
+        await eventually(lambda: server.connection_count == 21)
+        await asyncio.wait_for(server.close(), 3)
+        assert cancelled.is_set() and server.connection_count == 0
+        assert await closed_by_server(idle[5][0], 1)
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await request
+
+    run(main())
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl command not available to make a test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_with_idle_plain_connections(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def main() -> None:
+        async with serving(ssl=server_tls, header_timeout=0.5) as (_, address):
+            threads = threading.active_count()
+            silent = [await connect(address) for _ in range(20)]  # never start the handshake
+            status, _, body = await asyncio.wait_for(fetch(address, tls=client_tls), 5)
+            assert (status, body) == (200, METRICS)
+            assert await closed_by_server(silent[0][0])  # the handshake has a deadline
+            assert threading.active_count() == threads
+
+    run(main())
+
