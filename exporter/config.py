@@ -189,17 +189,17 @@ def _build(document: dict[str, Any], source: str, problems: Problems) -> Config 
         if not isinstance(table, dict):
             problems.add(where, "must be a table: write each check as [[checks]]")
             continue
-        check = _build_check(table, where, interval or DEFAULT_INTERVAL,
-                             timeout or DEFAULT_TIMEOUT, problems)
-        if check is None:
-            continue
-        if check.name in seen:
-            first = seen[check.name]
+        name = table.get("name")
+        if isinstance(name, str) and name in seen:
+            first = seen[name]
             problems.add((*where, "name"), f"duplicate name; checks[{first}] "
                          f"(line {problems.line(('checks', first))}) has it already")
-            continue
-        seen[check.name] = index
-        checks.append(check)
+        elif isinstance(name, str):
+            seen[name] = index
+        check = _build_check(table, where, interval or DEFAULT_INTERVAL,
+                             timeout or DEFAULT_TIMEOUT, problems)
+        if check is not None:
+            checks.append(check)
     return Config(tuple(checks), source)
 
 

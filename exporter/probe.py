@@ -68,9 +68,9 @@ def parse_args(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(USAGE.format(kinds=", ".join(KINDS)))
-        return 0 if argv else 2
+        return 0
     try:
         config_file, table = parse_args(argv)
         checks = (config.load_file(config_file).checks if config_file

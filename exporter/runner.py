@@ -14,11 +14,11 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from exporter.checks import KINDS
-from exporter.checks.base import Run
+from exporter.checks.base import Kind, Run
 from exporter.config import CheckConfig
 from exporter.errors import CheckError, Reason
 from exporter.net import Resolver
@@ -76,8 +76,9 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
 class Runner:
     """Runs checks under their deadline and turns what happens into `Result`s."""
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, kinds: Mapping[str, Kind[Any]] = KINDS) -> None:
         self.resolver = resolver
+        self.kinds = kinds
 
     async def run(self, check: CheckConfig, timeout: float | None = None) -> Result:
         """Run `check` once; never raises except when cancelled from outside."""
@@ -88,7 +89,7 @@ class Runner:
         reason: Reason | None = None
         message = ""
         try:
-            await _within(KINDS[check.kind].check(check.settings, run), run.deadline)
+            await _within(self.kinds[check.kind].check(check.settings, run), run.deadline)
         except asyncio.TimeoutError:
             reason, message = Reason.TIMEOUT, f"no result within the {timeout:g}s timeout"
         except Exception as exc:

@@ -58,6 +58,7 @@ ROUTES = [
     Route("/echo", echo, frozenset({"GET", "POST"})),
     Route("/boom", boom),
     Route("/-/reload", reload, frozenset({"POST"})),
+    Route("/api", echo, frozenset({"PUT", "POST", "GET", "DELETE"})),
 ]
 
 
@@ -150,6 +151,8 @@ def test_get_head_404_405() -> None:
             assert (status, headers["allow"]) == (405, "GET, HEAD")
             status, headers, _ = await fetch(address, "GET", "/-/reload")
             assert (status, headers["allow"]) == (405, "POST")
+            status, headers, _ = await fetch(address, "PATCH", "/api")
+            assert (status, headers["allow"]) == (405, "DELETE, GET, POST, PUT")
 
             status, headers, body = await fetch(address, "POST", "/-/reload")
             assert (status, body, headers["x-extra"]) == (200, b"reloaded\n", "yes")
@@ -347,7 +350,15 @@ def test_too_large_request_is_a_413() -> None:
     async def main() -> None:
         async with serving(max_request_bytes=1000) as (_, address):
             assert (await fetch(address, "POST", "/echo", b"x" * 1000))[0] == 200
-            status, headers, _ = await fetch(address, "POST", "/echo", b"x" * 5000)
+            # Declared too large: refused at once, before any of the body arrives.
+            reader, writer = await connect(address)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+            status, headers, _ = await asyncio.wait_for(read_response(reader), 5)
+            assert (status, headers["connection"]) == (413, "close")
+            writer.close()
+
+            # Sent regardless: the response must survive the unread megabytes behind it.
+            status, headers, _ = await fetch(address, "POST", "/echo", b"x" * (8 << 20))
             assert (status, headers["connection"]) == (413, "close")
 
             reader, writer = await connect(address)

@@ -1,0 +1,412 @@
+"""Shared helpers for the benchmarks under bench/: processes, /proc readings, scrapes, listeners.
+
+Everything here talks to loopback only (127.0.0.0/8). Every child process is started through
+`Children`, which kills it on exit (also on Ctrl-C and SIGTERM), and is additionally tied to
+this process with PR_SET_PDEATHSIG so a killed benchmark leaves nothing behind.
+
+Run as a script, this module is the loopback listener child:
+
+    python bench/common.py listen --addresses 127.0.0.2,127.0.0.3 --ports-per-address 2 \
+        --max-seconds 3600
+
+It prints one line `ready HOST:PORT HOST:PORT ...` on stdout, then accepts and closes
+connections until stdin closes, its parent dies, or --max-seconds passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import http.client
+import math
+import os
+import platform
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = "127."
+
+# --- the machine ----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "mem_total_mib": mem_kib // 1024,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_executable": sys.executable,
+        "kernel": f"{platform.system()} {platform.release()} {platform.version()}",
+        "machine": platform.machine(),
+    }
+
+
+# --- /proc ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state); utime is field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmHWM, VmRSS (KiB) and Threads from /proc/PID/status."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS", "Threads"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+# --- child processes ------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+_SETPRIV = shutil.which("setpriv")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class StreamLog:
+    """Drains a child's pipe on a thread (so the child never blocks on a full pipe)."""
+
+    def __init__(self, stream: IO[bytes], path: str | None, keep: int = 20000) -> None:
+        self.lines: list[str] = []
+        self._keep = keep
+        self._file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream: IO[bytes]) -> None:
+        try:
+            for raw in stream:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if self._file:
+                    self._file.write(line + "\n")
+                    self._file.flush()
+                with self._cond:
+                    if len(self.lines) < self._keep:
+                        self.lines.append(line)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+            if self._file:
+                self._file.close()
+
+    def wait_for(self, pattern: str, timeout: float, proc: subprocess.Popen[bytes]) -> re.Match[str]:
+        """The first line matching `pattern`; raises if it does not come within `timeout`."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no line matching {pattern!r} within {timeout:g}s")
+                if proc.poll() is not None and not self._thread.is_alive():
+                    raise RuntimeError(
+                        f"process exited with {proc.returncode} before a line matching "
+                        f"{pattern!r}; last lines:\n" + "\n".join(self.lines[-20:]))
+                self._cond.wait(min(left, 0.2))
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+class Children:
+    """Starts child processes and guarantees they are gone when the `with` block ends."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: Sequence[str], *, stdin: int | None = subprocess.DEVNULL,
+              stdout: int | None = subprocess.DEVNULL, stderr: int | None = subprocess.PIPE,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        # setpriv execs the command in place (same PID) with PR_SET_PDEATHSIG set; without it,
+        # a preexec_fn does the same (less safe when this process has threads).
+        prefix = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+        proc = subprocess.Popen(
+            prefix + list(argv), stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+            start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops the children
+            preexec_fn=None if _SETPRIV else _die_with_parent,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> float | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns seconds to exit after SIGTERM
+        (None when it had to be killed or had already exited)."""
+        if proc.poll() is not None:
+            return None
+        started = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+            return time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(10)
+            return None
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        self.procs.clear()
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sigterm_as_keyboard_interrupt() -> None:
+    """Let SIGTERM unwind like Ctrl-C, so every `finally` (and `Children.close`) runs."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    assert host.startswith(LOOPBACK)
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+# --- the loopback listener child ----------------------------------------------------------------
+
+
+@dataclass
+class Listeners:
+    proc: subprocess.Popen[bytes]
+    endpoints: list[str]  # "HOST:PORT"
+
+
+def start_listeners(children: Children, addresses: Sequence[str], ports_per_address: int,
+                    max_seconds: float, backlog: int = 4096) -> Listeners:
+    for host in addresses:
+        if not host.startswith(LOOPBACK):
+            raise ValueError(f"{host}: listeners are loopback only")
+    argv = [sys.executable, os.path.abspath(__file__), "listen",
+            "--addresses", ",".join(addresses), "--ports-per-address", str(ports_per_address),
+            "--backlog", str(backlog), "--max-seconds", str(max_seconds)]
+    proc = children.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().split()
+    if not line or line[0] != "ready":
+        raise RuntimeError(f"listener child did not start: {line!r}")
+    return Listeners(proc, line[1:])
+
+
+def _listen_main(argv: list[str]) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="common.py listen")
+    parser.add_argument("--addresses", required=True)
+    parser.add_argument("--ports-per-address", type=int, default=1)
+    parser.add_argument("--backlog", type=int, default=4096)
+    parser.add_argument("--max-seconds", type=float, default=3600)
+    options = parser.parse_args(argv)
+    parent = os.getppid()
+    sel = selectors.EpollSelector()
+    endpoints = []
+    for host in options.addresses.split(","):
+        if not host.startswith(LOOPBACK):
+            raise SystemExit(f"{host}: loopback only")
+        for _ in range(options.ports_per_address):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, 0))
+            s.listen(options.backlog)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, "listen")
+            endpoints.append(f"{host}:{s.getsockname()[1]}")
+    sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")  # EOF: the parent is done
+    print("ready", *endpoints, flush=True)
+    deadline = time.monotonic() + options.max_seconds
+    accepted = 0
+    while time.monotonic() < deadline and os.getppid() == parent:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "stdin":
+                if not os.read(sys.stdin.fileno(), 4096):
+                    return 0
+                continue
+            sock = key.fileobj
+            for _ in range(1024):  # bounded per wakeup; the level-triggered selector comes back
+                try:
+                    conn, _ = sock.accept()  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
+                        break
+                    raise
+                conn.close()
+                accepted += 1
+    return 0
+
+
+# --- HTTP and the exposition format -----------------------------------------------------------
+
+
+def http_get(host: str, port: int, path: str, headers: dict[str, str] | None = None,
+             timeout: float = 60.0) -> tuple[int, dict[str, str], bytes, float]:
+    """One GET on a fresh connection: status, headers, body, seconds until the body was read."""
+    assert host.startswith(LOOPBACK)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        started = time.perf_counter()
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        body = response.read()
+        elapsed = time.perf_counter() - started
+        return (response.status, {k.lower(): v for k, v in response.getheaders()}, body,
+                elapsed)
+    finally:
+        conn.close()
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    return {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+            for k, v in _LABEL.findall(text)}
+
+
+def parse_samples(text: str, prefixes: Iterable[str]) -> list[tuple[str, dict[str, str], float]]:
+    """Samples whose metric name starts with one of `prefixes`, parsed by hand (a 10,000-check
+    scrape has ~300,000 lines; prometheus_client's parser would take seconds)."""
+    wanted = tuple(prefixes)
+    out = []
+    for line in text.splitlines():
+        if not line or line[0] == "#" or not line.startswith(wanted):
+            continue
+        brace = line.find("{")
+        if brace >= 0:
+            end = line.rindex("}")
+            name, labels, rest = line[:brace], parse_labels(line[brace + 1:end]), line[end + 1:]
+        else:
+            name, _, rest = line.partition(" ")
+            labels = {}
+        value = rest.split()[0]
+        out.append((name, labels, float(value)))
+    return out
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
+    """PromQL's histogram_quantile over cumulative (upper bound, count) pairs, +Inf last.
+
+    Linear interpolation inside the bucket; the lowest bucket's lower bound is 0; a rank in the
+    +Inf bucket returns the highest finite bound. NaN when there are no observations.
+    """
+    buckets = sorted(buckets)
+    if not buckets or not math.isinf(buckets[-1][0]):
+        return math.nan
+    total = buckets[-1][1]
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    index = next(i for i, (_, count) in enumerate(buckets) if count >= rank)
+    if index == len(buckets) - 1:
+        return buckets[-2][0] if len(buckets) > 1 else math.nan
+    upper, count = buckets[index]
+    lower, below = (0.0, 0.0) if index == 0 else buckets[index - 1]
+    if index == 0 and upper <= 0:
+        return upper
+    in_bucket = count - below
+    if in_bucket <= 0:
+        return upper
+    return lower + (upper - lower) * (rank - below) / in_bucket
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+@dataclass
+class Table:
+    """A plain two-or-more column text table."""
+
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+    def add(self, *cells: object) -> None:
+        self.rows.append([str(c) for c in cells])
+
+    def render(self) -> str:
+        widths = [max(len(r[i]) for r in [self.header, *self.rows] if i < len(r))
+                  for i in range(len(self.header))]
+        lines = []
+        for n, row in enumerate([self.header, *self.rows]):
+            cells = [c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
+                     for i, c in enumerate(row)]
+            lines.append("  ".join(cells).rstrip())
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "listen":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        raise SystemExit(_listen_main(sys.argv[2:]))
+    raise SystemExit("usage: common.py listen --addresses A,B [--ports-per-address N]")

@@ -1,0 +1,193 @@
+"""The agent end to end: a real process, real sockets, through its HTTP endpoint."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent import Agent
+from tests.servers import AcceptServer, closed_port
+
+
+@pytest.fixture
+def server() -> Iterator[AcceptServer]:
+    with AcceptServer() as srv:
+        yield srv
+
+
+def tcp_checks(names: list[str], target: str, interval: str = "1s", timeout: str = "500ms") -> str:
+    text = f'[defaults]\ninterval = "{interval}"\ntimeout = "{timeout}"\n'
+    for name in names:
+        text += f'\n[[checks]]\nname = "{name}"\nkind = "tcp"\ntarget = "{target}"\n'
+    return text
+
+
+def runs(agent: Agent, name: str) -> float:
+    return agent.value("netsentry_check_runs_total", check=name, kind="tcp") or 0
+
+
+def test_default_config_reports_success_within_one_interval() -> None:
+    with Agent(None) as agent:
+        assert agent.request("GET", "/-/ready")[0] == 200
+        agent.wait_for(
+            lambda: agent.value("netsentry_check_success", check="self-tcp", kind="tcp") == 1,
+            timeout=35, what="the default self-tcp check to succeed")
+        assert agent.value("netsentry_config_last_reload_successful") == 1
+
+
+def test_reload_removes_a_checks_series_and_keeps_the_others(
+    tmp_path: Path, server: AcceptServer
+) -> None:
+    path = tmp_path / "netsentry.toml"
+    path.write_text(tcp_checks(["keep", "drop"], server.target))
+    with Agent(path) as agent:
+        agent.wait_for(lambda: runs(agent, "keep") >= 2 and runs(agent, "drop") >= 1,
+                       what="both checks to run")
+        before = runs(agent, "keep")
+        path.write_text(tcp_checks(["keep"], server.target))
+        agent.signal(signal.SIGHUP)
+        agent.wait_for(lambda: all('"drop"' not in str(labels) for _, labels in agent.metrics()),
+                       what="the dropped check's series to vanish")
+        # The unchanged check kept its counters and goes on running.
+        assert runs(agent, "keep") >= before
+        agent.wait_for(lambda: runs(agent, "keep") > before + 1, what="keep to run on")
+        assert agent.value("netsentry_check_success", check="keep", kind="tcp") == 1
+
+
+def test_bad_reload_keeps_the_running_config(tmp_path: Path, server: AcceptServer) -> None:
+    path = tmp_path / "netsentry.toml"
+    path.write_text(tcp_checks(["a"], server.target))
+    with Agent(path) as agent:
+        agent.wait_for(lambda: runs(agent, "a") >= 1, what="a to run")
+        path.write_text(tcp_checks(["a"], server.target) + 'bogus = "x"\n')
+        status, body = agent.request("POST", "/-/reload")
+        assert status == 500
+        assert f"{path}:9: checks[0] \"a\".bogus: unknown key" in body
+        assert agent.value("netsentry_config_last_reload_successful") == 0
+        before = runs(agent, "a")
+        agent.wait_for(lambda: runs(agent, "a") > before, what="a to keep running")
+        assert any("config reload failed" in line for line in agent.lines)
+        # Fixed again, the reload succeeds.
+        path.write_text(tcp_checks(["a"], server.target))
+        assert agent.request("POST", "/-/reload")[0] == 200
+        assert agent.value("netsentry_config_last_reload_successful") == 1
+
+
+def test_endpoints(tmp_path: Path) -> None:
+    path = tmp_path / "netsentry.toml"
+    path.write_text(tcp_checks(["<script>alert(1)</script>"], f"127.0.0.1:{closed_port()}"))
+    with Agent(path) as agent:
+        assert agent.request("GET", "/-/healthy")[0] == 200
+        assert agent.request("GET", "/-/ready")[0] == 200
+        assert agent.request("GET", "/-/reload")[0] == 405
+        assert agent.request("GET", "/nope")[0] == 404
+        agent.wait_for(lambda: agent.value("netsentry_check_success",
+                                           check="<script>alert(1)</script>", kind="tcp") == 0,
+                       what="the check to fail")
+        status, page = agent.request("GET", "/")
+        assert status == 200
+        assert '<a href="/metrics">' in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert "<script>" not in page
+        assert "refused" in page
+        failures = agent.value("netsentry_check_failures_total",
+                               check="<script>alert(1)</script>", kind="tcp", reason="refused")
+        assert failures is not None and failures >= 1
+
+
+def test_half_open_connections_block_neither_scrapes_nor_grow_threads(
+    tmp_path: Path, server: AcceptServer
+) -> None:
+    path = tmp_path / "netsentry.toml"
+    path.write_text(tcp_checks(["a"], server.target))
+    with Agent(path) as agent:
+        agent.metrics()
+        threads = agent.threads()
+        idle = []
+        try:
+            for _ in range(200):
+                sock = socket.create_connection(("127.0.0.1", agent.port))
+                sock.sendall(b"GET /metr")
+                idle.append(sock)
+            started = time.monotonic()
+            status, body = agent.request("GET", "/metrics", timeout=5)
+            assert status == 200 and "netsentry_check_runs_total" in body
+            assert time.monotonic() - started < 5
+            assert agent.threads() == threads
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_thousand_checks_every_second_run_every_time(tmp_path: Path, server: AcceptServer) -> None:
+    names = [f"c{i:04d}" for i in range(1000)]
+    path = tmp_path / "netsentry.toml"
+    path.write_text(tcp_checks(names, server.target))
+    with Agent(path) as agent:
+
+        def all_ran() -> bool:
+            m = agent.metrics()
+            return all(m.get(("netsentry_check_runs_total",
+                              frozenset({("check", n), ("kind", "tcp")})), 0) >= 1 for n in names)
+
+        agent.wait_for(all_ran, what="every check's first run")
+        first = agent.metrics()
+        time.sleep(10)
+        last = agent.metrics()
+    per_check = [
+        last[("netsentry_check_runs_total", frozenset({("check", n), ("kind", "tcp")}))]
+        - first[("netsentry_check_runs_total", frozenset({("check", n), ("kind", "tcp")}))]
+        for n in names
+    ]
+    assert all(9 <= d <= 11 for d in per_check), sorted(per_check)[:5]
+    missed = [v for (name, _), v in last.items()
+              if name in ("netsentry_scheduler_missed_runs_total",
+                          "netsentry_scheduler_skipped_runs_total")]
+    assert len(missed) == 2000 and sum(missed) == 0
+    failures = sum(v for (name, _), v in last.items() if name == "netsentry_check_failures_total")
+    assert failures == 0
+
+
+def test_sigterm_stops_promptly_with_runs_in_flight(tmp_path: Path) -> None:
+    # A listener that never accepts, with its queue full: further SYNs are dropped, so each
+    # connect hangs until the run's deadline.
+    stuck = socket.create_server(("127.0.0.1", 0), backlog=0)
+    fillers = [socket.socket() for _ in range(4)]
+    try:
+        for sock in fillers:
+            sock.setblocking(False)
+            sock.connect_ex(stuck.getsockname())
+        path = tmp_path / "netsentry.toml"
+        target = f"127.0.0.1:{stuck.getsockname()[1]}"
+        path.write_text(tcp_checks([f"s{i}" for i in range(20)], target, "10s", "8s"))
+        with Agent(path) as agent:
+            agent.wait_for(lambda: (agent.value("netsentry_checks_in_flight") or 0) >= 1,
+                           what="runs in flight")
+            took = agent.stop()
+            assert agent.proc.returncode == 0
+            assert took < 3, took
+    finally:
+        for sock in fillers:
+            sock.close()
+        stuck.close()
+
+
+def test_port_taken_is_a_one_line_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=20,
+        )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "level=" not in line]
+    assert errors == [f"netsentry: listen on 127.0.0.1:{port}: address already in use"]
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,134 @@
+"""The runner: deadlines, the closed reason set, and the one catch-all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from exporter.blocking import BlockingPool
+from exporter.checks import KINDS
+from exporter.checks.base import Kind, Run
+from exporter.config import CheckConfig
+from exporter.errors import CheckError, Reason
+from exporter.net import Resolver
+from exporter.runner import Runner, classify
+from exporter.store import Result
+from tests.servers import AcceptServer, closed_port
+
+
+@dataclass(frozen=True, slots=True)
+class Nothing:
+    pass
+
+
+def fake_kind(name: str, behaviour: Callable[[Run], Awaitable[None]]) -> Kind[Nothing]:
+    async def check(settings: Nothing, run: Run) -> None:
+        await behaviour(run)
+
+    return Kind(name, Nothing, check, (Reason.TIMEOUT, Reason.INTERNAL_ERROR), ())
+
+
+async def boom(run: Run) -> None:
+    run.gauge(KINDS["tcp"].specs[0], 1.0)
+    raise ValueError("something nobody foresaw")
+
+
+async def sleep(run: Run) -> None:
+    await asyncio.sleep(30)
+
+
+async def diagnose(run: Run) -> None:
+    raise CheckError(Reason.UNEXPECTED_RESPONSE, "banner did not match")
+
+
+FAKES = {k.name: k for k in (fake_kind("raising", boom), fake_kind("sleepy", sleep),
+                             fake_kind("diagnosing", diagnose))}
+
+
+def run_once(kind: str, timeout: float = 1.0, settings: object = None) -> tuple[Result, float]:
+    check = CheckConfig("c", kind, "", 10.0, timeout, settings or Nothing())
+
+    async def go() -> Result:
+        pool = BlockingPool(2)
+        try:
+            return await Runner(Resolver(pool), {**KINDS, **FAKES}).run(check)
+        finally:
+            pool.close()
+
+    started = time.monotonic()
+    result = asyncio.run(go())
+    return result, time.monotonic() - started
+
+
+def test_unexpected_exception_is_internal_error_for_that_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        result, _ = run_once("raising")
+    assert result.reason is Reason.INTERNAL_ERROR
+    assert result.message == "ValueError: something nobody foresaw"
+    # What was observed before the failure is kept.
+    assert len(result.observations) == 1
+    assert "Traceback" in caplog.text and "something nobody foresaw" in caplog.text
+
+
+def test_deadline_is_hard() -> None:
+    result, took = run_once("sleepy", timeout=0.3)
+    assert result.reason is Reason.TIMEOUT
+    assert result.message == "no result within the 0.3s timeout"
+    assert took < 0.3 + 0.2
+
+
+def test_check_error_keeps_its_reason() -> None:
+    result, _ = run_once("diagnosing")
+    assert result.reason is Reason.UNEXPECTED_RESPONSE
+    assert result.message == "banner did not match"
+
+
+def test_tcp_success_and_refused() -> None:
+    from exporter.checks.tcp import TcpSettings
+    from exporter.targets import HostPort
+
+    with AcceptServer() as server:
+        ok, _ = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", server.port)))
+    assert ok.success
+    assert {spec.name for spec, _, _ in ok.observations} == {
+        "netsentry_dns_lookup_seconds", "netsentry_tcp_connect_seconds"}
+    refused, _ = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", closed_port())))
+    assert refused.reason is Reason.REFUSED
+
+
+def test_tcp_name_from_etc_hosts() -> None:
+    from exporter.checks.tcp import TcpSettings
+    from exporter.targets import HostPort
+
+    with AcceptServer() as server:
+        ok, _ = run_once("tcp", settings=TcpSettings(HostPort("localhost", server.port), "ipv4"))
+    assert ok.success, ok
+    assert ("address", f"127.0.0.1:{server.port}") in ok.details
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason", "message"),
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), Reason.NXDOMAIN,
+         "EAI_NONAME: Name or service not known"),
+        (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+         Reason.RESOLVE_ERROR, "EAI_AGAIN: Temporary failure in name resolution"),
+        (ConnectionRefusedError(111, "Connection refused"), Reason.REFUSED, "connection refused"),
+        (OSError(101, "Network is unreachable"), Reason.NETWORK_ERROR, "network unreachable"),
+        (ConnectionResetError(104, "reset"), Reason.NETWORK_ERROR, "connection reset by peer"),
+        (TimeoutError(), Reason.TIMEOUT, "timed out"),
+        (ssl.SSLError(1, "bad handshake"), Reason.TLS_ERROR, "bad handshake"),
+        (KeyError("x"), Reason.INTERNAL_ERROR, "KeyError: 'x'"),
+    ],
+)
+def test_classify(exc: BaseException, reason: Reason, message: str) -> None:
+    assert classify(exc) == (reason, message)
