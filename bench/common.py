@@ -44,14 +44,14 @@ LOOPBACK = "127."
 
 def machine() -> dict[str, Any]:
     model = ""
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
     mem_kib = 0
-    with contextlib.suppress(OSError):
-        for line in open("/proc/meminfo", encoding="utf-8"):
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
             if line.startswith("MemTotal:"):
                 mem_kib = int(line.split()[1])
                 break
@@ -136,7 +136,8 @@ class StreamLog:
             if self._file:
                 self._file.close()
 
-    def wait_for(self, pattern: str, timeout: float, proc: subprocess.Popen[bytes]) -> re.Match[str]:
+    def wait_for(self, pattern: str, timeout: float,
+                 proc: subprocess.Popen[bytes]) -> re.Match[str]:
         """The first line matching `pattern`; raises if it does not come within `timeout`."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
@@ -223,6 +224,8 @@ def sigterm_as_keyboard_interrupt() -> None:
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, handler)
+    # Also when started with SIGINT ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -139,9 +139,8 @@ class Agent:
     # --- runs -------------------------------------------------------------------------------
 
     async def run_scheduled(self, name: str) -> None:
-        check = self.config.check(name) if self.config else None
         state = self.store.states.get(name)
-        if check is None or state is None:
+        if state is None:
             return
         check = state.check  # the very object the store holds, to detect reloads meanwhile
         result = await self.runner.run(check)

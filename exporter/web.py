@@ -113,6 +113,8 @@ class _Client:
 
 
 class WebServer:
+    """Serves routes on one or more listen addresses; see the module docstring for the bounds."""
+
     def __init__(
         self,
         routes: Sequence[Route],
@@ -179,7 +181,8 @@ class WebServer:
         servers, self._servers = self._servers, []
         for server in servers:
             server.close()
-            # Python 3.13+ only; before it, our own connections are aborted by close().
+            # Connections still in their TLS handshake are not in _clients yet: Python 3.13+ can
+            # abort them, older versions leave them to ssl_handshake_timeout.
             abort_clients = getattr(server, "abort_clients", None)
             if abort_clients is not None:
                 abort_clients()
@@ -218,24 +221,26 @@ class WebServer:
         client = _Client(reader, writer, asyncio.current_task(), peer, loop.time())
         if self._closing or not self._make_room():
             writer.transport.abort()
+            writer.close()
             return
         self._clients.add(client)
         try:
             await self._serve(client)
         except (asyncio.TimeoutError, OSError):
             pass  # a slow, vanished or reset client: just close
+        except asyncio.CancelledError:
+            # Evicted or closing. Ending normally matters: Python 3.11's StreamReaderProtocol
+            # logs a cancelled connection task as an unhandled error.
+            pass
         except Exception:
             log.exception("connection from %s failed", peer)
         finally:
-            # Closing connections go first when room is needed.
-            client.busy, client.waiting_since = False, -math.inf
-            try:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), self._write_timeout)
-            finally:
-                writer.transport.abort()
-                self._clients.discard(client)
+            client.busy, client.waiting_since = False, -math.inf  # first to go if room is needed
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), self._write_timeout)
+        writer.transport.abort()
+        self._clients.discard(client)
 
     async def _serve(self, client: _Client) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_request_bytes)

@@ -11,7 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,27 @@ METRICS = b"netsentry_up 1\n"
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+OPENED: list[asyncio.StreamWriter] = []  # client connections, closed at the end of run()
+
+
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    async def main() -> Any:
+        try:
+            return await asyncio.wait_for(coro, 30)
+        finally:
+            for writer in OPENED:
+                writer.close()
+            OPENED.clear()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(autouse=True)
+def no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fails a test in which asyncio logged an error, e.g. an unretrieved task exception."""
+    yield
+    errors = [r for r in caplog.get_records("call") if r.name == "asyncio" and r.levelno >= 40]
+    assert not errors, errors[0].getMessage()
 
 
 async def metrics(request: Request) -> Response:
@@ -76,9 +95,11 @@ async def serving(routes: list[Route] = ROUTES, **options: Any) -> AsyncIterator
 
 async def connect(address: str, tls: ssl.SSLContext | None = None) -> Streams:
     host, _, port = address.rpartition(":")
-    return await asyncio.open_connection(
+    reader, writer = await asyncio.open_connection(
         host.strip("[]"), int(port), ssl=tls, server_hostname="localhost" if tls else None
     )
+    OPENED.append(writer)
+    return reader, writer
 
 
 async def read_response(
@@ -188,6 +209,21 @@ def test_query_headers_and_post_body() -> None:
 
             _, _, body = await fetch(address, target="http://example.org/ech%6F?a=1")
             assert (json.loads(body)["path"], json.loads(body)["query"]) == ("/echo", {"a": "1"})
+
+    run(main())
+
+
+def test_expect_100_continue() -> None:
+    async def main() -> None:
+        async with serving() as (_, address):
+            reader, writer = await connect(address)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim.startswith(b"HTTP/1.1 100 ")
+            writer.write(b"hello")
+            status, _, body = await read_response(reader)
+            assert (status, json.loads(body)["body"]) == (200, "hello")
 
     run(main())
 
@@ -428,6 +464,23 @@ def test_start_on_taken_port_names_the_address() -> None:
             await other.close()
             with pytest.raises(ValueError, match="missing port"):
                 await other.start(["localhost"])
+
+    run(main())
+
+
+def test_listens_on_all_interfaces_without_threads() -> None:
+    async def main() -> None:
+        threads = threading.active_count()
+        server = WebServer(ROUTES)
+        addresses = await server.start([":0"])
+        try:
+            assert "0.0.0.0" in addresses[0] or "[::]" in addresses[0]
+            port = addresses[0].rpartition(":")[2]
+            assert (await fetch(f"127.0.0.1:{port}" if "0.0.0.0" in addresses[0]
+                                else f"[::1]:{port}"))[0] == 200
+            assert threading.active_count() == threads  # no resolver thread either
+        finally:
+            await server.close()
 
     run(main())
 

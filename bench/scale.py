@@ -1,0 +1,755 @@
+"""Scale benchmark: N scheduled TCP checks in netsentry vs. blackbox_exporter's /probe.
+
+    .venv/bin/python bench/scale.py [--checks 1000,10000] [--interval 10] [--window 30]
+                                    [--blackbox-probes 3000] [--json PATH]
+
+What it does, all on loopback (127.0.0.0/8) only:
+
+1. Starts accept-and-close TCP listeners in a child process on 127.0.0.2..127.0.0.9 (a few
+   ports each, so TIME_WAIT tuples spread out); targets are spread over them.
+2. blackbox_exporter 0.23: --blackbox-probes `/probe?module=tcp_connect` requests against the
+   same listeners with a small fixed client concurrency; its CPU (from /proc) per probe.
+3. For each N in --checks: a config of N tcp checks, the agent started, one interval of
+   warm-up, then a window of --window seconds measured between two /metrics scrapes and two
+   /proc readings: completed runs/s, failures, missed and skipped runs, scheduler lag p50/p99
+   (histogram_quantile over the window's bucket deltas), CPU per check, peak RSS, threads;
+   then /metrics render time (median of 5, plain and gzip) and the time SIGTERM takes.
+4. A table with the goals of DESIGN.md ("Goals the benchmarks measure") and whether the
+   figures meet them.
+
+It is a benchmark, not a test: it exits 0 whether or not goals are met (1 on a harness error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    CLK_TCK,
+    Children,
+    StreamLog,
+    Table,
+    cpu_seconds,
+    free_port,
+    histogram_quantile,
+    http_get,
+    machine,
+    median,
+    open_fds,
+    parse_samples,
+    proc_status,
+    sigterm_as_keyboard_interrupt,
+    start_listeners,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
+LISTEN_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
+TIMEOUT = "2s"
+RENDER_SAMPLES = 5
+BLACKBOX_ROUNDS = 5
+STARTUP_TIMEOUT = 300.0  # seconds for the agent to load N checks and log "config loaded"
+
+GOAL_LAG_P99 = 0.100
+GOAL_RENDER = 0.250
+GOAL_CPU_RATIO = 0.5
+GOAL_CHECKS = 10_000
+GOAL_INTERVAL = 10.0
+MIN_COMPLETION = 0.99  # below this, runs went missing whether or not the agent counted them
+
+METRIC_PREFIXES = (
+    "netsentry_check_runs_total",
+    "netsentry_check_success",
+    "netsentry_check_failures_total",
+    "netsentry_scheduler_",
+    "netsentry_checks_in_flight",
+)
+
+
+# --- scrapes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scrape:
+    at: float  # monotonic time the request was sent (the agent snapshots on arrival)
+    seconds: float  # until the body was read
+    size: int
+    runs: dict[str, float] = field(default_factory=dict)
+    success: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, float] = field(default_factory=dict)  # by reason
+    missed: float = 0.0
+    skipped: float = 0.0
+    lag_buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
+    lag_sum: float = 0.0
+    lag_count: float = 0.0
+    in_flight: float = 0.0
+
+
+def scrape(port: int) -> Scrape:
+    at = time.monotonic()
+    status, _, body, seconds = http_get("127.0.0.1", port, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}: {body[:200]!r}")
+    result = Scrape(at=at, seconds=seconds, size=len(body))
+    for name, labels, value in parse_samples(body.decode(), METRIC_PREFIXES):
+        if name == "netsentry_check_runs_total":
+            result.runs[labels["check"]] = value
+        elif name == "netsentry_check_success":
+            result.success[labels["check"]] = value
+        elif name == "netsentry_check_failures_total":
+            reason = labels.get("reason", "")
+            result.failures[reason] = result.failures.get(reason, 0.0) + value
+        elif name == "netsentry_scheduler_missed_runs_total":
+            result.missed += value
+        elif name == "netsentry_scheduler_skipped_runs_total":
+            result.skipped += value
+        elif name == "netsentry_scheduler_lag_seconds_bucket":
+            result.lag_buckets[float(labels["le"])] = value
+        elif name == "netsentry_scheduler_lag_seconds_sum":
+            result.lag_sum = value
+        elif name == "netsentry_scheduler_lag_seconds_count":
+            result.lag_count = value
+        elif name == "netsentry_checks_in_flight":
+            result.in_flight = value
+    return result
+
+
+def time_renders(port: int, encoding: str | None) -> tuple[list[float], int]:
+    """Client-timed /metrics scrapes (full body read): the seconds of each, and the size."""
+    headers = {"Accept-Encoding": encoding} if encoding else {}
+    times, size = [], 0
+    for _ in range(RENDER_SAMPLES):
+        status, response_headers, body, seconds = http_get("127.0.0.1", port, "/metrics", headers)
+        if status != 200:
+            raise RuntimeError(f"/metrics ({encoding or 'plain'}) answered {status}")
+        if encoding == "gzip":
+            if response_headers.get("content-encoding") != "gzip":
+                raise RuntimeError("asked for gzip, /metrics did not send gzip")
+            gzip.decompress(body)  # must be valid
+        times.append(seconds)
+        size = len(body)
+    return times, size
+
+
+# --- machine-wide CPU ---------------------------------------------------------------------------
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already in user
+    return total - idle, total
+
+
+def other_load(before: tuple[int, int], after: tuple[int, int], seconds: float,
+               ours: float) -> float:
+    """Cores' worth of busy CPU during `seconds` not spent by `ours` (CPU seconds)."""
+    busy = (after[0] - before[0]) / CLK_TCK
+    return max(busy - ours, 0.0) / seconds
+
+
+def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else math.nan
+
+
+# --- the agent ----------------------------------------------------------------------------------
+
+
+def write_config(path: Path, n: int, interval: float, endpoints: list[str]) -> None:
+    interval_text = f"{round(interval * 1000)}ms"
+    timeout = TIMEOUT if interval > 2.0 else f"{round(interval * 500)}ms"  # must be < interval
+    lines = ["[defaults]", f'interval = "{interval_text}"', f'timeout = "{timeout}"', ""]
+    for i in range(n):
+        lines += ["[[checks]]", f'name = "tcp-{i + 1:05d}"', 'kind = "tcp"',
+                  f'target = "{endpoints[i % len(endpoints)]}"', ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def sleep_until(deadline: float, proc: subprocess.Popen[bytes], what: str) -> None:
+    while (left := deadline - time.monotonic()) > 0:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} while being measured")
+        time.sleep(min(left, 0.5))
+
+
+def interesting_lines(lines: list[str]) -> list[str]:
+    """stderr lines worth a human's attention: warnings, errors, tracebacks, unknown output."""
+    out = []
+    for line in lines:
+        if re.search(r"\blevel=(info|debug)\b", line) or '"level": "info"' in line:
+            continue
+        out.append(line)
+    return out
+
+
+def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints: list[str],
+                listener_pid: int, workdir: Path) -> dict[str, Any]:
+    config = workdir / f"netsentry-{n}.toml"
+    write_config(config, n, args.interval, endpoints)
+    argv = [args.python, "-m", "exporter", "--config.file", str(config),
+            "--web.listen-address", "127.0.0.1:0", "--log.level", "info"]
+    print(f"\n== netsentry, {n} checks: {shlex.join(argv)}", flush=True)
+    spawned = time.monotonic()
+    proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stderr is not None
+    log = StreamLog(proc.stderr, str(workdir / f"netsentry-{n}.stderr"))
+    out: dict[str, Any] = {"checks": n, "interval_s": args.interval, "window_s": args.window,
+                           "pid": proc.pid, "stderr_file": str(workdir / f"netsentry-{n}.stderr")}
+    try:
+        match = log.wait_for(r"msg=listening address=127\.0\.0\.1:(\d+)", STARTUP_TIMEOUT, proc)
+        port = int(match.group(1))
+        log.wait_for(r'msg="config loaded"', STARTUP_TIMEOUT, proc)
+        loaded = time.monotonic()
+        out["startup_s"] = loaded - spawned
+        print(f"   listening on 127.0.0.1:{port}; config loaded after {out['startup_s']:.2f} s; "
+              f"warming up {args.interval:g} s", flush=True)
+        sleep_until(loaded + args.interval + 1.0, proc, "the agent")
+
+        # The window: scrape, then /proc; ...; /proc, then scrape. The scrapes' own render
+        # CPU stays outside the CPU window; rates are taken over each one's own interval.
+        first = scrape(port)
+        cpu0, t_cpu0, ticks0 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        lcpu0, self0 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
+        print(f"   window start: {sum(first.runs.values()):.0f} runs so far; "
+              f"measuring {args.window:g} s", flush=True)
+        extra_scrapes = 0
+        if args.scrape_every > 0:  # like a Prometheus server scraping during the window
+            next_scrape = t_cpu0 + args.scrape_every
+            while next_scrape < t_cpu0 + args.window - 1.0:
+                sleep_until(next_scrape, proc, "the agent")
+                scrape(port)
+                extra_scrapes += 1
+                next_scrape += args.scrape_every
+        sleep_until(t_cpu0 + args.window, proc, "the agent")
+        cpu1, t_cpu1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        lcpu1, self1 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
+        status_end = proc_status(proc.pid)
+        fds_end = open_fds(proc.pid)
+        last = scrape(port)
+
+        scrape_window = last.at - first.at
+        cpu_window = t_cpu1 - t_cpu0
+        runs = sum(last.runs.values()) - sum(first.runs.values())
+        runs_per_s = runs / scrape_window
+        cpu = cpu1 - cpu0
+        cpu_per_s = cpu / cpu_window
+        cpu_per_check = cpu_per_s / runs_per_s if runs_per_s > 0 else math.nan
+        listener_cpu_per_conn = ((lcpu1 - lcpu0) / cpu_window) / runs_per_s if runs_per_s else 0
+        lag_delta = sorted((le, last.lag_buckets.get(le, 0) - first.lag_buckets.get(le, 0))
+                           for le in last.lag_buckets)
+        lag_count = last.lag_count - first.lag_count
+        failures = {r: v - first.failures.get(r, 0) for r, v in last.failures.items()}
+        failures = {r: v for r, v in failures.items() if v}
+        scheduled = n / args.interval
+        zero_runs = [c for c, v in last.runs.items() if v - first.runs.get(c, 0) == 0]
+        out.update({
+            "listen_port": port,
+            "never_run_at_window_start": sum(1 for v in first.runs.values() if v == 0),
+            "checks_in_scrape": len(last.runs),
+            "window_scrape_s": scrape_window,
+            # The window-start scrape renders inside the window (the agent snapshots first).
+            "scrapes_rendered_in_window": 1 + extra_scrapes,
+            "window_cpu_s": cpu_window,
+            "runs_delta": runs,
+            "runs_per_s": runs_per_s,
+            "scheduled_per_s": scheduled,
+            "completion_ratio": runs_per_s / scheduled,
+            "checks_without_run_in_window": len(zero_runs),
+            "failures_delta": sum(failures.values()),
+            "failures_by_reason": failures,
+            "failing_checks_at_end": sum(1 for v in last.success.values() if v == 0),
+            "missed_delta": last.missed - first.missed,
+            "skipped_delta": last.skipped - first.skipped,
+            "missed_total_at_end": last.missed,
+            "skipped_total_at_end": last.skipped,
+            "lag_observations": lag_count,
+            "lag_p50_s": histogram_quantile(0.5, lag_delta),
+            "lag_p99_s": histogram_quantile(0.99, lag_delta),
+            "lag_mean_s": (last.lag_sum - first.lag_sum) / lag_count if lag_count else math.nan,
+            "lag_buckets_delta": {("+Inf" if math.isinf(le) else repr(le)): v
+                                  for le, v in lag_delta},
+            "in_flight_at_end": last.in_flight,
+            "cpu_s": cpu,
+            "cpu_core_fraction": cpu_per_s,
+            "cpu_s_per_1000_checks": cpu_per_check * 1000,
+            "cpu_us_per_check": cpu_per_check * 1e6,
+            "machine_busy_fraction": busy_fraction(ticks0, ticks1),
+            # Busy CPU of everything else on the machine (other users' processes), in cores:
+            # the figures above are only as good as this is small.
+            "other_load_cores": other_load(ticks0, ticks1, cpu_window,
+                                           cpu + (lcpu1 - lcpu0) + (self1 - self0)),
+            "listener_cpu_us_per_conn": listener_cpu_per_conn * 1e6,
+            "rss_end_kib": status_end.get("VmRSS"),
+            "threads": status_end.get("Threads"),
+            "fds": fds_end,
+            "window_scrape_render_s": [first.seconds, last.seconds],
+        })
+        print(f"   window done: {runs_per_s:.1f} runs/s of {scheduled:.1f} scheduled, "
+              f"CPU {cpu_per_check * 1e6:.1f} µs/check; timing /metrics", flush=True)
+
+        plain, plain_size = time_renders(port, None)
+        gz, gz_size = time_renders(port, "gzip")
+        status_peak = proc_status(proc.pid)
+        out.update({
+            "render_plain_s": plain,
+            "render_gzip_s": gz,
+            "render_plain_median_s": median(plain),
+            "render_gzip_median_s": median(gz),
+            "metrics_bytes_plain": plain_size,
+            "metrics_bytes_gzip": gz_size,
+            "peak_rss_kib": status_peak.get("VmHWM"),
+            "peak_rss_kib_before_render_timing": status_end.get("VmHWM"),
+            "threads_after_render": status_peak.get("Threads"),
+        })
+    finally:
+        exit_s = children.stop(proc, timeout=30.0)
+        log.join(5.0)
+        out["sigterm_exit_s"] = exit_s
+        out["exit_code"] = proc.returncode
+        notable = interesting_lines(log.lines)
+        out["stderr_notable_count"] = len(notable)
+        out["stderr_notable"] = notable[:40]
+        out["stderr_lines"] = len(log.lines)
+    shown = "killed after 30 s" if exit_s is None else f"{exit_s:.3f} s"
+    print(f"   SIGTERM → exit {shown} (code {proc.returncode}); "
+          f"{len(notable)} warn/error stderr line(s)", flush=True)
+    return out
+
+
+# --- blackbox_exporter --------------------------------------------------------------------------
+
+
+def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list[str],
+                   listener_pid: int, workdir: Path) -> dict[str, Any]:
+    config = workdir / "blackbox.yml"
+    config.write_text("modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 2s\n",
+                      encoding="utf-8")
+    proc = log = None
+    port = 0
+    for _attempt in range(3):  # the free port may be taken between probing it and binding it
+        port = free_port()
+        argv = [BLACKBOX, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"]
+        print(f"\n== blackbox_exporter: {shlex.join(argv)}", flush=True)
+        proc = children.start(argv)
+        assert proc.stderr is not None
+        log = StreamLog(proc.stderr, str(workdir / "blackbox.stderr"))
+        if wait_http(port, "/-/healthy", proc, 20.0):
+            break
+        children.stop(proc)
+        proc = None
+    if proc is None or log is None:
+        raise RuntimeError("blackbox_exporter did not start; see blackbox.stderr")
+    out: dict[str, Any] = {"pid": proc.pid, "port": port, "concurrency": args.blackbox_clients}
+    try:
+        warm = run_probes(port, endpoints, min(100, args.blackbox_probes), args.blackbox_clients,
+                          60.0)
+        if warm["ok"] == 0:
+            raise RuntimeError(f"blackbox warm-up probes all failed: {warm['examples']}")
+        cpu0, t0, ticks0 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        lcpu0, self0 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
+        # In rounds, to show the spread; the overall figure is over all probes.
+        result: dict[str, Any] = {"ok": 0, "failed": 0, "errors": 0, "examples": [],
+                                  "hit_time_limit": False}
+        rounds: list[float] = []
+        deadline = t0 + args.blackbox_max_seconds
+        for r in range(BLACKBOX_ROUNDS):
+            count = (args.blackbox_probes * (r + 1) // BLACKBOX_ROUNDS
+                     - args.blackbox_probes * r // BLACKBOX_ROUNDS)
+            left = deadline - time.monotonic()
+            if count == 0 or left <= 0:
+                result["hit_time_limit"] |= left <= 0
+                continue
+            round_cpu0 = cpu_seconds(proc.pid)
+            one = run_probes(port, endpoints, count, args.blackbox_clients, left)
+            done_round = one["ok"] + one["failed"]
+            if done_round:
+                rounds.append((cpu_seconds(proc.pid) - round_cpu0) / done_round * 1e6)
+            for key in ("ok", "failed", "errors"):
+                result[key] += one[key]
+            result["examples"] += one["examples"][:5 - len(result["examples"])]
+            result["hit_time_limit"] |= one["hit_time_limit"]
+        cpu1, t1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        lcpu1, self1 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
+        status = proc_status(proc.pid)
+        done = result["ok"] + result["failed"]
+        out.update({
+            "probes": done,
+            "probes_ok": result["ok"],
+            "probes_failed": result["failed"],
+            "http_errors": result["errors"],
+            "failure_examples": result["examples"],
+            "seconds": t1 - t0,
+            "probes_per_s": done / (t1 - t0),
+            "cpu_s": cpu1 - cpu0,
+            "cpu_core_fraction": (cpu1 - cpu0) / (t1 - t0),
+            "cpu_us_per_probe": (cpu1 - cpu0) / done * 1e6 if done else math.nan,
+            "cpu_us_per_probe_rounds": rounds,
+            "peak_rss_kib": status.get("VmHWM"),
+            "threads": status.get("Threads"),
+            "hit_time_limit": result["hit_time_limit"],
+            "machine_busy_fraction": busy_fraction(ticks0, ticks1),
+            "client_cpu_s": self1 - self0,
+            "other_load_cores": other_load(ticks0, ticks1, t1 - t0, (cpu1 - cpu0) + (lcpu1 - lcpu0)
+                                           + (self1 - self0)),
+        })
+    finally:
+        out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
+        log.join(5.0)
+        out["stderr_notable"] = [ln for ln in log.lines if "level=error" in ln
+                                 or "level=warn" in ln][:20]
+    print(f"   {out['probes']} probes ({out['probes_failed']} failed) at "
+          f"{out['probes_per_s']:.0f}/s, CPU {out['cpu_us_per_probe']:.0f} µs/probe", flush=True)
+    return out
+
+
+def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            status, _, _, _ = http_get("127.0.0.1", port, path, timeout=2.0)
+            if status == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def run_probes(port: int, endpoints: list[str], count: int, clients: int,
+               max_seconds: float) -> dict[str, Any]:
+    """`count` /probe requests over `clients` keep-alive connections, bounded by `max_seconds`."""
+    lock = threading.Lock()
+    state = {"next": 0, "ok": 0, "failed": 0, "errors": 0}
+    examples: list[str] = []
+    deadline = time.monotonic() + max_seconds
+
+    def take() -> int | None:
+        with lock:
+            if state["next"] >= count or time.monotonic() > deadline:
+                return None
+            state["next"] += 1
+            return state["next"] - 1
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
+        try:
+            while (i := take()) is not None:
+                target = endpoints[i % len(endpoints)]
+                assert target.startswith("127.")
+                try:
+                    conn.request("GET", f"/probe?module=tcp_connect&target={target}")
+                    response = conn.getresponse()
+                    body = response.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()  # reconnects on the next request
+                    with lock:
+                        state["errors"] += 1
+                        state["failed"] += 1
+                        if len(examples) < 5:
+                            examples.append(f"{target}: {type(exc).__name__}: {exc}")
+                    continue
+                good = response.status == 200 and re.search(rb"(?m)^probe_success 1$", body)
+                with lock:
+                    state["ok" if good else "failed"] += 1
+                    if not good and len(examples) < 5:
+                        examples.append(f"{target}: HTTP {response.status}: {body[:300]!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(deadline - time.monotonic(), 0) + 15.0)
+    return {"ok": state["ok"], "failed": state["failed"], "errors": state["errors"],
+            "examples": examples, "hit_time_limit": state["next"] < count}
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:{spec}}{unit}"
+
+
+def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None,
+             interval: float) -> list[dict[str, Any]]:
+    goals = []
+    at_goal = next((r for r in results if r["checks"] == GOAL_CHECKS), None)
+    sched_ok = at_goal is not None and interval == GOAL_INTERVAL
+    goal: dict[str, Any] = {
+        "goal": f"{GOAL_CHECKS:,} checks at a {GOAL_INTERVAL:g} s interval: lag p99 < "
+                f"{GOAL_LAG_P99 * 1000:g} ms, no missed run",
+        "criterion": f"lag p99 < {GOAL_LAG_P99 * 1000:g} ms, missed = 0, skipped = 0, "
+                     f"completion >= {MIN_COMPLETION}"}
+    if not sched_ok or at_goal is None:
+        goal.update(measured="not measured (needs --checks including 10000 and --interval 10)",
+                    met=None)
+    else:
+        p99 = at_goal["lag_p99_s"]
+        met = (not math.isnan(p99) and p99 < GOAL_LAG_P99 and at_goal["missed_delta"] == 0
+               and at_goal["skipped_delta"] == 0 and at_goal["completion_ratio"] >= MIN_COMPLETION)
+        goal.update(measured=f"p99 {fmt(p99 * 1000, '.1f', ' ms')}, missed "
+                             f"{at_goal['missed_delta']:.0f}, skipped "
+                             f"{at_goal['skipped_delta']:.0f}, completion "
+                             f"{at_goal['completion_ratio']:.3f} "
+                             f"({at_goal['scrapes_rendered_in_window']} scrape(s) in window)",
+                    met=met)
+    goals.append(goal)
+
+    goal = {"goal": f"/metrics of {GOAL_CHECKS:,} checks rendered < {GOAL_RENDER * 1000:g} ms",
+            "criterion": "client-timed median of 5, both plain and gzip"}
+    if at_goal is None or "render_plain_median_s" not in at_goal:
+        goal.update(measured="not measured (needs --checks including 10000)", met=None)
+    else:
+        plain, gz = at_goal["render_plain_median_s"], at_goal["render_gzip_median_s"]
+        goal.update(measured=f"plain {plain * 1000:.0f} ms, gzip {gz * 1000:.0f} ms",
+                    met=plain < GOAL_RENDER and gz < GOAL_RENDER)
+    goals.append(goal)
+
+    for r in results:
+        goal = {"goal": f"CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU per probe "
+                        f"({r['checks']:,} checks)",
+                "criterion": "netsentry CPU µs per completed check / blackbox CPU µs per probe"}
+        if bb is None or not bb.get("probes_ok") or "cpu_us_per_check" not in r:
+            goal.update(measured="not measured", met=None)
+        else:
+            ratio = r["cpu_us_per_check"] / bb["cpu_us_per_probe"]
+            r["cpu_ratio_vs_blackbox"] = ratio
+            clean = r["failures_delta"] == 0 and bb["probes_failed"] == 0
+            goal.update(measured=f"{r['cpu_us_per_check']:.1f} / {bb['cpu_us_per_probe']:.1f} "
+                                 f"= {ratio:.2f}" + ("" if clean else " (with failures)"),
+                        met=ratio <= GOAL_CPU_RATIO and clean)
+        goals.append(goal)
+    return goals
+
+
+def report(info: dict[str, Any], results: list[dict[str, Any]], bb: dict[str, Any] | None,
+           goals: list[dict[str, Any]]) -> str:
+    m = info["machine"]
+    lines = [
+        "",
+        "=" * 78,
+        "netsentry scale benchmark",
+        f"command:  {info['command']}",
+        f"machine:  nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}, "
+        f"{m['mem_total_mib']} MiB",
+        f"python:   {m['python']} ({m['python_executable']})",
+        f"kernel:   {m['kernel']}",
+        f"listeners: {len(info['endpoints'])} accept-and-close endpoints on "
+        f"{LISTEN_ADDRESSES[0]}..{LISTEN_ADDRESSES[-1]} (child pid {info['listener_pid']})",
+        f"logs:     {info['workdir']}",
+        "",
+    ]
+    if results:
+        t = Table(["netsentry", *[f"{r['checks']:,} checks" for r in results]])
+
+        def row(label: str, key: str, spec: str = ".1f", scale: float = 1.0,
+                unit: str = "") -> None:
+            cells = []
+            for r in results:
+                v = r.get(key)
+                if isinstance(v, int | float) and scale != 1.0:
+                    v = v * scale
+                cells.append(fmt(v, spec, unit))
+            t.add(label, *cells)
+
+        row("interval", "interval_s", "g", unit=" s")
+        row("start-up until config loaded", "startup_s", ".2f", unit=" s")
+        row("checks never run at window start", "never_run_at_window_start", ".0f")
+        row("window (between scrapes)", "window_scrape_s", ".1f", unit=" s")
+        row("/metrics scrapes rendered in window", "scrapes_rendered_in_window", ".0f")
+        row("completed runs/s", "runs_per_s", ".1f")
+        row("scheduled runs/s (N / interval)", "scheduled_per_s", ".1f")
+        row("completion ratio", "completion_ratio", ".3f")
+        row("checks with no run in window", "checks_without_run_in_window", ".0f")
+        row("failures Δ", "failures_delta", ".0f")
+        row("missed runs Δ", "missed_delta", ".0f")
+        row("skipped runs Δ", "skipped_delta", ".0f")
+        row("scheduler lag p50", "lag_p50_s", ".2f", 1000, " ms")
+        row("scheduler lag p99", "lag_p99_s", ".2f", 1000, " ms")
+        row("scheduler lag mean", "lag_mean_s", ".2f", 1000, " ms")
+        row("agent CPU (share of one core)", "cpu_core_fraction", ".1f", 100, " %")
+        row("machine CPU busy (all cores)", "machine_busy_fraction", ".1f", 100, " %")
+        row("other processes' load (cores)", "other_load_cores", ".2f")
+        row("CPU s per 1,000 checks", "cpu_s_per_1000_checks", ".4f", unit=" s")
+        row("CPU µs per check", "cpu_us_per_check", ".1f", unit=" µs")
+        row("listener child CPU µs per conn", "listener_cpu_us_per_conn", ".1f", unit=" µs")
+        row("peak RSS (VmHWM)", "peak_rss_kib", ".1f", 1 / 1024, " MiB")
+        row("threads", "threads", ".0f")
+        row("open fds", "fds", ".0f")
+        row("/metrics render, plain (median)", "render_plain_median_s", ".1f", 1000, " ms")
+        row("/metrics render, gzip (median)", "render_gzip_median_s", ".1f", 1000, " ms")
+        row("/metrics size, plain", "metrics_bytes_plain", ".2f", 1 / 2**20, " MiB")
+        row("/metrics size, gzip", "metrics_bytes_gzip", ".1f", 1 / 1024, " KiB")
+        row("SIGTERM → exit", "sigterm_exit_s", ".3f", unit=" s")
+        row("exit code", "exit_code", "")
+        row("stderr warn/error lines", "stderr_notable_count", ".0f")
+        lines += [t.render(), ""]
+        for r in results:
+            if r.get("failures_by_reason"):
+                lines.append(f"failures in window, {r['checks']:,} checks: "
+                             f"{r['failures_by_reason']}")
+            if r.get("stderr_notable"):
+                lines.append(f"stderr of the {r['checks']:,}-check agent (first "
+                             f"{len(r['stderr_notable'])} of {r['stderr_notable_count']} "
+                             f"warn/error lines):")
+                lines += [f"  {ln[:300]}" for ln in r["stderr_notable"][:10]]
+        lines.append("")
+    if bb is not None:
+        t = Table(["blackbox_exporter 0.23 (tcp_connect)", "value"])
+        t.add("probes (ok / failed)", f"{bb.get('probes_ok', 0)} / {bb.get('probes_failed', 0)}")
+        t.add("client concurrency (keep-alive)", bb["concurrency"])
+        t.add("probes/s", fmt(bb.get("probes_per_s"), ".0f"))
+        t.add("CPU (share of one core)", fmt(bb.get("cpu_core_fraction", math.nan) * 100,
+                                             ".1f", " %"))
+        t.add("machine CPU busy (all cores)", fmt(bb.get("machine_busy_fraction", math.nan)
+                                                  * 100, ".1f", " %"))
+        t.add("other processes' load (cores)", fmt(bb.get("other_load_cores"), ".2f"))
+        t.add("CPU µs per probe", fmt(bb.get("cpu_us_per_probe"), ".1f", " µs"))
+        per_round = bb.get("cpu_us_per_probe_rounds") or []
+        if per_round:
+            t.add(f"  … per round of ~{bb['probes'] // max(len(per_round), 1)} (min/med/max)",
+                  f"{min(per_round):.0f} / {median(per_round):.0f} / {max(per_round):.0f} µs")
+        t.add("peak RSS (VmHWM)", fmt((bb.get("peak_rss_kib") or math.nan) / 1024, ".1f",
+                                      " MiB"))
+        t.add("threads", fmt(bb.get("threads"), ".0f"))
+        lines += [t.render(), ""]
+        if bb.get("failure_examples"):
+            lines.append("blackbox failures: " + "; ".join(bb["failure_examples"]))
+            lines.append("")
+    t = Table(["goal (DESIGN.md)", "measured", "met"])
+    for g in goals:
+        t.add(g["goal"], g["measured"],
+              "not measured" if g["met"] is None else ("yes" if g["met"] else "NO"))
+    lines += [t.render(), ""]
+    lines += [f"  criterion: {g['goal'].split(':')[0]} — {g['criterion']}" for g in goals[:2]]
+    if len(goals) > 2:
+        lines.append(f"  criterion: CPU ratio — {goals[2]['criterion']}")
+    lines += [
+        "  notes: lag and runs are deltas between the window's two scrapes, so the window-start",
+        "  scrape's /metrics render happens inside the window (as one Prometheus scrape per",
+        "  window would); agent CPU excludes the two boundary scrapes' renders but includes any",
+        "  --scrape-every scrapes. CPU is from /proc (clock ticks of 1/"
+        f"{CLK_TCK} s).",
+    ]
+    lines.append("=" * 78)
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checks", default="1000,10000",
+                        help="comma-separated numbers of checks (default 1000,10000)")
+    parser.add_argument("--interval", type=float, default=10.0, help="check interval, s")
+    parser.add_argument("--window", type=float, default=30.0, help="measured window, s")
+    parser.add_argument("--blackbox-probes", type=int, default=3000)
+    parser.add_argument("--blackbox-clients", type=int, default=4,
+                        help="concurrent keep-alive client threads for /probe (default 4)")
+    parser.add_argument("--blackbox-max-seconds", type=float, default=300.0,
+                        help="upper bound on the blackbox probe phase")
+    parser.add_argument("--scrape-every", type=float, default=0.0, metavar="SECONDS",
+                        help="also scrape /metrics this often during the window, as a "
+                        "Prometheus server would (default 0: only the window's own scrapes)")
+    parser.add_argument("--ports-per-address", type=int, default=2)
+    parser.add_argument("--no-blackbox", action="store_true")
+    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
+                        help="interpreter that runs the agent")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    try:
+        args.check_counts = [int(x) for x in args.checks.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--checks: want comma-separated integers, e.g. 1000,10000")
+    if not args.check_counts or min(args.check_counts) < 1 or max(args.check_counts) > 100_000:
+        parser.error("--checks: each between 1 and 100000")
+    if not 0.5 <= args.interval <= 600 or not 1 <= args.window <= 3600:
+        parser.error("--interval must be in [0.5, 600] s and --window in [1, 3600] s")
+    if args.scrape_every and not 1 <= args.scrape_every <= 3600:
+        parser.error("--scrape-every: 0 (off) or in [1, 3600] s")
+    if not 1 <= args.ports_per_address <= 16:
+        parser.error("--ports-per-address in [1, 16]")
+    if not 1 <= args.blackbox_probes <= 1_000_000 or not 1 <= args.blackbox_clients <= 64:
+        parser.error("--blackbox-probes in [1, 1e6], --blackbox-clients in [1, 64]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sigterm_as_keyboard_interrupt()
+    workdir = Path(tempfile.mkdtemp(prefix="netsentry-bench-scale-"))
+    info: dict[str, Any] = {
+        "command": shlex.join([sys.executable, *sys.argv]) if argv is None
+        else shlex.join(argv),
+        "machine": machine(),
+        "workdir": str(workdir),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    results: list[dict[str, Any]] = []
+    bb: dict[str, Any] | None = None
+    error: str | None = None
+    # Bound the listener child's life by the longest the whole run could take.
+    budget = (len(args.check_counts) * (STARTUP_TIMEOUT + args.interval + args.window + 120)
+              + args.blackbox_max_seconds + 300)
+    try:
+        with Children() as children:
+            listeners = start_listeners(children, LISTEN_ADDRESSES, args.ports_per_address,
+                                        budget)
+            info["endpoints"] = listeners.endpoints
+            info["listener_pid"] = listeners.proc.pid
+            print(f"listeners: {' '.join(listeners.endpoints)}", flush=True)
+            try:
+                if not args.no_blackbox:
+                    bb = bench_blackbox(children, args, listeners.endpoints,
+                                        listeners.proc.pid, workdir)
+                for n in args.check_counts:
+                    time.sleep(2.0)  # let the previous phase's sockets settle
+                    results.append(bench_agent(children, n, args, listeners.endpoints,
+                                               listeners.proc.pid, workdir))
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted; children stopped", file=sys.stderr)
+        return 130
+    goals = evaluate(results, bb, args.interval)
+    print(report(info, results, bb, goals), flush=True)
+    if error:
+        print(f"INCOMPLETE: {error}", flush=True)
+    if args.json:
+        payload = {**info, "args": {k: v for k, v in vars(args).items()},
+                   "netsentry": results, "blackbox": bb, "goals": goals, "error": error}
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n",
+                                   encoding="utf-8")
+        print(f"JSON written to {args.json}")
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
