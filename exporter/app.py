@@ -9,13 +9,13 @@ ones start afresh, removed ones vanish with their series.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import platform
 import signal
 import socket
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -59,7 +59,6 @@ class Agent:
         self.reload_ok = False
         self.reload_time: float | None = None
         self._blocking = BlockingPool(workers=8, name="netsentry-resolve")
-        self._render = BlockingPool(workers=1, name="netsentry-render")
         self.runner = Runner(Resolver(self._blocking))
         self.scheduler = Scheduler(self.run_scheduled)
         self.web = WebServer(self.routes())
@@ -103,7 +102,6 @@ class Agent:
         self.scheduler.shutdown()
         await self.web.close()
         self._blocking.close()
-        self._render.close()
         log.info("stopped")
 
     # --- config -----------------------------------------------------------------------------
@@ -180,14 +178,19 @@ class Agent:
         states = self.store.snapshot()
         agent = self.agent_snapshot()
         use_gzip = "gzip" in request.headers.get("accept-encoding", "")
-
-        def render() -> bytes:
-            body = (exposition.render(states, agent) + process_metrics.render()).encode()
-            return gzip.compress(body, GZIP_LEVEL, mtime=0) if use_gzip else body
-
-        body = await self._render.submit(render)
+        compressor = zlib.compressobj(GZIP_LEVEL, wbits=31) if use_gzip else None  # gzip
+        body = bytearray()
+        for text in exposition.render_slices(states, agent):
+            data = text.encode()
+            body += compressor.compress(data) if compressor else data
+            await asyncio.sleep(0)  # a scrape of 10,000 checks must not hold up their runs
+        tail = process_metrics.render().encode()
+        if compressor:
+            body += compressor.compress(tail) + compressor.flush()
+        else:
+            body += tail
         headers = (("Content-Encoding", "gzip"),) if use_gzip else ()
-        return Response(200, body, exposition.CONTENT_TYPE, headers)
+        return Response(200, bytes(body), exposition.CONTENT_TYPE, headers)
 
     async def handle_healthy(self, request: Request) -> Response:
         return Response(200, b"Healthy.\n")

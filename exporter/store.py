@@ -42,11 +42,11 @@ class CheckState:
     failures: tuple[int, ...] = ()
     last: Result | None = None
     last_success: float | None = None  # Unix time of the last successful run
-    buckets: tuple[int, ...] = ()  # run durations per bucket (not cumulative), +Inf last
+    buckets: tuple[int, ...] = ()  # cumulative counts of run durations per bucket, +Inf last
     duration_sum: float = 0.0
     counters: tuple[tuple[Spec, tuple[str, ...], float], ...] = ()
-    # Labels rendered once per loaded check, for the exposition's fast path.
-    cache: dict[Any, str] = field(default_factory=dict, compare=False, repr=False)
+    # Text rendered once per loaded check, for the exposition's fast path.
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def new(cls, check: CheckConfig) -> CheckState:
@@ -62,8 +62,8 @@ class CheckState:
             if index < 0:  # a reason the kind did not declare: keep it, it is still true
                 return self._with_reason(result.reason).after(result)
             failures = (*failures[:index], failures[index] + 1, *failures[index + 1:])
-        buckets = list(self.buckets)
-        buckets[bisect_left(DURATION_BUCKETS, result.duration)] += 1
+        first = bisect_left(DURATION_BUCKETS, result.duration)
+        buckets = (*self.buckets[:first], *(n + 1 for n in self.buckets[first:]))
         counters = self.counters
         if result.counts:
             counters = _add_counts(counters, result.counts)
@@ -74,7 +74,7 @@ class CheckState:
             failures=failures,
             last=result,
             last_success=result.finished if result.success else self.last_success,
-            buckets=tuple(buckets),
+            buckets=buckets,
             duration_sum=self.duration_sum + result.duration,
             counters=counters,
             cache=self.cache,

@@ -5,7 +5,7 @@ import asyncio
 import time
 from collections import Counter
 
-from exporter.scheduler import Scheduler, StepDetector, first_run, phase
+from exporter.scheduler import SLOT, Scheduler, StepDetector, first_run, phase, slot_of
 
 
 class FakeClock:
@@ -31,16 +31,20 @@ def test_phase_is_stable_and_in_range() -> None:
     assert all(0 <= phase(f"check-{i}", 10) < 10 for i in range(1000))
 
 
-def test_first_run_is_on_the_keys_grid_after_now() -> None:
+def test_first_run_is_on_the_keys_slot_after_now() -> None:
     now = 1_700_000_000.123
-    start = first_run("web", 30, now)
+    interval, number = slot_of("web", 30)
+    assert number * SLOT <= phase("web", 30) < (number + 1) * SLOT
+    start = first_run(interval, number, now)
     assert now < start <= now + 30
-    assert abs((start - phase("web", 30)) / 30 - round((start - phase("web", 30)) / 30)) < 1e-9
+    cycles = (start - number * SLOT) / 30
+    assert abs(cycles - round(cycles)) < 1e-9
 
 
 def test_start_times_spread_over_the_interval() -> None:
     now = 1_700_000_000.0
-    seconds = Counter(int(first_run(f"check-{i}", 10, now) - now) for i in range(10_000))
+    seconds = Counter(int(first_run(*slot_of(f"check-{i}", 10), now) - now)
+                      for i in range(10_000))
     assert set(seconds) == set(range(10))
     assert all(800 < count < 1200 for count in seconds.values()), seconds
 

@@ -1,0 +1,127 @@
+"""/metrics rendering of N checks: netsentry's renderer beside prometheus_client's generic one.
+
+    .venv/bin/python bench/render.py [--checks 10000] [--repeat 7]
+
+Builds a results store of N tcp checks that have run, then times (median of --repeat) the
+full exposition through `exporter.exposition.render` + encode, and the same families through
+a prometheus_client custom collector and `generate_latest`, in this process. No network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from exporter import config, metrics
+from exporter.exposition import AgentSnapshot, render
+from exporter.store import CheckState, Result, Store
+
+
+def store_of(n: int) -> Store:
+    text = "".join(f'[[checks]]\nname = "tcp-{i:05d}"\nkind = "tcp"\n'
+                   f'target = "127.0.0.2:{40000 + i % 16}"\n' for i in range(n))
+    store = Store()
+    store.load(config.load_text(text, "bench").checks)
+    observed = ((metrics.DNS_LOOKUP, (), 1.2e-05), (metrics.TCP_CONNECT, (), 0.00021))
+    for name, state in list(store.states.items()):
+        for _ in range(3):
+            store.record(name, state.check,
+                         Result(True, None, "", 0.0004, time.time(), observations=observed))
+    return store
+
+
+class GenericCollector:
+    """The same per-check families through prometheus_client's collector API."""
+
+    def __init__(self, states: tuple[CheckState, ...]) -> None:
+        self.states = states
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["check", "kind"]
+        success = GaugeMetricFamily(metrics.CHECK_SUCCESS.name, metrics.CHECK_SUCCESS.help,
+                                    labels=labels)
+        duration = HistogramMetricFamily(metrics.CHECK_DURATION.name, metrics.CHECK_DURATION.help,
+                                         labels=labels)
+        runs = CounterMetricFamily(metrics.CHECK_RUNS.name, metrics.CHECK_RUNS.help,
+                                   labels=labels)
+        failures = CounterMetricFamily(metrics.CHECK_FAILURES.name, metrics.CHECK_FAILURES.help,
+                                       labels=[*labels, "reason"])
+        simple = {spec.name: GaugeMetricFamily(spec.name, spec.help, labels=labels)
+                  for spec in (metrics.CHECK_LAST_RUN, metrics.CHECK_LAST_SUCCESS,
+                               metrics.CHECK_INTERVAL, metrics.DNS_LOOKUP, metrics.TCP_CONNECT)}
+        info = GaugeMetricFamily(metrics.CHECK_INFO.name, metrics.CHECK_INFO.help,
+                                 labels=[*labels, "target"])
+        missed = CounterMetricFamily(metrics.SCHEDULER_MISSED.name, metrics.SCHEDULER_MISSED.help,
+                                     labels=labels)
+        skipped = CounterMetricFamily(metrics.SCHEDULER_SKIPPED.name,
+                                      metrics.SCHEDULER_SKIPPED.help, labels=labels)
+        for s in self.states:
+            values = [s.check.name, s.check.kind]
+            assert s.last is not None
+            success.add_metric(values, int(s.last.success))
+            bounds = [*map(str, metrics.DURATION_BUCKETS), "+Inf"]
+            duration.add_metric(values, list(zip(bounds, s.buckets, strict=True)),
+                                s.duration_sum)
+            runs.add_metric(values, s.runs)
+            for reason, count in zip(s.reasons, s.failures, strict=True):
+                failures.add_metric([*values, reason.value], count)
+            simple[metrics.CHECK_LAST_RUN.name].add_metric(values, s.last.finished)
+            simple[metrics.CHECK_LAST_SUCCESS.name].add_metric(values, s.last_success or 0)
+            simple[metrics.CHECK_INTERVAL.name].add_metric(values, s.check.interval)
+            for spec, _, value in s.last.observations:
+                simple[spec.name].add_metric(values, value)
+            info.add_metric([*values, s.check.target], 1)
+            missed.add_metric(values, 0)
+            skipped.add_metric(values, 0)
+        yield from (success, duration, runs, failures, *simple.values(), info, missed, skipped)
+
+
+def timed(func: object, repeat: int) -> tuple[float, int]:
+    times = []
+    size = 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        size = len(func())  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checks", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    states = store_of(args.checks).snapshot()
+    agent = AgentSnapshot("bench", sys.version.split()[0], "bench", True, None, 0,
+                          {"tcp": args.checks}, (0,) * (len(metrics.LAG_BUCKETS) + 1), 0.0, 0)
+    registry = CollectorRegistry()
+    registry.register(GenericCollector(states))  # type: ignore[arg-type]
+    ours, our_size = timed(lambda: render(states, agent).encode(), args.repeat)
+    generic, generic_size = timed(lambda: generate_latest(registry), args.repeat)
+    series = render(states, agent).count("\n") - 2 * render(states, agent).count("# TYPE")
+    print(f"checks {args.checks}, series {series}, python {sys.version.split()[0]}")
+    print(f"netsentry exposition   median {ours * 1000:8.1f} ms  {our_size / 2**20:6.1f} MiB  "
+          f"{ours / series * 1e6:.2f} us/series")
+    print(f"prometheus_client      median {generic * 1000:8.1f} ms  {generic_size / 2**20:6.1f} "
+          f"MiB  {generic / series * 1e6:.2f} us/series")
+    print(f"ratio netsentry / prometheus_client: {ours / generic:.2f} (goal for 10,000 checks: "
+          f"< 250 ms: {'met' if ours < 0.25 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
