@@ -111,13 +111,16 @@ class Agent:
         self.config = new
         self.store.load(new.checks)
         self.scheduler.update({c.name: c.interval for c in new.checks})
-        changed = sum(1 for c in new.checks if old.get(c.name) not in (None, c))
+        changed = [c.name for c in new.checks if old.get(c.name) not in (None, c)]
+        for name in changed:
+            self.scheduler.cancel(name)  # a run of the old config would only be discarded
         added = sum(1 for c in new.checks if c.name not in old)
         removed = len(set(old) - {c.name for c in new.checks})
         self.reload_ok = True
         self.reload_time = time.time()
         log.info("config loaded", extra={"source": new.source, "checks": len(new.checks),
-                                         "added": added, "changed": changed, "removed": removed})
+                                         "added": added, "changed": len(changed),
+                                         "removed": removed})
 
     def reload(self) -> list[str]:
         """Reload the config file; on problems keep the running config and return them."""

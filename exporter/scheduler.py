@@ -241,11 +241,15 @@ class Scheduler:
         job_id = self._slot_of.pop(key, None)
         if job_id is not None:
             self._leave(key, job_id)
+        self.cancel(key)
+        self.missed.pop(key, None)
+        self.skipped.pop(key, None)
+
+    def cancel(self, key: str) -> None:
+        """Cancel `key`'s run in flight, if any (its result would be stale)."""
         task = self._executor.tasks.pop(key, None)
         if task is not None:
             task.cancel()
-        self.missed.pop(key, None)
-        self.skipped.pop(key, None)
 
     def next_run_times(self) -> dict[str, float]:
         """Each key's next planned start (Unix time)."""

@@ -43,11 +43,17 @@ class Agent:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 timeout: float = 10) -> tuple[int, str]:
+        status, _, data = self.fetch(method, path, body, timeout=timeout)
+        return status, data.decode()
+
+    def fetch(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None,
+              timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=body)
+            conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
-            return response.status, response.read().decode()
+            return response.status, dict(response.getheaders()), response.read()
         finally:
             conn.close()
 

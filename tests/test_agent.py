@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import signal
 import socket
 import time
@@ -98,6 +99,19 @@ def test_endpoints(tmp_path: Path) -> None:
         failures = agent.value("netsentry_check_failures_total",
                                check="<script>alert(1)</script>", kind="tcp", reason="refused")
         assert failures is not None and failures >= 1
+
+
+def test_metrics_gzip_when_asked(tmp_path: Path, server: AcceptServer) -> None:
+    path = tmp_path / "netsentry.toml"
+    path.write_text(tcp_checks(["a"], server.target))
+    with Agent(path) as agent:
+        status, headers, body = agent.fetch("GET", "/metrics",
+                                            headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and headers["Content-Encoding"] == "gzip"
+        text = gzip.decompress(body).decode()
+        assert 'netsentry_check_runs_total{check="a",kind="tcp"}' in text
+        assert "process_resident_memory_bytes" in text
+        assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
 def test_half_open_connections_block_neither_scrapes_nor_grow_threads(
