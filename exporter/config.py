@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import socket
 import sys
 import types
 import typing
@@ -74,7 +75,7 @@ def load_file(path: str) -> Config:
 def default_text(self_target: str) -> str:
     """The embedded default config, monitoring this host; `self_target` is the agent's port."""
     template = (Path(__file__).parent / "default.toml").read_text(encoding="utf-8")
-    return Template(template).substitute(self_target=self_target)
+    return Template(template).substitute(self_target=self_target, hostname=socket.gethostname())
 
 
 def load_default(self_target: str) -> Config:
@@ -271,7 +272,11 @@ def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: P
             problems.add(path, str(exc))
     if len(problems.lines) > before:
         return None
-    return cls(**values)
+    settings = cls(**values)
+    # Problems between keys (a record type and its expected answers): the settings say.
+    for key, message in getattr(settings, "problems", lambda: [])():
+        problems.add((*where, key), message)
+    return None if len(problems.lines) > before else settings
 
 
 def _convert(raw: Any, annotation: Any, meta: typing.Mapping[str, Any]) -> Any:

@@ -74,12 +74,46 @@ SCHEDULER_SKIPPED = Spec(
 DNS_LOOKUP = Spec(
     "netsentry_dns_lookup_seconds", GAUGE, f"Time spent resolving the target, {LAST_RUN}."
 )
+DNS_ANSWERS = Spec(
+    "netsentry_dns_answers", GAUGE,
+    f"Answers of the asked type (addresses for the system resolver), {LAST_RUN}.",
+)
+DNS_MIN_TTL = Spec(
+    "netsentry_dns_min_ttl_seconds", GAUGE,
+    f"Smallest TTL among the answers and the CNAMEs leading to them, {LAST_RUN}.",
+)
+DNS_AUTHENTICATED = Spec(
+    "netsentry_dns_authenticated_data", GAUGE,
+    f"1 if the reply had the AD (DNSSEC authenticated data) flag, {LAST_RUN}.",
+)
+DNS_RESPONSES = Spec(
+    "netsentry_dns_responses_total", COUNTER, "Replies from the nameserver, by rcode.",
+    ("rcode",),
+)
+DNS_ANSWER_CHANGES = Spec(
+    "netsentry_dns_answer_changes_total", COUNTER,
+    "Runs whose answers differed from those of the previous run that had answers.",
+)
+DNS_RESOLVER_MISMATCH = Spec(
+    "netsentry_dns_resolver_mismatch", GAUGE,
+    f"1 if the system resolver's addresses differed from the nameserver's answers, {LAST_RUN}.",
+)
+DNS_IGNORED_REPLIES = Spec(
+    "netsentry_dns_ignored_replies_total", COUNTER,
+    "UDP datagrams ignored while waiting for the reply: wrong ID, wrong source or garbage.",
+)
 TCP_CONNECT = Spec(
     "netsentry_tcp_connect_seconds", GAUGE, f"Time to establish the TCP connection, {LAST_RUN}."
 )
+TLS_HANDSHAKE = Spec(
+    "netsentry_tls_handshake_seconds", GAUGE, f"Time spent in the TLS handshake, {LAST_RUN}."
+)
 
 # Kind metrics in the order they are rendered. A kind module lists the specs it may record.
-KIND_SPECS: tuple[Spec, ...] = (DNS_LOOKUP, TCP_CONNECT)
+KIND_SPECS: tuple[Spec, ...] = (
+    DNS_LOOKUP, DNS_ANSWERS, DNS_MIN_TTL, DNS_AUTHENTICATED, DNS_RESPONSES, DNS_ANSWER_CHANGES,
+    DNS_RESOLVER_MISMATCH, DNS_IGNORED_REPLIES, TCP_CONNECT, TLS_HANDSHAKE,
+)
 
 # --- the agent itself ----------------------------------------------------------------------------
 

@@ -4,12 +4,21 @@
 (thousands of checks in flight cost memory, not threads), shared by identical lookups in flight
 at the same time, and abandoned by the caller at its deadline (a stuck lookup keeps its thread,
 not the check and not the agent's shutdown).
+
+The DNS transports (`udp_exchange`, `stream_exchange`) move bytes and know no protocol: the
+caller encodes the query and says, with a predicate, which datagram is the reply. They run
+until cancelled; the caller's deadline ends them, and their socket is closed whatever happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,3 +102,185 @@ async def connect_tcp(address: Address) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _source_key(address: Address) -> tuple[str, int]:
+    """(host, port) spelt as recvfrom reports a datagram's source, to compare with."""
+    # recvfrom gives inet_ntop's canonical text without a %scope suffix, while a configured
+    # literal may be spelt otherwise ("0:0::1", "fe80::1%eth0"): canonicalise it once here.
+    host = address.host.partition("%")[0]
+    with contextlib.suppress(OSError, ValueError):
+        host = socket.inet_ntop(address.family, socket.inet_pton(address.family, host))
+    return host, int(address.sockaddr[1])
+
+
+async def udp_exchange(
+    address: Address, payload: bytes, accept: Callable[[bytes], bool], max_size: int = 65535
+) -> tuple[bytes, int]:
+    """Send `payload` in one datagram to `address` and return (the reply, datagrams ignored).
+
+    A datagram is the reply only if it comes from exactly the server's address and port and
+    `accept(datagram)` is true (accept must not raise); anything else is counted and ignored,
+    and the wait goes on (RFC 5452 §9.1: an off-path attacker can send datagrams, so a wrong
+    one must not end the exchange). Runs until cancelled; the socket is always closed.
+    """
+    # An unconnected socket, so that datagrams from other sources reach us and are counted
+    # rather than silently dropped by the kernel. The price: Linux reports no ICMP errors to
+    # unconnected UDP sockets, so a closed port is a timeout, not "refused". The kernel binds
+    # the socket to a random ephemeral port at the first sendto (RFC 5452 §9.2).
+    loop = asyncio.get_running_loop()
+    host, port = _source_key(address)
+    sock = socket.socket(address.family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if sys.version_info >= (3, 11):
+            await loop.sock_sendto(sock, payload, address.sockaddr)
+        else:  # pragma: no cover - Python 3.10
+            await _sendto(loop, sock, payload, address.sockaddr)
+        ignored = 0
+        while True:
+            # A datagram longer than max_size is cut to it by the kernel, silently.
+            if sys.version_info >= (3, 11):
+                data, source = await loop.sock_recvfrom(sock, max_size)
+            else:  # pragma: no cover - Python 3.10
+                data, source = await _recvfrom(loop, sock, max_size)
+            # The port first: the cheapest test, and the one a spoofer most often gets wrong.
+            if source[1] == port and source[0] == host and accept(data):
+                return data, ignored
+            ignored += 1
+    finally:
+        sock.close()
+
+
+# Python 3.10 has no loop.sock_recvfrom / sock_sendto: these do the same with add_reader /
+# add_writer. Defined on every version so that the tests exercise them.
+
+
+async def _recvfrom(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
+) -> tuple[bytes, Any]:
+    while True:
+        try:
+            return sock.recvfrom(size)
+        except (BlockingIOError, InterruptedError):
+            await _ready(loop, sock.fileno(), write=False)
+
+
+async def _sendto(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes, sockaddr: tuple[Any, ...]
+) -> None:
+    while True:
+        try:
+            sock.sendto(data, sockaddr)
+            return
+        except (BlockingIOError, InterruptedError):
+            await _ready(loop, sock.fileno(), write=True)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
+    """Wait until `fd` is readable (or writable)."""
+    ready: asyncio.Future[None] = loop.create_future()
+    if write:
+        loop.add_writer(fd, _wake, ready)
+    else:
+        loop.add_reader(fd, _wake, ready)
+    try:
+        await ready
+    finally:
+        # Unregistered before the caller can close the fd: a number the kernel reuses for
+        # the next socket must not inherit this registration.
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+async def stream_exchange(
+    address: Address,
+    payload: bytes,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> bytes:
+    """One DNS message over TCP (RFC 1035 §4.2.2, RFC 7766), or over TLS (RFC 7858).
+
+    Connects, with `ssl_context` does the TLS handshake (`server_hostname` for SNI and the
+    certificate check; by default the address itself, which then must be in the certificate),
+    sends the 2-byte length and `payload`, and returns the reply: exactly as many bytes as its
+    2-byte length says. `timings`, if given, gets "connect" and with TLS "tls", in seconds.
+    A peer that closes early raises ConnectionResetError. Runs until cancelled; the socket is
+    always closed.
+    """
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"a DNS message over a stream is at most 65535 bytes, not {len(payload)}")
+    # RFC 7766 §8: the length and the message in one write, so that they leave in one segment.
+    message = len(payload).to_bytes(2, "big") + payload
+    started = time.perf_counter()
+    sock = await connect_tcp(address)
+    try:
+        connected = time.perf_counter()
+        if timings is not None:
+            timings["connect"] = connected - started
+        if ssl_context is None:
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, message)
+            return await _read_frame(lambda size: loop.sock_recv(sock, size))
+        if server_hostname is None:
+            server_hostname = address.host.partition("%")[0]
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=ssl_context, server_hostname=server_hostname
+        )
+        try:
+            if timings is not None:
+                timings["tls"] = time.perf_counter() - connected
+            writer.write(message)
+            return await _read_frame(reader.read)
+        finally:
+            # Abort, not close: close() would send close_notify and then wait (up to 30 s)
+            # for the peer's; the answer is in, nothing more is owed. Abort unregisters the
+            # socket from the loop at once, before the close below.
+            writer.transport.abort()
+    finally:
+        # Also after asyncio's transport took the socket over: its own close comes one loop
+        # iteration later, and the fd must not outlive this call (a cancelled run included).
+        sock.close()
+
+
+async def _read_frame(read: Callable[[int], Awaitable[bytes]]) -> bytes:
+    """One length-prefixed message (RFC 1035 §4.2.2) from `read` (b"" at end of stream)."""
+    received = bytearray()
+    total = 2
+    while len(received) < total:
+        chunk = await read(total - len(received))
+        if not chunk:
+            raise ConnectionResetError(f"connection closed after {len(received)} of {total} bytes")
+        received += chunk
+        if total == 2 and len(received) == 2:
+            total += int.from_bytes(received, "big")
+    return bytes(received[2:])
+
+
+def tls_client_context(
+    ca_file: str | None = None, insecure_skip_verify: bool = False
+) -> ssl.SSLContext:
+    """A TLS client context: the system's roots, or only `ca_file`'s; TLS 1.2 at least.
+
+    Build it once per configuration, not per run: loading the system's roots takes
+    milliseconds.
+    """
+    if insecure_skip_verify:
+        # No roots loaded at all: nothing would be verified against them.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=ca_file)
+    # RFC 8310 §9 and BCP 195 (RFC 9325 §3.1.1): nothing older than TLS 1.2.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

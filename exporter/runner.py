@@ -80,12 +80,16 @@ class Runner:
         self.resolver = resolver
         self.kinds = kinds
 
-    async def run(self, check: CheckConfig, timeout: float | None = None) -> Result:
-        """Run `check` once; never raises except when cancelled from outside."""
+    async def run(self, check: CheckConfig, timeout: float | None = None,
+                  memory: dict[str, Any] | None = None) -> Result:
+        """Run `check` once; never raises except when cancelled from outside.
+
+        `memory` is the check's state carried from run to run (see `Run.memory`).
+        """
         loop = asyncio.get_running_loop()
         timeout = check.timeout if timeout is None else timeout
         started = time.perf_counter()
-        run = Run(loop.time() + timeout, self.resolver)
+        run = Run(loop.time() + timeout, self.resolver, memory)
         reason: Reason | None = None
         message = ""
         try:

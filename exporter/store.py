@@ -47,6 +47,8 @@ class CheckState:
     counters: tuple[tuple[Spec, tuple[str, ...], float], ...] = ()
     # Text rendered once per loaded check, for the exposition's fast path.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The check's own memory from run to run (`Run.memory`), for as long as it is loaded.
+    memory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def new(cls, check: CheckConfig) -> CheckState:
@@ -78,12 +80,13 @@ class CheckState:
             duration_sum=self.duration_sum + result.duration,
             counters=counters,
             cache=self.cache,
+            memory=self.memory,
         )
 
     def _with_reason(self, reason: Reason) -> CheckState:
         return CheckState(self.check, (*self.reasons, reason), self.runs, (*self.failures, 0),
                           self.last, self.last_success, self.buckets, self.duration_sum,
-                          self.counters, self.cache)
+                          self.counters, self.cache, self.memory)
 
 
 def _add_counts(

@@ -1,11 +1,12 @@
-"""The HTTP server of netsentry: listening sockets, connections, HTTP/1.1 framing and routing.
+"""HTTP/1.1 for netsentry: the server (listening, connections, framing, routing) and a client.
 
 It replaces prometheus_client's built-in server, which stalls under one idle TLS connection and
 keeps one thread per slow client. Everything here runs on the event loop, without threads; h11
 does the protocol. Every client is bounded in time (header, idle and write timeouts, the TLS
 handshake), in size (`max_request_bytes`) and in number (`max_connections`, evicting the
 connection that has waited longest for a request), and handlers run at most `max_handlers` at a
-time. This is the only module that imports h11.
+time. The client (`request`) sends one request on a stream that `net` opened (DNS over HTTPS;
+later the http check). This is the only module that imports h11.
 """
 
 from __future__ import annotations
@@ -395,3 +396,84 @@ def _format_address(sockaddr: Any) -> str:
         return str(sockaddr)
     host, port = sockaddr[0], sockaddr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+# --- the client side: one request on an open stream ---------------------------------------------
+
+
+class ResponseError(Exception):
+    """The server's response broke HTTP/1.1 or our limits; str() says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]  # lower-case names, in order
+    body: bytes
+    http_version: str
+
+
+async def request(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    method: str,
+    host: str,
+    target: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    max_body: int = 1 << 20,
+) -> ClientResponse:
+    """Send one HTTP/1.1 request on an open stream and read the whole response.
+
+    A response that breaks the protocol, or a body over `max_body` bytes (so that a hostile
+    server cannot make us buffer without bound), raises ResponseError; the caller's deadline
+    bounds the time.
+    """
+    try:
+        return await _request(reader, writer, method, host, target, headers, body, max_body)
+    except h11.ProtocolError as exc:
+        raise ResponseError(f"invalid HTTP response: {exc}") from None
+
+
+async def _request(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    method: str,
+    host: str,
+    target: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    max_body: int,
+) -> ClientResponse:
+    conn = h11.Connection(h11.CLIENT)
+    head = [("Host", host), ("Connection", "close"), *headers]
+    if body or method in ("POST", "PUT"):
+        head.append(("Content-Length", str(len(body))))
+    writer.write(conn.send(h11.Request(method=method, target=target, headers=head)) or b"")
+    if body:
+        writer.write(conn.send(h11.Data(data=body)) or b"")
+    writer.write(conn.send(h11.EndOfMessage()) or b"")
+    await writer.drain()
+    response: h11.Response | None = None
+    data = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(_READ_CHUNK))
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            data += event.data
+            if len(data) > max_body:
+                raise ResponseError(f"response body larger than {max_body} bytes")
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    if response is None:
+        raise ConnectionResetError("connection closed before a response")
+    return ClientResponse(
+        status=response.status_code,
+        headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers),
+        body=bytes(data),
+        http_version=response.http_version.decode("ascii"),
+    )

@@ -1,5 +1,6 @@
 """Config loading: every problem at once, each with file, line, path and an exact message."""
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ CASES = [
     pytest.param(
         '[[checks]]\nname = "a"\nkind = "tpc"\n',
         ["f.toml:3: checks[0] \"a\".kind: unknown kind 'tpc' (did you mean \"tcp\"?); "
-         "known kinds: tcp"],
+         "known kinds: tcp, dns"],
         id="unknown-kind",
     ),
     pytest.param(
@@ -168,7 +169,8 @@ def test_three_mistakes_three_lines() -> None:
     )
     assert problems(text) == [
         'f.toml:5: checks[0] "a".timeuot: unknown key (did you mean "timeout"?)',
-        "f.toml:9: checks[1] \"b\".kind: unknown kind 'dnz'; known kinds: tcp",
+        "f.toml:9: checks[1] \"b\".kind: unknown kind 'dnz' (did you mean \"dns\"?); "
+        "known kinds: tcp, dns",
         'f.toml:14: checks[2] "c".target: port 99999 is out of range 1-65535',
     ]
 
@@ -197,8 +199,10 @@ def test_not_utf8(tmp_path: Path) -> None:
 def test_embedded_default_is_valid_and_local() -> None:
     loaded = config.load_default("127.0.0.1:4321")
     assert loaded.source == "<embedded default>"
-    [check] = loaded.checks
-    assert (check.kind, check.target) == ("tcp", "127.0.0.1:4321")
+    tcp, hostname, localhost = loaded.checks
+    assert (tcp.kind, tcp.target) == ("tcp", "127.0.0.1:4321")
+    assert (hostname.kind, hostname.target) == ("dns", socket.gethostname())
+    assert (localhost.kind, localhost.target, localhost.settings.server) == ("dns", "localhost", ())
 
 
 def test_load_check_without_lines() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.checks import tcp
+from exporter.checks import dns, tcp
 from exporter.checks.base import Kind
 
 KINDS: dict[str, Kind[Any]] = {
     kind.name: kind
     for kind in (
         tcp.KIND,
+        dns.KIND,
     )
 }

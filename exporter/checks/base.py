@@ -1,7 +1,8 @@
 """What every check kind is made of: its settings, its coroutine, its reasons and its metrics.
 
 A kind module defines a frozen dataclass of settings whose fields are declared with `option()`
-(the config loader validates TOML against them), an `async def check(settings, run)` that
+(the config loader validates TOML against them; a `problems()` method may add checks between
+fields, returning `(key, message)` pairs), an `async def check(settings, run)` that
 records observations on `run`, and one `Kind` value listing the failure reasons and the metric
 specs it can produce. Checks never touch prometheus_client and never catch the unexpected: the
 runner does both.
@@ -51,11 +52,15 @@ Observation = tuple[Spec, tuple[str, ...], float]
 class Run:
     """One run of one check: its deadline, its tools and what it observed."""
 
-    __slots__ = ("counts", "deadline", "details", "observations", "resolver")
+    __slots__ = ("counts", "deadline", "details", "memory", "observations", "resolver")
 
-    def __init__(self, deadline: float, resolver: Resolver) -> None:
+    def __init__(self, deadline: float, resolver: Resolver,
+                 memory: dict[str, Any] | None = None) -> None:
         self.deadline = deadline  # event-loop time (monotonic) by which the run must end
         self.resolver = resolver
+        # What a check keeps from one run to the next (e.g. the previous answers), for as long
+        # as its config is unchanged. Runs of one check never overlap.
+        self.memory: dict[str, Any] = {} if memory is None else memory
         self.observations: list[Observation] = []
         self.counts: list[Observation] = []
         self.details: list[tuple[str, str]] = []

@@ -1,0 +1,357 @@
+"""The `dns` check: the system resolver as applications see it, or a nameserver asked directly.
+
+Without `server`, the target goes through `getaddrinfo` — /etc/hosts, nsswitch and search
+domains included — and the check measures what applications get. With `server`, a query built
+by the DNS codec goes to each listed nameserver in turn (the next one when a server fails)
+over UDP (retried over TCP when the reply is truncated), TCP or TLS, and the reply's rcode,
+answers, TTLs and AD flag are measured and held against the expectations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import time
+from dataclasses import dataclass, fields
+
+from exporter import metrics, net
+from exporter.checks.base import Kind, Run, option
+from exporter.codecs import dns as codec
+from exporter.errors import CheckError, Reason
+from exporter.targets import HostPort, parse_port
+
+TRANSPORTS = ("udp", "tcp", "tls")
+DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853}
+# Keys that only mean something when a nameserver is asked directly.
+SERVER_ONLY = ("transport", "record", "recursion_desired", "dnssec_ok", "expect_rcode",
+               "expect_ad", "compare_with_system", "server_name", "ca_file",
+               "tls_insecure_skip_verify")
+# A reply must reach us this long before the run's deadline, so that a run that saw only
+# malformed datagrams says so instead of just "timeout".
+_REPLY_MARGIN = 0.005
+
+
+def _name_problem(text: str) -> str | None:
+    try:
+        codec.parse_name(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _servers(raw: str | list[str]) -> tuple[HostPort, ...]:
+    """`host[:port]` or a list of them; port 0 stands for the transport's default."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not items:
+        raise ValueError("the server list is empty")
+    servers = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected host[:port] strings, got {item!r}")
+        servers.append(_server(item))
+    return tuple(servers)
+
+
+def _server(text: str) -> HostPort:
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid server {text!r}: write an IPv6 address as [::1]:port")
+        port_text = rest[1:]
+    elif text.count(":") > 1:
+        host, port_text = text, ""  # a bare IPv6 address
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ValueError(f"invalid server {text!r}: the host is empty")
+    if port_text and not port_text.isdigit():
+        raise ValueError(f"invalid server {text!r}: the port must be a number")
+    return HostPort(host, parse_port(port_text, "udp") if port_text else 0)
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return text
+
+
+def _rcode(text: str) -> str:
+    upper = text.upper()
+    if upper not in codec.rcode_names():
+        raise ValueError(f"unknown rcode {text!r}; known: {', '.join(codec.rcode_names())}")
+    return upper
+
+
+def _record(text: str) -> str:
+    return codec.parse_rdtype(text)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    target: str = option(check=_name_problem)
+    server: tuple[HostPort, ...] = option((), parse=_servers, raw=(str, list))
+    transport: str = option("udp", choices=TRANSPORTS)
+    record: str = option("A", parse=_record, raw=str)
+    family: str = option("any", choices=tuple(net.FAMILIES))
+    recursion_desired: bool = option(True)
+    dnssec_ok: bool = option(False)
+    expect_rcode: str = option("NOERROR", parse=_rcode, raw=str)
+    min_answers: int = option(1, check=lambda n: "must be 0 or more" if n < 0 else None)
+    expect_answers: tuple[str, ...] = option(())
+    answer_regex: str = option("", parse=_regex, raw=str)
+    expect_ad: bool = option(False)
+    track_changes: bool = option(True)
+    ignore_order: bool = option(True)
+    compare_with_system: bool = option(False)
+    server_name: str = option("")
+    ca_file: str = option("")
+    tls_insecure_skip_verify: bool = option(False)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if not self.server:
+            defaults = {f.name: f.default for f in fields(self)}
+            found += [(key, "needs `server`: the system resolver (getaddrinfo) answers "
+                            "addresses only, with no rcode or flags")
+                      for key in SERVER_ONLY if getattr(self, key) != defaults[key]]
+        record = self.record if self.server else ("AAAA" if self.family == "ipv6" else "A")
+        for text in self.expect_answers:
+            try:
+                if self.server or self.family != "any":
+                    codec.check_answer_text(record, text)
+                else:
+                    socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+            except (ValueError, OSError):
+                found.append(("expect_answers", f"{text!r} is not a valid {record} answer"))
+        if self.compare_with_system and self.record not in ("A", "AAAA"):
+            found.append(("compare_with_system", "works for A and AAAA records only"))
+        if self.ca_file:
+            try:
+                with open(self.ca_file, "rb"):
+                    pass
+            except OSError as exc:
+                found.append(("ca_file", f"cannot read {self.ca_file}: {exc.strerror}"))
+        return found
+
+
+# --- the check ----------------------------------------------------------------------------------
+
+
+async def check(settings: DnsSettings, run: Run) -> None:
+    if settings.server:
+        answers = await _ask_nameservers(settings, run)
+    else:
+        answers = await _ask_system(settings, run)
+    _expect_answers(settings, answers)
+
+
+async def _system_addresses(run: Run, name: str, family: int) -> list[str]:
+    addresses = await run.resolver.resolve(name, 0, family)
+    return list(dict.fromkeys(a.host for a in addresses))
+
+
+async def _ask_system(settings: DnsSettings, run: Run) -> list[str]:
+    started = time.perf_counter()
+    answers = await _system_addresses(run, settings.target, net.FAMILIES[settings.family])
+    run.gauge(metrics.DNS_LOOKUP, time.perf_counter() - started)
+    run.gauge(metrics.DNS_ANSWERS, len(answers))
+    run.detail("answers", " ".join(answers))
+    _track_changes(settings, run, answers)
+    return answers
+
+
+async def _ask_nameservers(settings: DnsSettings, run: Run) -> list[str]:
+    loop = asyncio.get_running_loop()
+    query = codec.build_query(settings.target, settings.record,
+                              recursion_desired=settings.recursion_desired,
+                              dnssec_ok=settings.dnssec_ok)
+    failure: BaseException | None = None
+    for i, server in enumerate(settings.server):
+        # A silent server must leave time for the next ones: share what is left equally.
+        left = len(settings.server) - i
+        deadline = loop.time() + (run.deadline - loop.time()) / left
+        try:
+            started = time.perf_counter()
+            reply = await asyncio.wait_for(_ask(settings, run, server, query, deadline),
+                                           max(deadline - loop.time(), 0))
+            took = time.perf_counter() - started
+            break
+        except (OSError, asyncio.TimeoutError, CheckError) as exc:
+            failure = exc
+            run.detail(f"server {_address_text(settings, server)}", _why(exc))
+    else:
+        assert failure is not None
+        if isinstance(failure, asyncio.TimeoutError):
+            raise CheckError(Reason.TIMEOUT, "no reply from "
+                             + ", ".join(_address_text(settings, s) for s in settings.server))
+        raise failure
+    run.detail("server", _address_text(settings, server))
+    # A hostile server can send any of 4,096 rcodes: the label keeps to the named ones.
+    run.count(metrics.DNS_RESPONSES,
+              reply.rcode if reply.rcode in codec.rcode_names() else "OTHER")
+    run.gauge(metrics.DNS_LOOKUP, took)
+    run.gauge(metrics.DNS_ANSWERS, reply.answer_count)
+    if reply.min_ttl is not None:
+        run.gauge(metrics.DNS_MIN_TTL, reply.min_ttl)
+    run.gauge(metrics.DNS_AUTHENTICATED, int(reply.authenticated_data))
+    flags = [name for name, on in (("aa", reply.authoritative), ("tc", reply.truncated),
+                                   ("ra", reply.recursion_available),
+                                   ("ad", reply.authenticated_data)) if on]
+    run.detail("rcode", reply.rcode)
+    run.detail("flags", " ".join(flags))
+    run.detail("answers", " | ".join(reply.answers))
+    if reply.min_ttl is not None:
+        run.detail("min ttl", f"{reply.min_ttl}s")
+    if reply.cnames:
+        run.detail("cnames", " ".join(reply.cnames))
+    answers = list(reply.answers)
+    if reply.rcode == "NOERROR":
+        _track_changes(settings, run, answers)
+    if settings.compare_with_system:
+        family = socket.AF_INET6 if settings.record == "AAAA" else socket.AF_INET
+        system = await _system_addresses(run, settings.target, family)
+        mismatch = set(system) != set(answers)
+        run.gauge(metrics.DNS_RESOLVER_MISMATCH, int(mismatch))
+        if mismatch:
+            run.detail("system resolver", " ".join(system))
+    if reply.rcode != settings.expect_rcode:
+        reason = {"NXDOMAIN": Reason.NXDOMAIN, "SERVFAIL": Reason.SERVFAIL,
+                  "NOERROR": Reason.UNEXPECTED_RESPONSE}.get(reply.rcode, Reason.DNS_RCODE)
+        raise CheckError(reason, f"rcode {reply.rcode}, expected {settings.expect_rcode}")
+    if settings.expect_ad and not reply.authenticated_data:
+        raise CheckError(Reason.UNEXPECTED_RESPONSE, "the reply is not authenticated (no AD)")
+    return answers
+
+
+async def _ask(settings: DnsSettings, run: Run, server: HostPort, query: codec.Query,
+               deadline: float) -> codec.Reply:
+    port = server.port or DEFAULT_PORTS[settings.transport]
+    kind = socket.SOCK_DGRAM if settings.transport == "udp" else socket.SOCK_STREAM
+    address = (await run.resolver.resolve(server.host, port, net.FAMILIES[settings.family],
+                                          kind))[0]
+    if settings.transport == "udp":
+        reply = await _ask_udp(run, address, query, deadline)
+        if not reply.truncated:
+            return reply
+        run.detail("truncated", "the UDP reply had TC set; asked again over TCP")
+        return _parse(await net.stream_exchange(address, query.wire), query)
+    context = None
+    if settings.transport == "tls":
+        context = net.tls_client_context(settings.ca_file or None,
+                                         settings.tls_insecure_skip_verify)
+    timings: dict[str, float] = {}
+    wire = await net.stream_exchange(address, query.wire, ssl_context=context,
+                                     server_hostname=settings.server_name or server.host,
+                                     timings=timings)
+    if "tls" in timings:
+        run.gauge(metrics.TLS_HANDSHAKE, timings["tls"])
+    return _parse(wire, query)
+
+
+async def _ask_udp(run: Run, address: net.Address, query: codec.Query,
+                   deadline: float) -> codec.Reply:
+    malformed: list[str] = []
+
+    def accept(wire: bytes) -> bool:
+        if not codec.looks_like_reply_to(wire, query):
+            return False
+        try:
+            codec.parse_reply(wire, query)
+        except codec.NotOurReply:
+            return False
+        except codec.DnsCodecError as exc:
+            malformed.append(str(exc))
+            return False
+        return True
+
+    loop = asyncio.get_running_loop()
+    try:
+        wire, ignored = await asyncio.wait_for(
+            net.udp_exchange(address, query.wire, accept),
+            max(deadline - loop.time() - _REPLY_MARGIN, 0))
+    except asyncio.TimeoutError:
+        if malformed:
+            raise CheckError(Reason.MALFORMED_RESPONSE, malformed[-1]) from None
+        raise
+    if ignored:
+        run.count(metrics.DNS_IGNORED_REPLIES, n=ignored)
+    return codec.parse_reply(wire, query)
+
+
+def _parse(wire: bytes, query: codec.Query) -> codec.Reply:
+    try:
+        return codec.parse_reply(wire, query)
+    except codec.DnsCodecError as exc:
+        raise CheckError(Reason.MALFORMED_RESPONSE, str(exc)) from None
+
+
+def _track_changes(settings: DnsSettings, run: Run, answers: list[str]) -> None:
+    if not settings.track_changes or not answers:
+        return
+    current = tuple(sorted(answers)) if settings.ignore_order else tuple(answers)
+    previous = run.memory.get("answers")
+    run.memory["answers"] = current
+    if previous is not None and previous != current:
+        run.count(metrics.DNS_ANSWER_CHANGES)
+        run.detail("changed", "the answers differ from the previous run's")
+    elif previous is None:
+        run.count(metrics.DNS_ANSWER_CHANGES, n=0)  # the series exists from the first answer
+
+
+def _expect_answers(settings: DnsSettings, answers: list[str]) -> None:
+    if settings.expect_rcode != "NOERROR":
+        return
+    if len(answers) < settings.min_answers:
+        raise CheckError(Reason.UNEXPECTED_RESPONSE,
+                         f"{len(answers)} answer(s), expected at least {settings.min_answers}")
+    if settings.expect_answers:
+        expected = {codec.check_answer_text(settings.record, t) if settings.server
+                    else ipaddress.ip_address(t).compressed for t in settings.expect_answers}
+        if set(answers) != expected:
+            raise CheckError(Reason.UNEXPECTED_RESPONSE,
+                             f"answers {sorted(answers)}, expected {sorted(expected)}")
+    if settings.answer_regex:
+        pattern = re.compile(settings.answer_regex)
+        if not any(pattern.search(a) for a in answers):
+            raise CheckError(Reason.UNEXPECTED_RESPONSE,
+                             f"no answer matches /{settings.answer_regex}/")
+
+
+def _address_text(settings: DnsSettings, server: HostPort) -> str:
+    return str(HostPort(server.host, server.port or DEFAULT_PORTS[settings.transport]))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, CheckError):
+        return f"{exc.reason}: {exc.message}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no reply in its share of the timeout"
+    return f"{type(exc).__name__}: {exc}"
+
+
+KIND = Kind(
+    name="dns",
+    settings=DnsSettings,
+    check=check,
+    reasons=(
+        Reason.TIMEOUT,
+        Reason.RESOLVE_ERROR,
+        Reason.NXDOMAIN,
+        Reason.SERVFAIL,
+        Reason.DNS_RCODE,
+        Reason.REFUSED,
+        Reason.NETWORK_ERROR,
+        Reason.TLS_ERROR,
+        Reason.UNEXPECTED_RESPONSE,
+        Reason.MALFORMED_RESPONSE,
+        Reason.INTERNAL_ERROR,
+    ),
+    specs=(metrics.DNS_LOOKUP, metrics.DNS_ANSWERS, metrics.DNS_MIN_TTL,
+           metrics.DNS_AUTHENTICATED, metrics.DNS_RESPONSES, metrics.DNS_ANSWER_CHANGES,
+           metrics.DNS_RESOLVER_MISMATCH, metrics.DNS_IGNORED_REPLIES, metrics.TLS_HANDSHAKE),
+    summary="resolve a name through the system resolver, or ask nameservers directly",
+)
