@@ -18,7 +18,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,30 +221,56 @@ async def stream_exchange(
         raise ValueError(f"a DNS message over a stream is at most 65535 bytes, not {len(payload)}")
     # RFC 7766 §8: the length and the message in one write, so that they leave in one segment.
     message = len(payload).to_bytes(2, "big") + payload
+    if ssl_context is None:  # plain TCP: the lean path, no transport or stream objects
+        started = time.perf_counter()
+        sock = await connect_tcp(address)
+        try:
+            if timings is not None:
+                timings["connect"] = time.perf_counter() - started
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, message)
+            return await _read_frame(lambda size: loop.sock_recv(sock, size))
+        finally:
+            sock.close()
+    async with open_stream(address, ssl_context=ssl_context, server_hostname=server_hostname,
+                           timings=timings) as (reader, writer):
+        writer.write(message)
+        return await _read_frame(reader.read)
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    address: Address,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connected stream, through TLS with `ssl_context`, closed (aborted) on exit.
+
+    `server_hostname` is for SNI and the certificate check (by default the address itself,
+    which then must be in the certificate); `timings`, if given, gets "connect" and with TLS
+    "tls", in seconds.
+    """
     started = time.perf_counter()
     sock = await connect_tcp(address)
     try:
         connected = time.perf_counter()
         if timings is not None:
             timings["connect"] = connected - started
-        if ssl_context is None:
-            loop = asyncio.get_running_loop()
-            await loop.sock_sendall(sock, message)
-            return await _read_frame(lambda size: loop.sock_recv(sock, size))
-        if server_hostname is None:
+        if ssl_context is not None and server_hostname is None:
             server_hostname = address.host.partition("%")[0]
         reader, writer = await asyncio.open_connection(
             sock=sock, ssl=ssl_context, server_hostname=server_hostname
         )
         try:
-            if timings is not None:
+            if timings is not None and ssl_context is not None:
                 timings["tls"] = time.perf_counter() - connected
-            writer.write(message)
-            return await _read_frame(reader.read)
+            yield reader, writer
         finally:
             # Abort, not close: close() would send close_notify and then wait (up to 30 s)
-            # for the peer's; the answer is in, nothing more is owed. Abort unregisters the
-            # socket from the loop at once, before the close below.
+            # for the peer's; what we came for is in, nothing more is owed. Abort unregisters
+            # the socket from the loop at once, before the close below.
             writer.transport.abort()
     finally:
         # Also after asyncio's transport took the socket over: its own close comes one loop

@@ -407,3 +407,52 @@ def _openssl(*args: str | Path) -> None:
     subprocess.run(
         ["/usr/bin/openssl", *map(str, args)], check=True, capture_output=True, timeout=30
     )
+
+
+class FakeDoh:
+    """DNS over HTTPS (RFC 8484) served by the project's own web server, on a loop of its own.
+
+    POST /dns-query answers A queries for every name with DEFAULT_ANSWER; `status` and
+    `content_type` let a test make it misbehave.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, *, status: int = 200,
+                 content_type: str = "application/dns-message") -> None:
+        import asyncio
+
+        from exporter.codecs import dns as codec
+        from exporter.web import Request, Response, Route, WebServer
+
+        async def answer(request: Request) -> Response:
+            query = dns.message.from_wire(request.body)
+            question = query.question[0]
+            reply = codec.build_reply(request.body, answers=[
+                (question.name.to_text(), 60, "A", DEFAULT_ANSWER)])
+            return Response(status, reply, content_type)
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = WebServer([Route("/dns-query", answer, frozenset({"POST"}))],
+                                 ssl=ssl_context)
+        bound = asyncio.run_coroutine_threadsafe(
+            self._server.start(["127.0.0.1:0"]), self._loop).result(5)
+        self.port = int(bound[0].rpartition(":")[2])
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def __enter__(self) -> FakeDoh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

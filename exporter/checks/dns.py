@@ -3,7 +3,7 @@
 Without `server`, the target goes through `getaddrinfo` — /etc/hosts, nsswitch and search
 domains included — and the check measures what applications get. With `server`, a query built
 by the DNS codec goes to each listed nameserver in turn (the next one when a server fails)
-over UDP (retried over TCP when the reply is truncated), TCP or TLS, and the reply's rcode,
+over UDP (retried over TCP when the reply is truncated), TCP, TLS or HTTPS, and the reply's rcode,
 answers, TTLs and AD flag are measured and held against the expectations.
 """
 
@@ -13,21 +13,23 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 import time
 from dataclasses import dataclass, fields
 
-from exporter import metrics, net
+from exporter import metrics, net, web
 from exporter.checks.base import Kind, Run, option
 from exporter.codecs import dns as codec
 from exporter.errors import CheckError, Reason
 from exporter.targets import HostPort, parse_port
 
-TRANSPORTS = ("udp", "tcp", "tls")
-DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853}
+TRANSPORTS = ("udp", "tcp", "tls", "https")
+DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
+DOH_TYPE = "application/dns-message"  # RFC 8484 §6
 # Keys that only mean something when a nameserver is asked directly.
 SERVER_ONLY = ("transport", "record", "recursion_desired", "dnssec_ok", "expect_rcode",
                "expect_ad", "compare_with_system", "server_name", "ca_file",
-               "tls_insecure_skip_verify")
+               "tls_insecure_skip_verify", "path")
 # A reply must reach us this long before the run's deadline, so that a run that saw only
 # malformed datagrams says so instead of just "timeout".
 _REPLY_MARGIN = 0.005
@@ -110,6 +112,8 @@ class DnsSettings:
     server_name: str = option("")
     ca_file: str = option("")
     tls_insecure_skip_verify: bool = option(False)
+    path: str = option("/dns-query", check=lambda p: None if p.startswith("/") else
+                       "must start with /")
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
@@ -240,16 +244,47 @@ async def _ask(settings: DnsSettings, run: Run, server: HostPort, query: codec.Q
         run.detail("truncated", "the UDP reply had TC set; asked again over TCP")
         return _parse(await net.stream_exchange(address, query.wire), query)
     context = None
-    if settings.transport == "tls":
-        context = net.tls_client_context(settings.ca_file or None,
-                                         settings.tls_insecure_skip_verify)
+    if settings.transport in ("tls", "https"):
+        # Loading the system's roots takes milliseconds: once per loaded check, not per run.
+        context = run.memory.get("tls")
+        if context is None:
+            context = run.memory["tls"] = net.tls_client_context(
+                settings.ca_file or None, settings.tls_insecure_skip_verify)
     timings: dict[str, float] = {}
-    wire = await net.stream_exchange(address, query.wire, ssl_context=context,
-                                     server_hostname=settings.server_name or server.host,
-                                     timings=timings)
+    server_name = settings.server_name or server.host
+    if settings.transport == "https":
+        wire = await _ask_https(settings, address, server, query, context, timings)
+    else:
+        wire = await net.stream_exchange(address, query.wire, ssl_context=context,
+                                         server_hostname=server_name, timings=timings)
     if "tls" in timings:
         run.gauge(metrics.TLS_HANDSHAKE, timings["tls"])
     return _parse(wire, query)
+
+
+async def _ask_https(settings: DnsSettings, address: net.Address, server: HostPort,
+                     query: codec.Query, context: ssl.SSLContext | None,
+                     timings: dict[str, float]) -> bytes:
+    """DNS over HTTPS (RFC 8484 §4.1): the query as the body of a POST."""
+    port = server.port or DEFAULT_PORTS["https"]
+    host = server.host if port == 443 else str(HostPort(server.host, port))
+    async with net.open_stream(address, ssl_context=context,
+                               server_hostname=settings.server_name or server.host,
+                               timings=timings) as (reader, writer):
+        try:
+            response = await web.request(
+                reader, writer, "POST", settings.server_name or host, settings.path,
+                headers=[("Content-Type", DOH_TYPE), ("Accept", DOH_TYPE)],
+                body=query.wire, max_body=65535)
+        except web.ResponseError as exc:
+            raise CheckError(Reason.MALFORMED_RESPONSE, str(exc)) from None
+    if response.status != 200:
+        raise CheckError(Reason.BAD_STATUS, f"HTTP status {response.status} from the DoH server")
+    content_type = dict(response.headers).get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != DOH_TYPE:
+        raise CheckError(Reason.MALFORMED_RESPONSE, f"content type {content_type!r}, not "
+                         f"{DOH_TYPE}")
+    return response.body
 
 
 async def _ask_udp(run: Run, address: net.Address, query: codec.Query,
@@ -346,6 +381,7 @@ KIND = Kind(
         Reason.REFUSED,
         Reason.NETWORK_ERROR,
         Reason.TLS_ERROR,
+        Reason.BAD_STATUS,
         Reason.UNEXPECTED_RESPONSE,
         Reason.MALFORMED_RESPONSE,
         Reason.INTERNAL_ERROR,

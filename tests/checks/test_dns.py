@@ -16,7 +16,7 @@ from exporter.errors import ConfigError, Reason
 from exporter.net import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
-from tests.fakedns import FakeDns, FakeDot, make_cert, server_context
+from tests.fakedns import FakeDns, FakeDoh, FakeDot, make_cert, server_context
 
 
 def dns_check(**keys: Any) -> config.CheckConfig:
@@ -199,7 +199,8 @@ CONFIG = '[[checks]]\nname = "d"\nkind = "dns"\ntarget = "host.test"\n'
          'f.toml:5: checks[0] "d".record: needs `server`: the system resolver (getaddrinfo) '
          "answers addresses only, with no rcode or flags"),
         ('server = "127.0.0.1"\ntransport = "quic"\n',
-         "f.toml:6: checks[0] \"d\".transport: must be one of 'udp', 'tcp', 'tls', got 'quic'"),
+         "f.toml:6: checks[0] \"d\".transport: must be one of 'udp', 'tcp', 'tls', 'https', "
+         "got 'quic'"),
         ('server = "127.0.0.1"\nexpect_rcode = "NOPE"\n', "unknown rcode 'NOPE'"),
         ('server = "127.0.0.1"\nca_file = "/nonexistent/ca.pem"\n',
          'f.toml:6: checks[0] "d".ca_file: cannot read /nonexistent/ca.pem: No such file or '
@@ -220,3 +221,22 @@ def test_bad_target_name() -> None:
     with pytest.raises(ConfigError) as info:
         config.load_text(CONFIG.replace("host.test", "a..b"), "f.toml")
     assert info.value.problems[0].startswith('f.toml:4: checks[0] "d".target: invalid DNS name')
+
+
+def test_dns_over_https(tmp_path: Path) -> None:
+    files = make_cert(tmp_path, "doh.test")
+    with FakeDoh(server_context(files)) as s:
+        ok, _ = run(dns_check(target="host.test", server=s.address, transport="https",
+                              server_name="doh.test", ca_file=str(files.ca)))
+    assert ok.success, ok
+    assert ("answers", "127.0.0.7") in ok.details
+    assert "netsentry_tls_handshake_seconds" in values(ok)
+    with FakeDoh(server_context(files), status=503) as s:
+        unavailable, _ = run(dns_check(target="host.test", server=s.address, transport="https",
+                                       server_name="doh.test", ca_file=str(files.ca)))
+    assert (unavailable.reason, unavailable.message) == (
+        Reason.BAD_STATUS, "HTTP status 503 from the DoH server")
+    with FakeDoh(server_context(files), content_type="text/html") as s:
+        html, _ = run(dns_check(target="host.test", server=s.address, transport="https",
+                                server_name="doh.test", ca_file=str(files.ca)))
+    assert html.reason is Reason.MALFORMED_RESPONSE
