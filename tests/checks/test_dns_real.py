@@ -1,0 +1,106 @@
+"""The dns check against real servers: dnsmasq on a loopback port, and the system resolver in a
+network namespace of the test's own whose resolv.conf points at its own dnsmasq."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.errors import Reason
+from tests.checks.test_dns import counts, dns_check, run, values
+from tests.dnsmasq import Dnsmasq
+from tests.netns import run_in_netns
+
+
+@pytest.fixture(scope="module")
+def dnsmasq() -> Iterator[Dnsmasq]:
+    with Dnsmasq(a={"host.test": ["127.0.0.5"]}, aaaa={"host.test": ["::5"]},
+                 mx={"test": [("mail.test", 10)]}, txt={"host.test": ["v=spf1 -all"]},
+                 cname={"www.test": "host.test"}) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("target", "record", "answers"),
+    [
+        ("host.test", "A", "127.0.0.5"),
+        ("host.test", "AAAA", "::5"),
+        ("test", "MX", "10 mail.test."),
+        ("host.test", "TXT", '"v=spf1 -all"'),
+        ("www.test", "A", "127.0.0.5"),
+    ],
+)
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_records(dnsmasq: Dnsmasq, target: str, record: str, answers: str,
+                 transport: str) -> None:
+    result, _ = run(dns_check(target=target, server=dnsmasq.address, record=record,
+                              transport=transport))
+    assert result.success, result
+    assert dict(result.details)["answers"] == answers
+    assert values(result)["netsentry_dns_answers"] == 1
+    assert counts(result)["netsentry_dns_responses_totalNOERROR"] == 1
+
+
+def test_cname_chain_is_followed(dnsmasq: Dnsmasq) -> None:
+    result, _ = run(dns_check(target="www.test", server=dnsmasq.address))
+    assert dict(result.details)["cnames"] == "host.test."
+
+
+def test_nxdomain(dnsmasq: Dnsmasq) -> None:
+    result, _ = run(dns_check(target="nope.test", server=dnsmasq.address))
+    assert (result.reason, result.message) == (Reason.NXDOMAIN, "rcode NXDOMAIN, expected NOERROR")
+    assert counts(result)["netsentry_dns_responses_totalNXDOMAIN"] == 1
+
+
+def test_compare_with_system_flags_a_split_horizon(dnsmasq: Dnsmasq) -> None:
+    # localhost: /etc/hosts says 127.0.0.1 to getaddrinfo; this nameserver says otherwise.
+    with Dnsmasq(a={"localhost": ["127.0.0.9"]}, local=("localhost",)) as other:
+        result, _ = run(dns_check(target="localhost", server=other.address,
+                                  compare_with_system=True))
+    assert result.success, result
+    assert values(result)["netsentry_dns_resolver_mismatch"] == 1
+    assert dict(result.details)["system resolver"] == "127.0.0.1"
+
+
+PROBE = [sys.executable, "-m", "exporter", "probe", "dns"]
+RECORDS = {"a": {"host.test": ["127.0.0.5"]}, "aaaa": {"host.test": ["::5"]}}
+
+
+def test_system_resolver_asks_the_configured_nameserver() -> None:
+    proc = run_in_netns([*PROBE, "host.test", "--family", "ipv4"], dnsmasq_records=RECORDS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "127.0.0.5" in proc.stdout
+
+
+def test_system_resolver_nxdomain() -> None:
+    proc = run_in_netns([*PROBE, "nope.test"], dnsmasq_records=RECORDS)
+    assert proc.returncode == 1
+    assert "FAILURE (nxdomain): EAI_NONAME" in proc.stdout
+
+
+def test_system_resolver_reads_etc_hosts_first() -> None:
+    proc = run_in_netns([*PROBE, "db.internal"], hosts={"db.internal": ["127.0.0.42"]},
+                        dnsmasq_records=RECORDS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "127.0.0.42" in proc.stdout
+
+
+SILENT_THEN_PROBE = """
+import socket, subprocess, sys
+silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+silent.bind(("127.0.0.2", 53))  # a nameserver that reads queries and never answers
+sys.exit(subprocess.run(sys.argv[1:]).returncode)
+"""
+
+
+def test_system_resolver_deadline_holds_against_a_silent_nameserver() -> None:
+    # libc would wait 5 s per try, twice; the run's deadline is 1 s.
+    proc = run_in_netns([sys.executable, "-c", SILENT_THEN_PROBE, *PROBE, "host.test",
+                         "--timeout", "1s"],
+                        resolv_conf="nameserver 127.0.0.2\noptions timeout:5 attempts:2\n")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILURE (timeout)" in proc.stdout
+    duration_ms = float(proc.stdout.split("duration")[1].split("ms")[0])
+    assert duration_ms < 1000 + 200
