@@ -59,7 +59,10 @@ def free_port() -> int:
 
 
 class Dnsmasq:
-    """Start dnsmasq (in __init__) and wait until it answers; stop() or the `with` block ends it."""
+    """Start dnsmasq (in __init__) and wait until it answers; stop() or the `with` block ends it.
+
+    .log (its stderr lines) is filled by a thread: complete only after stop().
+    """
 
     def __init__(
         self,

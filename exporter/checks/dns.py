@@ -170,9 +170,13 @@ async def _ask_system(settings: DnsSettings, run: Run) -> list[str]:
 
 async def _ask_nameservers(settings: DnsSettings, run: Run) -> list[str]:
     loop = asyncio.get_running_loop()
-    query = codec.build_query(settings.target, settings.record,
-                              recursion_desired=settings.recursion_desired,
-                              dnssec_ok=settings.dnssec_ok)
+    # Built once per loaded check; each run only draws a new ID.
+    query = run.memory.get("query")
+    if query is None:
+        query = run.memory["query"] = codec.build_query(
+            settings.target, settings.record, recursion_desired=settings.recursion_desired,
+            dnssec_ok=settings.dnssec_ok)
+    query = codec.renumbered(query)
     failure: BaseException | None = None
     for i, server in enumerate(settings.server):
         # A silent server must leave time for the next ones: share what is left equally.
@@ -289,32 +293,33 @@ async def _ask_https(settings: DnsSettings, address: net.Address, server: HostPo
 
 async def _ask_udp(run: Run, address: net.Address, query: codec.Query,
                    deadline: float) -> codec.Reply:
-    malformed: list[str] = []
+    rejected: list[str] = []  # why each datagram from the server was not the reply
+    replies: list[codec.Reply] = []
 
     def accept(wire: bytes) -> bool:
-        if not codec.looks_like_reply_to(wire, query):
-            return False
         try:
-            codec.parse_reply(wire, query)
-        except codec.NotOurReply:
-            return False
-        except codec.DnsCodecError as exc:
-            malformed.append(str(exc))
+            replies.append(codec.parse_reply(wire, query))
+        except codec.DnsCodecError as exc:  # NotOurReply included: wrong ID, other question
+            rejected.append(str(exc))
             return False
         return True
 
     loop = asyncio.get_running_loop()
     try:
-        wire, ignored = await asyncio.wait_for(
+        _, ignored = await asyncio.wait_for(
             net.udp_exchange(address, query.wire, accept),
             max(deadline - loop.time() - _REPLY_MARGIN, 0))
     except asyncio.TimeoutError:
-        if malformed:
-            raise CheckError(Reason.MALFORMED_RESPONSE, malformed[-1]) from None
+        if rejected:
+            # The server did answer, only never properly: that is not silence.
+            run.count(metrics.DNS_IGNORED_REPLIES, n=len(rejected))
+            raise CheckError(Reason.MALFORMED_RESPONSE,
+                             f"no valid reply; {len(rejected)} datagram(s) from the server "
+                             f"ignored, the last: {rejected[-1]}") from None
         raise
     if ignored:
         run.count(metrics.DNS_IGNORED_REPLIES, n=ignored)
-    return codec.parse_reply(wire, query)
+    return replies[-1]
 
 
 def _parse(wire: bytes, query: codec.Query) -> codec.Reply:

@@ -8,6 +8,7 @@ raises nothing but `DnsCodecError`, whatever the bytes.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import struct
 from collections.abc import Sequence
@@ -144,6 +145,20 @@ def build_query(name: str, rdtype: str = "A", *, recursion_desired: bool = True,
     return Query(id, qname.to_text(), dns.rdatatype.to_text(qtype), message.to_wire())
 
 
+def renumbered(query: Query, id: int | None = None) -> Query:
+    """The same query with a new ID (random if None): a check builds its query once."""
+    if id is None:
+        id = secrets.randbits(16)  # RFC 5452 §9.2
+    elif not 0 <= id <= 0xFFFF:
+        raise DnsCodecError(f"query ID {id} is not a 16-bit number")
+    return Query(id, query.name, query.rdtype, id.to_bytes(2, "big") + query.wire[2:])
+
+
+@functools.lru_cache(maxsize=4096)
+def _question(name: str, rdtype: str) -> tuple[dns.name.Name, dns.rdatatype.RdataType]:
+    return dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
+
+
 def looks_like_reply_to(wire: bytes, query: Query) -> bool:
     """A cheap pre-check for transports: a header with the query's ID and QR set."""
     if len(wire) < 12:
@@ -172,7 +187,7 @@ def parse_reply(wire: bytes, query: Query) -> Reply:
         message = truncated.message()  # type: ignore[no-untyped-call]  # not annotated in 2.9
     except Exception as error:  # dozens of rdata parsers, not all promising DNSException
         raise DnsCodecError(f"malformed reply: {error}") from None
-    qname, qtype = dns.name.from_text(query.name), dns.rdatatype.from_text(query.rdtype)
+    qname, qtype = _question(query.name, query.rdtype)  # parsed once per check, not per run
     # RFC 1035 §4.1.1: the opcode is copied from the query. Some servers drop the question
     # from FORMERR/NOTIMP replies, so only a question that is present must match.
     if message.opcode() != dns.opcode.QUERY:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from exporter.errors import Reason
+from tests.agent import Agent
 from tests.checks.test_dns import counts, dns_check, run, values
 from tests.dnsmasq import Dnsmasq
+from tests.fakedns import FakeDns
 from tests.netns import run_in_netns
+from tests.servers import AcceptServer
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +108,42 @@ def test_system_resolver_deadline_holds_against_a_silent_nameserver() -> None:
     assert "FAILURE (timeout)" in proc.stdout
     duration_ms = float(proc.stdout.split("duration")[1].split("ms")[0])
     assert duration_ms < 1000 + 200
+
+
+def test_failing_dns_checks_leave_the_agent_and_the_others_running(
+    tmp_path: Path, dnsmasq: Dnsmasq
+) -> None:
+    with FakeDns("servfail") as servfail, FakeDns("garbage") as garbage, \
+            FakeDns("silent") as silent, AcceptServer() as listener:
+        checks = {
+            "ok": f'server = "{dnsmasq.address}"',
+            "nx": f'server = "{dnsmasq.address}"\ntarget = "nope.test"',
+            "servfail": f'server = "{servfail.address}"',
+            "garbage": f'server = "{garbage.address}"',
+            "silent": f'server = "{silent.address}"',
+        }
+        text = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
+        for name, keys in checks.items():
+            target = "" if "target" in keys else 'target = "host.test"\n'
+            text += f'\n[[checks]]\nname = "{name}"\nkind = "dns"\n{target}{keys}\n'
+        text += f'\n[[checks]]\nname = "tcp"\nkind = "tcp"\ntarget = "{listener.target}"\n'
+        path = tmp_path / "netsentry.toml"
+        path.write_text(text)
+        with Agent(path) as agent:
+            def reasons() -> dict[str, str]:
+                found = {}
+                for (name, labels), value in agent.metrics().items():
+                    tags = dict(labels)
+                    if name == "netsentry_check_failures_total" and value >= 1:
+                        found[tags["check"]] = tags["reason"]
+                return found
+
+            agent.wait_for(lambda: len(reasons()) == 4, what="four failing checks")
+            assert reasons() == {"nx": "nxdomain", "servfail": "servfail",
+                                 "garbage": "malformed_response", "silent": "timeout"}
+            for name in ("ok", "tcp"):
+                assert agent.value("netsentry_check_success", check=name,
+                                   kind="tcp" if name == "tcp" else "dns") == 1
+            runs = agent.value("netsentry_check_runs_total", check="ok", kind="dns") or 0
+            agent.wait_for(lambda: (agent.value("netsentry_check_runs_total", check="ok",
+                                                kind="dns") or 0) > runs, what="ok to run on")

@@ -16,6 +16,7 @@ from exporter.codecs.dns import (
     parse_name,
     parse_rdtype,
     parse_reply,
+    renumbered,
     rcode_names,
 )
 
@@ -441,3 +442,13 @@ def test_answers_match_checked_texts() -> None:
     q = query(rdtype="MX")
     reply = parse_reply(build_reply(q.wire, answers=[(WWW, 5, "MX", "10 mail.example.org")]), q)
     assert reply.answers == (check_answer_text("MX", "10 mail.example.org"),)
+
+
+def test_renumbered_changes_only_the_id() -> None:
+    query = build_query("host.test", "MX", id=0x1234)
+    again = renumbered(query, 0xBEEF)
+    assert (again.id, again.name, again.rdtype) == (0xBEEF, query.name, query.rdtype)
+    assert again.wire[:2] == b"\xbe\xef" and again.wire[2:] == query.wire[2:]
+    assert renumbered(query).wire[2:] == query.wire[2:]
+    with pytest.raises(DnsCodecError, match="query ID 65536 is not a 16-bit number"):
+        renumbered(query, 65536)

@@ -1,0 +1,163 @@
+"""The test harness itself: a real dnsmasq, and a network namespace whose resolver is ours."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import pytest
+
+import tests.dnsmasq
+from tests.dnsmasq import Dnsmasq
+from tests.netns import netns_available, run_in_netns
+from tests.servers import AcceptServer
+
+RECORDS = {
+    "a": {"host.test": ["127.0.0.5"]},
+    "aaaa": {"host.test": ["::5"]},
+    "mx": {"test": [("mail.test", 10)]},
+    "txt": {"host.test": ["v=spf1 -all"]},
+    "cname": {"www.test": "host.test"},
+}
+
+
+@pytest.fixture(scope="module")
+def dnsmasq() -> Iterator[Dnsmasq]:
+    with Dnsmasq(**RECORDS) as server:  # type: ignore[arg-type]
+        yield server
+
+
+def query(port: int, name: str, rdtype: str, tcp: bool) -> dns.message.Message:
+    wire = dns.message.make_query(name, rdtype).to_wire()
+    if tcp:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(struct.pack("!H", len(wire)) + wire)
+            data = b""
+            while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed early"
+                data += chunk
+            return dns.message.from_wire(data[2:])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(wire, ("127.0.0.1", port))
+        return dns.message.from_wire(sock.recv(65536))
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+@pytest.mark.parametrize(("name", "rdtype", "rcode", "answer"), [
+    ("host.test", "A", "NOERROR", ["host.test. 0 IN A 127.0.0.5"]),
+    ("host.test", "AAAA", "NOERROR", ["host.test. 0 IN AAAA ::5"]),
+    ("test", "MX", "NOERROR", ["test. 0 IN MX 10 mail.test."]),
+    ("host.test", "TXT", "NOERROR", ['host.test. 0 IN TXT "v=spf1 -all"']),
+    ("www.test", "A", "NOERROR", ["www.test. 0 IN CNAME host.test.",
+                                  "host.test. 0 IN A 127.0.0.5"]),
+    ("nope.test", "A", "NXDOMAIN", []),
+    ("sub.host.test", "A", "NXDOMAIN", []),  # records are exact, not wildcards
+    ("example.com", "A", "REFUSED", []),  # nothing is forwarded
+])
+def test_dnsmasq_answers(dnsmasq: Dnsmasq, name: str, rdtype: str, rcode: str,
+                         answer: list[str], tcp: bool) -> None:
+    response = query(dnsmasq.port, name, rdtype, tcp)
+    assert dns.rcode.to_text(response.rcode()) == rcode
+    assert [str(rrset) for rrset in response.answer] == answer
+
+
+def test_dnsmasq_interface_and_stop() -> None:
+    server = Dnsmasq(a={"host.test": ["127.0.0.5"]})
+    try:
+        assert server.proc is not None
+        pid = server.proc.pid
+        assert server.address == f"127.0.0.1:{server.port}"
+        assert server.port > 1024 and Path(f"/proc/{pid}").exists()
+    finally:
+        server.stop()
+    # The log is complete once stop() has returned (a reader thread collects it).
+    assert any("using only locally-known addresses for test" in line for line in server.log)
+    assert server.proc.returncode is not None
+    assert not Path(f"/proc/{pid}").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_dnsmasq_retries_a_busy_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with busy:
+        busy.bind(("127.0.0.1", 0))
+        ports = iter([busy.getsockname()[1], tests.dnsmasq.free_port()])
+        monkeypatch.setattr(tests.dnsmasq, "free_port", lambda: next(ports))
+        with Dnsmasq(a={"host.test": ["127.0.0.5"]}) as server:
+            assert server.port != busy.getsockname()[1]
+            assert query(server.port, "host.test", "A", tcp=False).answer
+
+
+def python_in_netns(code: str, **kwargs: object) -> str:
+    result = run_in_netns([sys.executable, "-c", code], **kwargs)  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_netns_is_available() -> None:
+    assert netns_available()  # never skipped: CI runs as root
+
+
+def test_netns_resolver_sees_dnsmasq() -> None:
+    before = Path("/etc/resolv.conf").read_text()
+    code = "import socket; print(socket.getaddrinfo('host.test', 80, socket.AF_INET)[0][4][0])"
+    assert python_in_netns(code, dnsmasq_records={"a": {"host.test": ["127.0.0.5"]}}) == (
+        "127.0.0.5")
+    assert Path("/etc/resolv.conf").read_text() == before  # the bind mount stayed inside
+
+
+def test_netns_hosts_file() -> None:
+    code = ("import socket; print(sorted({a[4][0] for a in socket.getaddrinfo('db.test', 5432)}),"
+            " socket.gethostbyname('localhost'))")
+    assert python_in_netns(code, hosts={"db.test": ["127.0.0.9", "::9"]}) == (
+        "['127.0.0.9', '::9'] 127.0.0.1")
+
+
+def test_netns_unknown_name_is_eai_noname() -> None:
+    code = ("import socket\n"
+            "try: socket.getaddrinfo('nope.test', 80)\n"
+            "except socket.gaierror as e: print(e.errno == socket.EAI_NONAME, e)")
+    out = python_in_netns(code, dnsmasq_records=RECORDS)
+    assert out.startswith("True"), out
+
+
+def test_netns_is_isolated() -> None:
+    code = ("import socket, sys\n"
+            "print(socket.if_nameindex())\n"
+            "try: socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2)\n"
+            "except ConnectionRefusedError: print('refused')")
+    with AcceptServer() as outside:
+        result = run_in_netns([sys.executable, "-c", code, str(outside.port)])
+        assert result.stdout.split("\n")[:2] == ["[(1, 'lo')]", "refused"], result.stderr
+        assert outside.accepted == 0
+
+
+def test_netns_passes_exit_code_and_env() -> None:
+    result = run_in_netns(["sh", "-c", 'echo "$GREETING" >&2; exit 3'],
+                          env={"GREETING": "hi", "PATH": os.environ["PATH"]})
+    assert (result.returncode, result.stderr) == (3, "hi\n")
+
+
+def test_netns_timeout_kills_everything() -> None:
+    # The command prints the pids of the wrapper's children (itself and dnsmasq), then hangs.
+    code = ("import os, time\n"
+            "kids = [p for p in os.listdir('/proc') if p.isdigit() and\n"
+            "        f'PPid:\\t{os.getppid()}\\n' in open(f'/proc/{p}/status').read()]\n"
+            "print(os.getppid(), *kids, flush=True); time.sleep(60)")
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        run_in_netns([sys.executable, "-c", code], timeout=2)
+    stdout = info.value.stdout
+    pids = (stdout.decode() if isinstance(stdout, bytes) else stdout or "").split()
+    assert len(pids) == 3, pids  # wrapper, dnsmasq, command
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
