@@ -16,8 +16,8 @@ from exporter.codecs.dns import (
     parse_name,
     parse_rdtype,
     parse_reply,
-    renumbered,
     rcode_names,
+    renumbered,
 )
 
 QID = 0x1234
