@@ -413,3 +413,62 @@ if __name__ == "__main__":
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
         raise SystemExit(_listen_main(sys.argv[2:]))
     raise SystemExit("usage: common.py listen --addresses A,B [--ports-per-address N]")
+
+
+# --- blackbox_exporter -----------------------------------------------------------------------
+
+
+def run_probes(port: int, module: str, targets: Sequence[str], count: int, clients: int,
+               max_seconds: float, rate: float = 0.0) -> dict[str, Any]:
+    """`count` blackbox /probe requests of `module`, round-robin over `targets`, over `clients`
+    keep-alive connections, bounded by `max_seconds`; paced at `rate` per second when given
+    (else as fast as the clients go)."""
+    lock = threading.Lock()
+    state = {"next": 0, "ok": 0, "failed": 0, "errors": 0}
+    examples: list[str] = []
+    started = time.monotonic()
+    deadline = started + max_seconds
+
+    def take() -> int | None:
+        with lock:
+            if state["next"] >= count or time.monotonic() > deadline:
+                return None
+            state["next"] += 1
+            return state["next"] - 1
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
+        try:
+            while (i := take()) is not None:
+                if rate:
+                    time.sleep(max(started + i / rate - time.monotonic(), 0.0))
+                target = targets[i % len(targets)]
+                assert target.startswith("127.")
+                try:
+                    conn.request("GET", f"/probe?module={module}&target={target}")
+                    response = conn.getresponse()
+                    body = response.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()  # reconnects on the next request
+                    with lock:
+                        state["errors"] += 1
+                        state["failed"] += 1
+                        if len(examples) < 5:
+                            examples.append(f"{target}: {type(exc).__name__}: {exc}")
+                    continue
+                good = response.status == 200 and re.search(rb"(?m)^probe_success 1$", body)
+                with lock:
+                    state["ok" if good else "failed"] += 1
+                    if not good and len(examples) < 5:
+                        examples.append(f"{target}: HTTP {response.status}: {body[:300]!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(deadline - time.monotonic(), 0) + 15.0)
+    return {"ok": state["ok"], "failed": state["failed"], "errors": state["errors"],
+            "examples": examples, "hit_time_limit": state["next"] < count,
+            "seconds": time.monotonic() - started}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import math
 import os
@@ -40,7 +39,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +58,7 @@ from common import (
     open_fds,
     parse_samples,
     proc_status,
+    run_probes,
     sigterm_as_keyboard_interrupt,
 )
 
@@ -413,65 +412,11 @@ def bench_agent(children: Children, case: str, args: argparse.Namespace, dns: Dn
 # --- blackbox_exporter --------------------------------------------------------------------------
 
 
-def run_probes(port: int, target: str, count: int, clients: int, max_seconds: float,
-               rate: float = 0.0) -> dict[str, Any]:
-    """`count` /probe?module=dns_a requests over `clients` keep-alive connections, bounded by
-    `max_seconds`; paced at `rate` per second when given (the idea of scale.py's run_probes)."""
-    assert target.startswith("127.")
-    lock = threading.Lock()
-    state = {"next": 0, "ok": 0, "failed": 0, "errors": 0}
-    examples: list[str] = []
-    started = time.monotonic()
-    deadline = started + max_seconds
-
-    def take() -> int | None:
-        with lock:
-            if state["next"] >= count or time.monotonic() > deadline:
-                return None
-            state["next"] += 1
-            return state["next"] - 1
-
-    def client() -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=10.0)
-        try:
-            while (i := take()) is not None:
-                if rate:
-                    time.sleep(max(started + i / rate - time.monotonic(), 0.0))
-                try:
-                    conn.request("GET", f"/probe?module=dns_a&target={target}")
-                    response = conn.getresponse()
-                    body = response.read()
-                except (OSError, http.client.HTTPException) as exc:
-                    conn.close()
-                    with lock:
-                        state["errors"] += 1
-                        state["failed"] += 1
-                        if len(examples) < 5:
-                            examples.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                good = response.status == 200 and re.search(rb"(?m)^probe_success 1$", body)
-                with lock:
-                    state["ok" if good else "failed"] += 1
-                    if not good and len(examples) < 5:
-                        examples.append(f"HTTP {response.status}: {body[:300]!r}")
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(max(deadline - time.monotonic(), 0) + 15.0)
-    return {"ok": state["ok"], "failed": state["failed"], "errors": state["errors"],
-            "examples": examples, "hit_time_limit": state["next"] < count,
-            "seconds": time.monotonic() - started}
-
-
 def measured_probes(bb_pid: int, dns_pid: int, port: int, target: str, count: int,
                     clients: int, max_seconds: float, rate: float = 0.0) -> dict[str, Any]:
     cpu0, dcpu0, self0 = cpu_seconds(bb_pid), cpu_seconds(dns_pid), cpu_seconds(os.getpid())
     t0, ticks0 = time.monotonic(), machine_ticks()
-    one = run_probes(port, target, count, clients, max_seconds, rate)
+    one = run_probes(port, "dns_a", [target], count, clients, max_seconds, rate)
     cpu1, dcpu1, self1 = cpu_seconds(bb_pid), cpu_seconds(dns_pid), cpu_seconds(os.getpid())
     t1, ticks1 = time.monotonic(), machine_ticks()
     done = one["ok"] + one["failed"]
@@ -517,7 +462,7 @@ def bench_blackbox(children: Children, args: argparse.Namespace, dns: Dnsmasq,
     out: dict[str, Any] = {"pid": proc.pid, "port": port, "clients": args.blackbox_clients,
                            "target": target}
     try:
-        warm = run_probes(port, target, 100, args.blackbox_clients, 60.0)
+        warm = run_probes(port, "dns_a", [target], 100, args.blackbox_clients, 60.0)
         if warm["ok"] == 0:
             raise RuntimeError(f"blackbox warm-up probes all failed: {warm['examples']}")
         rate = args.checks / args.interval

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import http.client
 import json
 import math
 import os
@@ -33,7 +32,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +52,7 @@ from common import (
     open_fds,
     parse_samples,
     proc_status,
+    run_probes,
     sigterm_as_keyboard_interrupt,
     start_listeners,
 )
@@ -361,7 +360,8 @@ def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list
         raise RuntimeError("blackbox_exporter did not start; see blackbox.stderr")
     out: dict[str, Any] = {"pid": proc.pid, "port": port, "concurrency": args.blackbox_clients}
     try:
-        warm = run_probes(port, endpoints, min(100, args.blackbox_probes), args.blackbox_clients,
+        warm = run_probes(port, "tcp_connect", endpoints, min(100, args.blackbox_probes),
+                          args.blackbox_clients,
                           60.0)
         if warm["ok"] == 0:
             raise RuntimeError(f"blackbox warm-up probes all failed: {warm['examples']}")
@@ -380,7 +380,7 @@ def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list
                 result["hit_time_limit"] |= left <= 0
                 continue
             round_cpu0 = cpu_seconds(proc.pid)
-            one = run_probes(port, endpoints, count, args.blackbox_clients, left)
+            one = run_probes(port, "tcp_connect", endpoints, count, args.blackbox_clients, left)
             done_round = one["ok"] + one["failed"]
             if done_round:
                 rounds.append((cpu_seconds(proc.pid) - round_cpu0) / done_round * 1e6)
@@ -398,7 +398,8 @@ def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list
             rate = n / args.interval
             seconds = min(args.window, PACED_SECONDS)
             paced_cpu0 = cpu_seconds(proc.pid)
-            one = run_probes(port, endpoints, max(int(rate * seconds), 1), args.blackbox_clients,
+            one = run_probes(port, "tcp_connect", endpoints, max(int(rate * seconds), 1),
+                             args.blackbox_clients,
                              seconds * 3 + 10, rate=rate)
             done_paced = one["ok"] + one["failed"]
             paced[n] = {"rate_per_s": rate, "probes": done_paced, "failed": one["failed"],
@@ -451,60 +452,6 @@ def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: floa
             pass
         time.sleep(0.1)
     return False
-
-
-def run_probes(port: int, endpoints: list[str], count: int, clients: int,
-               max_seconds: float, rate: float = 0.0) -> dict[str, Any]:
-    """`count` /probe requests over `clients` keep-alive connections, bounded by `max_seconds`;
-    paced at `rate` per second when given (else as fast as the clients go)."""
-    lock = threading.Lock()
-    state = {"next": 0, "ok": 0, "failed": 0, "errors": 0}
-    examples: list[str] = []
-    started = time.monotonic()
-    deadline = started + max_seconds
-
-    def take() -> int | None:
-        with lock:
-            if state["next"] >= count or time.monotonic() > deadline:
-                return None
-            state["next"] += 1
-            return state["next"] - 1
-
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
-        try:
-            while (i := take()) is not None:
-                if rate:
-                    time.sleep(max(started + i / rate - time.monotonic(), 0.0))
-                target = endpoints[i % len(endpoints)]
-                assert target.startswith("127.")
-                try:
-                    conn.request("GET", f"/probe?module=tcp_connect&target={target}")
-                    response = conn.getresponse()
-                    body = response.read()
-                except (OSError, http.client.HTTPException) as exc:
-                    conn.close()  # reconnects on the next request
-                    with lock:
-                        state["errors"] += 1
-                        state["failed"] += 1
-                        if len(examples) < 5:
-                            examples.append(f"{target}: {type(exc).__name__}: {exc}")
-                    continue
-                good = response.status == 200 and re.search(rb"(?m)^probe_success 1$", body)
-                with lock:
-                    state["ok" if good else "failed"] += 1
-                    if not good and len(examples) < 5:
-                        examples.append(f"{target}: HTTP {response.status}: {body[:300]!r}")
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(max(deadline - time.monotonic(), 0) + 15.0)
-    return {"ok": state["ok"], "failed": state["failed"], "errors": state["errors"],
-            "examples": examples, "hit_time_limit": state["next"] < count}
 
 
 # --- the report ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ network namespace of the test's own whose resolv.conf points at its own dnsmasq.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,16 @@ def test_failing_dns_checks_leave_the_agent_and_the_others_running(
             runs = agent.value("netsentry_check_runs_total", check="ok", kind="dns") or 0
             agent.wait_for(lambda: (agent.value("netsentry_check_runs_total", check="ok",
                                                 kind="dns") or 0) > runs, what="ok to run on")
+
+
+def test_probe_command_prints_answers_rcode_flags_and_ttl(dnsmasq: Dnsmasq) -> None:
+    proc = subprocess.run([*PROBE, "test", "--server", dnsmasq.address, "--record", "MX"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    facts = dict(line.split(None, 1) for line in proc.stdout.splitlines() if " " in line)
+    assert facts["result"].strip() == "success"
+    assert facts["rcode"].strip() == "NOERROR"
+    assert "aa" in facts["flags"].split()
+    assert facts["answers"].strip() == "10 mail.test."
+    assert "netsentry_dns_min_ttl_seconds" in facts and "netsentry_dns_lookup_seconds" in facts
+    assert facts["duration"].strip().endswith("ms")
