@@ -105,6 +105,26 @@ DNS_IGNORED_REPLIES = Spec(
 TCP_CONNECT = Spec(
     "netsentry_tcp_connect_seconds", GAUGE, f"Time to establish the TCP connection, {LAST_RUN}."
 )
+TCP_RTT = Spec(
+    "netsentry_tcp_rtt_seconds", GAUGE,
+    f"Smoothed round-trip time of the connection (TCP_INFO, Linux), {LAST_RUN}.",
+)
+TCP_RTTVAR = Spec(
+    "netsentry_tcp_rttvar_seconds", GAUGE,
+    f"Round-trip time variation of the connection (TCP_INFO, Linux), {LAST_RUN}.",
+)
+TCP_RETRANSMITS = Spec(
+    "netsentry_tcp_retransmits", GAUGE,
+    f"Segments the connection retransmitted (TCP_INFO total_retrans, Linux), {LAST_RUN}.",
+)
+TCP_SND_CWND = Spec(
+    "netsentry_tcp_snd_cwnd", GAUGE,
+    f"Congestion window of the connection in segments (TCP_INFO, Linux), {LAST_RUN}.",
+)
+TCP_PMTU = Spec(
+    "netsentry_tcp_pmtu_bytes", GAUGE,
+    f"Path MTU of the connection (TCP_INFO, Linux), {LAST_RUN}.",
+)
 TLS_HANDSHAKE = Spec(
     "netsentry_tls_handshake_seconds", GAUGE, f"Time spent in the TLS handshake, {LAST_RUN}."
 )
@@ -112,7 +132,8 @@ TLS_HANDSHAKE = Spec(
 # Kind metrics in the order they are rendered. A kind module lists the specs it may record.
 KIND_SPECS: tuple[Spec, ...] = (
     DNS_LOOKUP, DNS_ANSWERS, DNS_MIN_TTL, DNS_AUTHENTICATED, DNS_RESPONSES, DNS_ANSWER_CHANGES,
-    DNS_RESOLVER_MISMATCH, DNS_IGNORED_REPLIES, TCP_CONNECT, TLS_HANDSHAKE,
+    DNS_RESOLVER_MISMATCH, DNS_IGNORED_REPLIES, TCP_CONNECT, TCP_RTT, TCP_RTTVAR,
+    TCP_RETRANSMITS, TCP_SND_CWND, TCP_PMTU, TLS_HANDSHAKE,
 )
 
 # --- the agent itself ----------------------------------------------------------------------------

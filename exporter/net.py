@@ -104,6 +104,17 @@ async def connect_tcp(address: Address) -> socket.socket:
     return sock
 
 
+def tcp_info(sock: socket.socket, size: int) -> bytes | None:
+    """Up to `size` bytes of a connected socket's TCP_INFO; None where the platform has none."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, option, size)
+    except OSError:
+        return None
+
+
 def _source_key(address: Address) -> tuple[str, int]:
     """(host, port) spelt as recvfrom reports a datagram's source, to compare with."""
     # recvfrom gives inet_ntop's canonical text without a %scope suffix, while a configured

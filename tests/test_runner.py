@@ -100,7 +100,9 @@ def test_tcp_success_and_refused() -> None:
         ok, _ = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", server.port)))
     assert ok.success
     assert {spec.name for spec, _, _ in ok.observations} == {
-        "netsentry_dns_lookup_seconds", "netsentry_tcp_connect_seconds"}
+        "netsentry_dns_lookup_seconds", "netsentry_tcp_connect_seconds",
+        "netsentry_tcp_rtt_seconds", "netsentry_tcp_rttvar_seconds", "netsentry_tcp_retransmits",
+        "netsentry_tcp_snd_cwnd", "netsentry_tcp_pmtu_bytes"}
     refused, _ = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", closed_port())))
     assert refused.reason is Reason.REFUSED
 

@@ -1,4 +1,4 @@
-"""The `tcp` check: resolve the target, connect, close — each phase timed."""
+"""The `tcp` check: resolve the target, connect, read TCP_INFO, close — each phase timed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, option
+from exporter.codecs import tcp_info as codec
 from exporter.errors import Reason
-from exporter.net import FAMILIES, connect_tcp
+from exporter.net import FAMILIES, connect_tcp, tcp_info
 from exporter.targets import HostPort, parse_host_port
 
 
@@ -27,8 +28,27 @@ async def check(settings: TcpSettings, run: Run) -> None:
     address = addresses[0]
     run.detail("address", str(address))
     sock = await connect_tcp(address)
-    run.gauge(metrics.TCP_CONNECT, time.perf_counter() - resolved)
-    sock.close()
+    try:
+        run.gauge(metrics.TCP_CONNECT, time.perf_counter() - resolved)
+        record_tcp_info(run, tcp_info(sock, codec.REQUEST_SIZE))
+    finally:
+        sock.close()
+
+
+def record_tcp_info(run: Run, raw: bytes | None) -> None:
+    """The path as the kernel sees it; absent (not zero) where the platform has no TCP_INFO."""
+    if raw is None:
+        return
+    try:
+        info = codec.parse(raw)
+    except codec.TcpInfoError as exc:
+        run.detail("tcp_info", str(exc))
+        return
+    run.gauge(metrics.TCP_RTT, info.rtt_seconds)
+    run.gauge(metrics.TCP_RTTVAR, info.rttvar_seconds)
+    run.gauge(metrics.TCP_RETRANSMITS, info.total_retrans)
+    run.gauge(metrics.TCP_SND_CWND, info.snd_cwnd)
+    run.gauge(metrics.TCP_PMTU, info.pmtu_bytes)
 
 
 KIND = Kind(
@@ -43,7 +63,8 @@ KIND = Kind(
         Reason.NETWORK_ERROR,
         Reason.INTERNAL_ERROR,
     ),
-    specs=(metrics.DNS_LOOKUP, metrics.TCP_CONNECT),
+    specs=(metrics.DNS_LOOKUP, metrics.TCP_CONNECT, metrics.TCP_RTT, metrics.TCP_RTTVAR,
+           metrics.TCP_RETRANSMITS, metrics.TCP_SND_CWND, metrics.TCP_PMTU),
     summary="connect to host:port (the port may be a service name) and time each phase",
 )
 
