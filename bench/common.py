@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks under bench/: processes, /proc readings, scrapes, listeners.
+"""Shared helpers for the benchmarks under bench/: processes, /proc readings, scrapes, listeners,
+blackbox_exporter (start-up and /probe load) and report formatting.
 
 Everything here talks to loopback only (127.0.0.0/8). Every child process is started through
 `Children`, which kills it on exit (also on Ctrl-C and SIGTERM), and is additionally tied to
@@ -24,6 +25,7 @@ import os
 import platform
 import re
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -34,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -95,6 +98,22 @@ def open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return -1
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already in user
+    return total - idle, total
+
+
+def other_load(before: tuple[int, int], after: tuple[int, int], seconds: float,
+               ours: float) -> float:
+    """Cores' worth of busy CPU during `seconds` not spent by `ours` (CPU seconds)."""
+    busy = (after[0] - before[0]) / CLK_TCK
+    return max(busy - ours, 0.0) / seconds
 
 
 # --- child processes ------------------------------------------------------------------------
@@ -228,6 +247,24 @@ def sigterm_as_keyboard_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def sleep_until(deadline: float, procs: Sequence[subprocess.Popen[bytes]], what: str, *,
+                exited: str = "{what}: a child exited with {code} (pid {pid})") -> None:
+    """Sleep until `deadline` (monotonic); raise RuntimeError as soon as one of `procs` exits.
+
+    The error's text is `exited` with {what}, {code} (the exit code) and {pid} filled in."""
+    while (left := deadline - time.monotonic()) > 0:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(exited.format(what=what, code=proc.returncode, pid=proc.pid))
+        time.sleep(min(left, 0.5))
+
+
+def interesting_lines(lines: list[str]) -> list[str]:
+    """stderr lines worth a human's attention: warnings, errors, tracebacks, unknown output."""
+    return [ln for ln in lines
+            if not re.search(r"\blevel=(info|debug)\b", ln) and '"level": "info"' not in ln]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     assert host.startswith(LOOPBACK)
     with socket.socket() as s:
@@ -327,6 +364,22 @@ def http_get(host: str, port: int, path: str, headers: dict[str, str] | None = N
         conn.close()
 
 
+def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Poll GET 127.0.0.1:`port``path` until it answers 200 (True), `proc` exits or `timeout`
+    passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if http_get("127.0.0.1", port, path, timeout=2.0)[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -385,6 +438,13 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
+    """`value` formatted with `spec` and `unit` appended; "n/a" for None and NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:{spec}}{unit}"
+
+
 @dataclass
 class Table:
     """A plain two-or-more column text table."""
@@ -408,14 +468,29 @@ class Table:
         return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "listen":
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-        raise SystemExit(_listen_main(sys.argv[2:]))
-    raise SystemExit("usage: common.py listen --addresses A,B [--ports-per-address N]")
-
-
 # --- blackbox_exporter -----------------------------------------------------------------------
+
+BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
+
+
+def start_blackbox(children: Children, config_text: str,
+                   workdir: Path) -> tuple[subprocess.Popen[bytes], StreamLog, int]:
+    """blackbox_exporter with `config_text` as workdir/blackbox.yml on 127.0.0.1 and a free
+    port, healthy (/-/healthy answers 200); its stderr goes to workdir/blackbox.stderr.
+    Returns (process, stderr log, port); raises RuntimeError after three failed tries."""
+    config = workdir / "blackbox.yml"
+    config.write_text(config_text, encoding="utf-8")
+    for _attempt in range(3):  # the free port may be taken between probing it and binding it
+        port = free_port()
+        argv = [BLACKBOX, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"]
+        print(f"\n== blackbox_exporter: {shlex.join(argv)}", flush=True)
+        proc = children.start(argv)
+        assert proc.stderr is not None
+        log = StreamLog(proc.stderr, str(workdir / "blackbox.stderr"))
+        if wait_http(port, "/-/healthy", proc, 20.0):
+            return proc, log, port
+        children.stop(proc)
+    raise RuntimeError("blackbox_exporter did not start; see blackbox.stderr")
 
 
 def run_probes(port: int, module: str, targets: Sequence[str], count: int, clients: int,
@@ -472,3 +547,10 @@ def run_probes(port: int, module: str, targets: Sequence[str], count: int, clien
     return {"ok": state["ok"], "failed": state["failed"], "errors": state["errors"],
             "examples": examples, "hit_time_limit": state["next"] < count,
             "seconds": time.monotonic() - started}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "listen":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        raise SystemExit(_listen_main(sys.argv[2:]))
+    raise SystemExit("usage: common.py listen --addresses A,B [--ports-per-address N]")

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import pwd
-import re
 import shlex
 import shutil
 import socket
@@ -51,19 +50,24 @@ from common import (
     StreamLog,
     Table,
     cpu_seconds,
+    fmt,
     free_port,
     histogram_quantile,
     http_get,
+    interesting_lines,
     machine,
+    machine_ticks,
     open_fds,
+    other_load,
     parse_samples,
     proc_status,
     run_probes,
     sigterm_as_keyboard_interrupt,
+    sleep_until,
+    start_blackbox,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 DNSMASQ = "/usr/sbin/dnsmasq"
 HOST = "127.0.0.1"
 QUERY_NAME = "host.test"
@@ -84,54 +88,6 @@ METRIC_PREFIXES = (
 
 
 # --- small helpers ------------------------------------------------------------------------------
-
-
-def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:{spec}}{unit}"
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values[:8]) - idle, sum(values[:8])
-
-
-def other_load(before: tuple[int, int], after: tuple[int, int], seconds: float,
-               ours: float) -> float:
-    """Cores' worth of busy CPU during `seconds` not spent by `ours` (CPU seconds)."""
-    return max((after[0] - before[0]) / CLK_TCK - ours, 0.0) / seconds
-
-
-def sleep_until(deadline: float, procs: list[subprocess.Popen[bytes]], what: str) -> None:
-    while (left := deadline - time.monotonic()) > 0:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what}: a child exited with {proc.returncode} "
-                                   f"(pid {proc.pid})")
-        time.sleep(min(left, 0.5))
-
-
-def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if http_get(HOST, port, path, timeout=2.0)[0] == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-def interesting_lines(lines: list[str]) -> list[str]:
-    return [ln for ln in lines
-            if not re.search(r"\blevel=(info|debug)\b", ln) and '"level": "info"' not in ln]
 
 
 def free_udp_tcp_port() -> int:
@@ -437,27 +393,12 @@ def measured_probes(bb_pid: int, dns_pid: int, port: int, target: str, count: in
 
 def bench_blackbox(children: Children, args: argparse.Namespace, dns: Dnsmasq,
                    workdir: Path) -> dict[str, Any]:
-    config = workdir / "blackbox.yml"
-    config.write_text(
+    proc, log, port = start_blackbox(
+        children,
         "modules:\n  dns_a:\n    prober: dns\n    timeout: 2s\n    dns:\n"
         f"      query_name: {QUERY_NAME}\n      query_type: A\n"
         "      transport_protocol: udp\n      preferred_ip_protocol: ip4\n",
-        encoding="utf-8")
-    proc = log = None
-    port = 0
-    for _attempt in range(3):
-        port = free_port()
-        argv = [BLACKBOX, f"--config.file={config}", f"--web.listen-address={HOST}:{port}"]
-        print(f"\n== blackbox_exporter: {shlex.join(argv)}", flush=True)
-        proc = children.start(argv)
-        assert proc.stderr is not None
-        log = StreamLog(proc.stderr, str(workdir / "blackbox.stderr"))
-        if wait_http(port, "/-/healthy", proc, 20.0):
-            break
-        children.stop(proc)
-        proc = None
-    if proc is None or log is None:
-        raise RuntimeError("blackbox_exporter did not start; see blackbox.stderr")
+        workdir)
     target = f"{HOST}:{dns.port}"
     out: dict[str, Any] = {"pid": proc.pid, "port": port, "clients": args.blackbox_clients,
                            "target": target}

@@ -27,9 +27,7 @@ import gzip
 import json
 import math
 import os
-import re
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,27 +42,32 @@ from common import (
     StreamLog,
     Table,
     cpu_seconds,
-    free_port,
+    fmt,
     histogram_quantile,
     http_get,
+    interesting_lines,
     machine,
+    machine_ticks,
     median,
     open_fds,
+    other_load,
     parse_samples,
     proc_status,
     run_probes,
     sigterm_as_keyboard_interrupt,
+    sleep_until,
+    start_blackbox,
     start_listeners,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 LISTEN_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
 TIMEOUT = "2s"
 RENDER_SAMPLES = 5
 PACED_SECONDS = 20.0  # blackbox at netsentry's rate, per N
 BLACKBOX_ROUNDS = 5
 STARTUP_TIMEOUT = 300.0  # seconds for the agent to load N checks and log "config loaded"
+AGENT_EXITED = "{what} exited with {code} while being measured"  # sleep_until's error
 
 GOAL_LAG_P99 = 0.100
 GOAL_RENDER = 0.250
@@ -150,22 +153,6 @@ def time_renders(port: int, encoding: str | None) -> tuple[list[float], int]:
 # --- machine-wide CPU ---------------------------------------------------------------------------
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already in user
-    return total - idle, total
-
-
-def other_load(before: tuple[int, int], after: tuple[int, int], seconds: float,
-               ours: float) -> float:
-    """Cores' worth of busy CPU during `seconds` not spent by `ours` (CPU seconds)."""
-    busy = (after[0] - before[0]) / CLK_TCK
-    return max(busy - ours, 0.0) / seconds
-
-
 def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
     total = after[1] - before[1]
     return (after[0] - before[0]) / total if total > 0 else math.nan
@@ -182,23 +169,6 @@ def write_config(path: Path, n: int, interval: float, endpoints: list[str]) -> N
         lines += ["[[checks]]", f'name = "tcp-{i + 1:05d}"', 'kind = "tcp"',
                   f'target = "{endpoints[i % len(endpoints)]}"', ""]
     path.write_text("\n".join(lines), encoding="utf-8")
-
-
-def sleep_until(deadline: float, proc: subprocess.Popen[bytes], what: str) -> None:
-    while (left := deadline - time.monotonic()) > 0:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} while being measured")
-        time.sleep(min(left, 0.5))
-
-
-def interesting_lines(lines: list[str]) -> list[str]:
-    """stderr lines worth a human's attention: warnings, errors, tracebacks, unknown output."""
-    out = []
-    for line in lines:
-        if re.search(r"\blevel=(info|debug)\b", line) or '"level": "info"' in line:
-            continue
-        out.append(line)
-    return out
 
 
 def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints: list[str],
@@ -222,7 +192,7 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
         out["startup_s"] = loaded - spawned
         print(f"   listening on 127.0.0.1:{port}; config loaded after {out['startup_s']:.2f} s; "
               f"warming up {args.interval:g} s", flush=True)
-        sleep_until(loaded + args.interval + 1.0, proc, "the agent")
+        sleep_until(loaded + args.interval + 1.0, [proc], "the agent", exited=AGENT_EXITED)
 
         # The window: scrape, then /proc; ...; /proc, then scrape. The scrapes' own render
         # CPU stays outside the CPU window; rates are taken over each one's own interval.
@@ -235,11 +205,11 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
         if args.scrape_every > 0:  # like a Prometheus server scraping during the window
             next_scrape = t_cpu0 + args.scrape_every
             while next_scrape < t_cpu0 + args.window - 1.0:
-                sleep_until(next_scrape, proc, "the agent")
+                sleep_until(next_scrape, [proc], "the agent", exited=AGENT_EXITED)
                 scrape(port)
                 extra_scrapes += 1
                 next_scrape += args.scrape_every
-        sleep_until(t_cpu0 + args.window, proc, "the agent")
+        sleep_until(t_cpu0 + args.window, [proc], "the agent", exited=AGENT_EXITED)
         cpu1, t_cpu1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
         lcpu1, self1 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
         status_end = proc_status(proc.pid)
@@ -340,24 +310,8 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
 
 def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list[str],
                    listener_pid: int, workdir: Path) -> dict[str, Any]:
-    config = workdir / "blackbox.yml"
-    config.write_text("modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 2s\n",
-                      encoding="utf-8")
-    proc = log = None
-    port = 0
-    for _attempt in range(3):  # the free port may be taken between probing it and binding it
-        port = free_port()
-        argv = [BLACKBOX, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"]
-        print(f"\n== blackbox_exporter: {shlex.join(argv)}", flush=True)
-        proc = children.start(argv)
-        assert proc.stderr is not None
-        log = StreamLog(proc.stderr, str(workdir / "blackbox.stderr"))
-        if wait_http(port, "/-/healthy", proc, 20.0):
-            break
-        children.stop(proc)
-        proc = None
-    if proc is None or log is None:
-        raise RuntimeError("blackbox_exporter did not start; see blackbox.stderr")
+    proc, log, port = start_blackbox(
+        children, "modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 2s\n", workdir)
     out: dict[str, Any] = {"pid": proc.pid, "port": port, "concurrency": args.blackbox_clients}
     try:
         warm = run_probes(port, "tcp_connect", endpoints, min(100, args.blackbox_probes),
@@ -439,28 +393,7 @@ def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list
     return out
 
 
-def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            status, _, _, _ = http_get("127.0.0.1", port, path, timeout=2.0)
-            if status == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
 # --- the report ---------------------------------------------------------------------------------
-
-
-def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:{spec}}{unit}"
 
 
 def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None,

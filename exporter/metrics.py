@@ -128,12 +128,40 @@ TCP_PMTU = Spec(
 TLS_HANDSHAKE = Spec(
     "netsentry_tls_handshake_seconds", GAUGE, f"Time spent in the TLS handshake, {LAST_RUN}."
 )
+TLS_CERT_EXPIRY = Spec(
+    "netsentry_tls_cert_expiry_timestamp_seconds", GAUGE,
+    f"Unix time at which the first certificate of the peer's chain expires, {LAST_RUN}.",
+)
+TLS_VERSION = Spec(
+    "netsentry_tls_version_info", GAUGE, f"Always 1; the TLS version negotiated, {LAST_RUN}.",
+    ("version",),
+)
+HTTP_PHASE = Spec(
+    "netsentry_http_phase_seconds", GAUGE,
+    f"Time spent in each phase of the HTTP request (all redirects summed), {LAST_RUN}.",
+    ("phase",),
+)
+HTTP_STATUS = Spec(
+    "netsentry_http_status_code", GAUGE, f"HTTP status code of the final response, {LAST_RUN}."
+)
+HTTP_RESPONSE_BYTES = Spec(
+    "netsentry_http_response_bytes", GAUGE,
+    f"Length of the final response body after decompression, {LAST_RUN}.",
+)
+HTTP_REDIRECTS = Spec(
+    "netsentry_http_redirects", GAUGE, f"Redirects followed, {LAST_RUN}."
+)
+HTTP_VERSION = Spec(
+    "netsentry_http_version_info", GAUGE,
+    f"Always 1; the HTTP version of the final response, {LAST_RUN}.", ("version",),
+)
 
 # Kind metrics in the order they are rendered. A kind module lists the specs it may record.
 KIND_SPECS: tuple[Spec, ...] = (
     DNS_LOOKUP, DNS_ANSWERS, DNS_MIN_TTL, DNS_AUTHENTICATED, DNS_RESPONSES, DNS_ANSWER_CHANGES,
     DNS_RESOLVER_MISMATCH, DNS_IGNORED_REPLIES, TCP_CONNECT, TCP_RTT, TCP_RTTVAR,
-    TCP_RETRANSMITS, TCP_SND_CWND, TCP_PMTU, TLS_HANDSHAKE,
+    TCP_RETRANSMITS, TCP_SND_CWND, TCP_PMTU, TLS_HANDSHAKE, TLS_CERT_EXPIRY, TLS_VERSION,
+    HTTP_PHASE, HTTP_STATUS, HTTP_RESPONSE_BYTES, HTTP_REDIRECTS, HTTP_VERSION,
 )
 
 # --- the agent itself ----------------------------------------------------------------------------
