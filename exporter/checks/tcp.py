@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, option
-from exporter.codecs import tcp_info as codec
+from exporter.checks.connection import record_tcp_info
 from exporter.errors import Reason
-from exporter.net import FAMILIES, connect_tcp, tcp_info
+from exporter.net import FAMILIES, connect_tcp
 from exporter.targets import HostPort, parse_host_port
 
 
@@ -30,25 +30,9 @@ async def check(settings: TcpSettings, run: Run) -> None:
     sock = await connect_tcp(address)
     try:
         run.gauge(metrics.TCP_CONNECT, time.perf_counter() - resolved)
-        record_tcp_info(run, tcp_info(sock, codec.REQUEST_SIZE))
+        record_tcp_info(run, sock)
     finally:
         sock.close()
-
-
-def record_tcp_info(run: Run, raw: bytes | None) -> None:
-    """The path as the kernel sees it; absent (not zero) where the platform has no TCP_INFO."""
-    if raw is None:
-        return
-    try:
-        info = codec.parse(raw)
-    except codec.TcpInfoError as exc:
-        run.detail("tcp_info", str(exc))
-        return
-    run.gauge(metrics.TCP_RTT, info.rtt_seconds)
-    run.gauge(metrics.TCP_RTTVAR, info.rttvar_seconds)
-    run.gauge(metrics.TCP_RETRANSMITS, info.total_retrans)
-    run.gauge(metrics.TCP_SND_CWND, info.snd_cwnd)
-    run.gauge(metrics.TCP_PMTU, info.pmtu_bytes)
 
 
 KIND = Kind(

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import socket
+
 from exporter.checks.base import Run
-from exporter.checks.tcp import record_tcp_info
+from exporter.checks.connection import record_tcp_info
 from exporter.net import Resolver
 from tests.codecs.test_tcp_info import golden
 
 
+class FakeSocket:
+    """Answers getsockopt(TCP_INFO) with given bytes, or as a platform without it."""
+
+    def __init__(self, raw: bytes | None) -> None:
+        self.raw = raw
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        assert (level, option) == (socket.IPPROTO_TCP, socket.TCP_INFO)
+        if self.raw is None:
+            raise OSError(92, "Protocol not available")
+        return self.raw[:size]
+
+
 def recorded(raw: bytes | None) -> tuple[dict[str, float], list[tuple[str, str]]]:
     run = Run(0.0, Resolver(None))  # type: ignore[arg-type]
-    record_tcp_info(run, raw)
+    record_tcp_info(run, FakeSocket(raw))
     return {spec.name: value for spec, _, value in run.observations}, run.details
 
 
