@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import threading
+from typing import Any
 
 
 class AcceptServer:
@@ -53,3 +55,68 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class LineServer:
+    """A TCP server on 127.0.0.1 that plays one scripted line dialog per connection.
+
+    `script` is a list of ("send", line) / ("expect", prefix) / ("starttls", "") steps, seen
+    from the server; with `tls`, the connection is TLS from the start. The server closes the
+    connection at the end of the script. What each connection received is kept in
+    `.received`. Every wait has a timeout; it stops when closed.
+    """
+
+    def __init__(self, script: list[tuple[str, str]], ssl_context: Any = None,
+                 tls: bool = False) -> None:
+        self.script = script
+        self.ssl_context = ssl_context
+        self.tls = tls
+        self.received: list[str] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                self._play(conn)
+            conn.close()
+
+    def _play(self, conn: Any) -> None:
+        conn.settimeout(2)
+        if self.tls:
+            conn = self.ssl_context.wrap_socket(conn, server_side=True)
+        lines = conn.makefile("rb")
+        for action, text in self.script:
+            if action == "send":
+                conn.sendall(text.encode() + b"\r\n")
+            elif action == "expect":
+                line = lines.readline().decode().rstrip("\r\n")
+                self.received.append(line)
+                if not line.startswith(text):
+                    return
+            else:
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                lines = conn.makefile("rb")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(3)
+        self.sock.close()
+
+    def __enter__(self) -> LineServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

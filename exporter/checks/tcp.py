@@ -1,22 +1,82 @@
-"""The `tcp` check: resolve the target, connect, read TCP_INFO, close — each phase timed."""
+"""The `tcp` check: resolve, connect, optionally TLS and a dialog, read TCP_INFO, close.
+
+Each phase is timed. The dialog is a list of steps — expect a line matching a regex, send a
+line, upgrade with STARTTLS — enough for SMTP, IMAP, POP3 and most line protocols.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import ssl
+import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, option
-from exporter.checks.connection import record_tcp_info
-from exporter.errors import Reason
-from exporter.net import FAMILIES, connect_tcp
+from exporter.checks.connection import record_tcp_info, record_tls
+from exporter.errors import CheckError, Reason
+from exporter.net import FAMILIES, connect_tcp, open_stream, tls_client_context
 from exporter.targets import HostPort, parse_host_port
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a dialog: wait for a line matching `expect`, `send` a line, or `starttls`."""
+
+    action: str  # "expect" | "send" | "starttls"
+    text: str = ""
+
+
+def _dialog(raw: list[Any]) -> tuple[Step, ...]:
+    steps = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ValueError(f"step {i}: write each step as {{expect = \"regex\"}}, "
+                             "{send = \"line\"} or {starttls = true}")
+        (action, value), = item.items()
+        if action == "expect" and isinstance(value, str):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"step {i}: invalid regular expression: {exc}") from None
+        elif action == "send" and isinstance(value, str):
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"step {i}: send one line; the line ending is added")
+        elif not (action == "starttls" and value is True):
+            raise ValueError(f"step {i}: unknown step {action!r}; use expect, send or starttls")
+        steps.append(Step(action, value if isinstance(value, str) else ""))
+    return tuple(steps)
 
 
 @dataclass(frozen=True, slots=True)
 class TcpSettings:
     target: HostPort = option(parse=lambda text: parse_host_port(text, "tcp"), raw=str)
     family: str = option("any", choices=tuple(FAMILIES))
+    tls: bool = option(False)
+    dialog: tuple[Step, ...] = option((), parse=_dialog, raw=list)
+    server_name: str = option("")
+    ca_file: str = option("")
+    tls_insecure_skip_verify: bool = option(False)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        starttls = sum(step.action == "starttls" for step in self.dialog)
+        if starttls and self.tls:
+            found.append(("dialog", "starttls with tls = true: the connection is TLS already"))
+        if starttls > 1:
+            found.append(("dialog", "starttls more than once"))
+        if starttls and sys.version_info < (3, 11):
+            found.append(("dialog", "starttls needs Python 3.11 or newer"))
+        if self.ca_file:
+            try:
+                with open(self.ca_file, "rb"):
+                    pass
+            except OSError as exc:
+                found.append(("ca_file", f"cannot read {self.ca_file}: {exc.strerror}"))
+        return found
 
 
 async def check(settings: TcpSettings, run: Run) -> None:
@@ -27,12 +87,74 @@ async def check(settings: TcpSettings, run: Run) -> None:
     run.gauge(metrics.DNS_LOOKUP, resolved - started)
     address = addresses[0]
     run.detail("address", str(address))
-    sock = await connect_tcp(address)
-    try:
-        run.gauge(metrics.TCP_CONNECT, time.perf_counter() - resolved)
-        record_tcp_info(run, sock)
-    finally:
-        sock.close()
+    if not settings.tls and not settings.dialog:
+        # The lean path: no streams, no transport objects.
+        sock = await connect_tcp(address)
+        try:
+            run.gauge(metrics.TCP_CONNECT, time.perf_counter() - resolved)
+            record_tcp_info(run, sock)
+        finally:
+            sock.close()
+        return
+    timings: dict[str, float] = {}
+    context = _context(settings, run) if settings.tls else None
+    async with open_stream(address, ssl_context=context,
+                           server_hostname=_name(settings) if context else None,
+                           timings=timings) as (reader, writer):
+        run.gauge(metrics.TCP_CONNECT, timings["connect"])
+        if context is not None:
+            run.gauge(metrics.TLS_HANDSHAKE, timings["tls"])
+            record_tls(run, writer.get_extra_info("ssl_object"))
+        await _converse(settings, run, reader, writer)
+        record_tcp_info(run, writer.get_extra_info("socket"))
+
+
+def _name(settings: TcpSettings) -> str:
+    return settings.server_name or settings.target.host
+
+
+def _context(settings: TcpSettings, run: Run) -> ssl.SSLContext:
+    # Loading the system's roots takes milliseconds: once per loaded check, not per run.
+    context: ssl.SSLContext | None = run.memory.get("tls")
+    if context is None:
+        context = run.memory["tls"] = tls_client_context(settings.ca_file or None,
+                                                         settings.tls_insecure_skip_verify)
+    return context
+
+
+async def _converse(settings: TcpSettings, run: Run, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+    for step in settings.dialog:
+        if step.action == "send":
+            writer.write(step.text.encode() + b"\r\n")
+            await writer.drain()
+        elif step.action == "expect":
+            await _expect(reader, step.text)
+        else:
+            started = time.perf_counter()
+            await writer.start_tls(_context(settings, run), server_hostname=_name(settings))
+            run.gauge(metrics.TLS_HANDSHAKE, time.perf_counter() - started)
+            record_tls(run, writer.get_extra_info("ssl_object"))
+
+
+async def _expect(reader: asyncio.StreamReader, pattern: str) -> None:
+    """Read lines until one matches; multi-line replies (SMTP's 250-…) need no special case."""
+    regex = re.compile(pattern)
+    for _ in range(MAX_LINES):
+        try:
+            line = await reader.readline()
+        except ValueError:  # longer than the stream's limit (64 KiB)
+            raise CheckError(Reason.UNEXPECTED_RESPONSE, "a line longer than 64 KiB") from None
+        if not line:
+            raise CheckError(Reason.UNEXPECTED_RESPONSE,
+                             f"the connection closed before a line matched /{pattern}/")
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if regex.search(text):
+            return
+    raise CheckError(Reason.UNEXPECTED_RESPONSE, f"no line of {MAX_LINES} matched /{pattern}/")
+
+
+MAX_LINES = 1000  # lines read waiting for one `expect`; the deadline bounds the time
 
 
 KIND = Kind(
@@ -45,10 +167,13 @@ KIND = Kind(
         Reason.NXDOMAIN,
         Reason.REFUSED,
         Reason.NETWORK_ERROR,
+        Reason.TLS_ERROR,
+        Reason.UNEXPECTED_RESPONSE,
         Reason.INTERNAL_ERROR,
     ),
     specs=(metrics.DNS_LOOKUP, metrics.TCP_CONNECT, metrics.TCP_RTT, metrics.TCP_RTTVAR,
-           metrics.TCP_RETRANSMITS, metrics.TCP_SND_CWND, metrics.TCP_PMTU),
+           metrics.TCP_RETRANSMITS, metrics.TCP_SND_CWND, metrics.TCP_PMTU,
+           metrics.TLS_HANDSHAKE, metrics.TLS_VERSION, metrics.TLS_CERT_EXPIRY),
     summary="connect to host:port (the port may be a service name) and time each phase",
 )
 

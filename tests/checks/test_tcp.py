@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import socket
+import time
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from exporter import config
 from exporter.checks.base import Run
 from exporter.checks.connection import record_tcp_info
+from exporter.errors import ConfigError, Reason
 from exporter.net import Resolver
+from tests.checks.test_dns import run
 from tests.codecs.test_tcp_info import golden
+from tests.fakedns import make_cert, server_context
+from tests.servers import LineServer
 
 
 class FakeSocket:
@@ -46,3 +56,83 @@ def test_short_tcp_info_is_a_detail_not_a_value() -> None:
     assert values == {}
     assert details == [("tcp_info", "tcp_info is 50 bytes, shorter than the 104 of every "
                                     "Linux since 2.6")]
+
+
+# --- TLS and dialogs against real servers on loopback -------------------------------------------
+
+SMTP = [("send", "220 mail.test ESMTP"), ("expect", "EHLO"), ("send", "250-mail.test"),
+        ("send", "250 STARTTLS"), ("expect", "STARTTLS"), ("send", "220 go ahead"),
+        ("starttls", ""), ("expect", "EHLO"), ("send", "250 mail.test"), ("expect", "QUIT"),
+        ("send", "221 bye")]
+SMTP_DIALOG = [{"expect": "^220 "}, {"send": "EHLO netsentry.test"}, {"expect": "^250 "},
+               {"send": "STARTTLS"}, {"expect": "^220 "}, {"starttls": True},
+               {"send": "EHLO netsentry.test"}, {"expect": "^250 "}, {"send": "QUIT"},
+               {"expect": "^221 "}]
+
+
+def tcp_check(target: str, **keys: Any) -> config.CheckConfig:
+    return config.load_check({"name": "t", "kind": "tcp", "target": target, "timeout": "2s",
+                              **keys}, "test")
+
+
+def test_tls_handshake_version_and_certificate(tmp_path: Path) -> None:
+    files = make_cert(tmp_path, "svc.test")
+    with LineServer([("send", "hello")], server_context(files), tls=True) as server:
+        ok, _ = run(tcp_check(server.target, tls=True, server_name="svc.test",
+                              ca_file=str(files.ca)))
+    assert ok.success, ok
+    got = {spec.name + "".join(labels): v for spec, labels, v in ok.observations}
+    assert got["netsentry_tls_version_infoTLSv1.3"] == 1
+    assert got["netsentry_tls_handshake_seconds"] > 0
+    # make_cert's certificates live two days.
+    assert 0 < got["netsentry_tls_cert_expiry_timestamp_seconds"] - time.time() <= 2 * 86400 + 60
+    assert "certificate expires" in dict(ok.details)
+
+
+def test_tls_failures_name_their_cause(tmp_path: Path) -> None:
+    files = make_cert(tmp_path, "svc.test")
+    with LineServer([], server_context(files), tls=True) as server:
+        wrong_host, _ = run(tcp_check(server.target, tls=True, server_name="other.test",
+                                      ca_file=str(files.ca)))
+        unknown_issuer, _ = run(tcp_check(server.target, tls=True, server_name="svc.test"))
+        insecure, _ = run(tcp_check(server.target, tls=True, tls_insecure_skip_verify=True))
+    assert wrong_host.reason is Reason.TLS_ERROR
+    assert "other.test" in wrong_host.message
+    assert unknown_issuer.reason is Reason.TLS_ERROR
+    assert "issuer" in unknown_issuer.message
+    assert insecure.success, insecure
+    # Unverified, the expiry is still read from the certificate's DER.
+    assert any(spec.name == "netsentry_tls_cert_expiry_timestamp_seconds"
+               for spec, _, _ in insecure.observations)
+
+
+def test_smtp_banner_dialog_with_starttls(tmp_path: Path) -> None:
+    files = make_cert(tmp_path, "mail.test")
+    with LineServer(SMTP, server_context(files)) as server:
+        ok, _ = run(tcp_check(server.target, dialog=SMTP_DIALOG, server_name="mail.test",
+                              ca_file=str(files.ca)))
+        assert server.received == ["EHLO netsentry.test", "STARTTLS", "EHLO netsentry.test",
+                                   "QUIT"]
+    assert ok.success, ok
+    names = {spec.name for spec, _, _ in ok.observations}
+    assert {"netsentry_tls_handshake_seconds", "netsentry_tls_cert_expiry_timestamp_seconds",
+            "netsentry_tcp_rtt_seconds"} <= names
+
+
+def test_dialog_mismatch_is_unexpected_response() -> None:
+    with LineServer([("send", "554 go away")]) as server:
+        result, _ = run(tcp_check(server.target, dialog=[{"expect": "^220 "}]))
+    assert (result.reason, result.message) == (
+        Reason.UNEXPECTED_RESPONSE, "the connection closed before a line matched /^220 /")
+
+
+def test_dialog_config_errors() -> None:
+    for dialog, message in [
+        ([{"expect": "("}], "step 0: invalid regular expression"),
+        ([{"sned": "x"}], "step 0: unknown step 'sned'; use expect, send or starttls"),
+        ([{"send": "a\nb"}], "step 0: send one line; the line ending is added"),
+        ([{"starttls": True}, {"starttls": True}], "starttls more than once"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            tcp_check("127.0.0.1:25", dialog=dialog)
+        assert message in info.value.problems[0], info.value.problems
