@@ -41,7 +41,7 @@ def test_check_config_prints_every_problem(tmp_path: Path) -> None:
         assert proc.stderr.splitlines() == [
             f'{path}:5: checks[0] "a".timeuot: unknown key (did you mean "timeout"?)',
             f"{path}:9: checks[1] \"b\".kind: unknown kind 'dnz' (did you mean \"dns\"?); "
-            "known kinds: tcp, dns",
+            "known kinds: tcp, dns, http",
             f'{path}:12: checks[2] "a".name: duplicate name; checks[0] (line 1) has it already',
             "3 problem(s) found",
         ]

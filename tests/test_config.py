@@ -61,7 +61,7 @@ CASES = [
     pytest.param(
         '[[checks]]\nname = "a"\nkind = "tpc"\n',
         ["f.toml:3: checks[0] \"a\".kind: unknown kind 'tpc' (did you mean \"tcp\"?); "
-         "known kinds: tcp, dns"],
+         "known kinds: tcp, dns, http"],
         id="unknown-kind",
     ),
     pytest.param(
@@ -170,7 +170,7 @@ def test_three_mistakes_three_lines() -> None:
     assert problems(text) == [
         'f.toml:5: checks[0] "a".timeuot: unknown key (did you mean "timeout"?)',
         "f.toml:9: checks[1] \"b\".kind: unknown kind 'dnz' (did you mean \"dns\"?); "
-        "known kinds: tcp, dns",
+        "known kinds: tcp, dns, http",
         'f.toml:14: checks[2] "c".target: port 99999 is out of range 1-65535',
     ]
 

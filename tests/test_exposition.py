@@ -3,6 +3,7 @@
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config, metrics
+from exporter.checks import KINDS
 from exporter.errors import Reason
 from exporter.exposition import AgentSnapshot, render
 from exporter.store import Result, Store
@@ -79,8 +80,8 @@ def test_every_reason_of_the_kind_starts_at_zero() -> None:
     got = samples(render(loaded_store().snapshot(), agent()))
     reasons = {dict(labels)["reason"] for (name, labels) in got
                if name == "netsentry_check_failures_total" and ("check", "web") in labels}
-    assert reasons == {"timeout", "resolve_error", "nxdomain", "refused", "network_error",
-                       "internal_error"}
+    assert reasons == {str(reason) for reason in KINDS["tcp"].reasons}
+    assert {"timeout", "refused", "tls_error", "internal_error"} <= reasons
 
 
 def test_label_values_are_escaped() -> None:

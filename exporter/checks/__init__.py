@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.checks import dns, tcp
+from exporter.checks import dns, http, tcp
 from exporter.checks.base import Kind
 
 KINDS: dict[str, Kind[Any]] = {
@@ -12,5 +12,6 @@ KINDS: dict[str, Kind[Any]] = {
     for kind in (
         tcp.KIND,
         dns.KIND,
+        http.KIND,
     )
 }

@@ -1,0 +1,201 @@
+"""In-process HTTP(S) servers for the http check's tests, and an expired certificate.
+
+A `HttpServer` listens on 127.0.0.1 port 0, serves one request per connection from a table of
+routes (path -> `Reply`, or a function of the `Request`), and records every request. A reply can
+be chunked or trickle its body one byte at a time. Every wait has a timeout and every
+connection a lifetime, so closing never hangs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.fakedns import CertFiles
+
+_POLL = 0.05
+_LIFETIME = 10.0  # a connection is dropped after this, whatever it does
+_MAX_HEAD = 65536
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    chunk: int = 0  # > 0: Transfer-Encoding: chunked, in chunks of this size
+    trickle: float = 0.0  # > 0: the body one byte at a time, this many seconds apart
+    version: str = "1.1"
+
+
+Route = Reply | Callable[[Request], Reply]
+
+
+class HttpServer:
+    def __init__(self, routes: Mapping[str, Route], tls: ssl.SSLContext | None = None) -> None:
+        self.routes = routes
+        self.tls = tls
+        self.requests: list[Request] = []
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(_POLL)
+        self.port: int = self._sock.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._serve, name="httpserver", daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for thread in self._threads:
+            thread.join(_LIFETIME)
+        self._sock.close()
+
+    def __enter__(self) -> HttpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._connection, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        deadline = time.monotonic() + _LIFETIME
+        try:
+            conn.settimeout(2)
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            request = self._read(conn, deadline)
+            if request is None:
+                return
+            self.requests.append(request)
+            route = self.routes.get(request.target.partition("?")[0], Reply(404, b"not found"))
+            self._send(conn, route(request) if callable(route) else route, deadline)
+        except (OSError, ValueError):
+            pass  # the client went away or failed the handshake: nothing to serve
+        finally:
+            conn.close()
+
+    def _read(self, conn: socket.socket, deadline: float) -> Request | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk or len(data) > _MAX_HEAD or time.monotonic() > deadline:
+                return None
+            data += chunk
+            if not data[:1].isalpha():  # not HTTP (a TLS ClientHello): answer as servers do
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                return None
+        head, _, body = data.partition(b"\r\n\r\n")
+        line, *fields = head.decode("latin-1").split("\r\n")
+        method, target, _ = line.split(" ", 2)
+        headers = {}
+        for field in fields:
+            name, _, value = field.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length and time.monotonic() < deadline:
+            chunk = conn.recv(length - len(body))
+            if not chunk:
+                break
+            body += chunk
+        return Request(method, target, headers, body)
+
+    def _send(self, conn: socket.socket, reply: Reply, deadline: float) -> None:
+        head = [f"HTTP/{reply.version} {reply.status} X", "Connection: close",
+                *(f"{k}: {v}" for k, v in reply.headers)]
+        head.append("Transfer-Encoding: chunked" if reply.chunk
+                    else f"Content-Length: {len(reply.body)}")
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        if reply.chunk:
+            for i in range(0, len(reply.body), reply.chunk):
+                piece = reply.body[i:i + reply.chunk]
+                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            conn.sendall(b"0\r\n\r\n")
+        elif reply.trickle:
+            for i in range(len(reply.body)):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                conn.sendall(reply.body[i:i + 1])
+                time.sleep(reply.trickle)
+        else:
+            conn.sendall(reply.body)
+        # Linger until the client has read it all and closed (or the lifetime ends), so a
+        # close here never resets a response still in flight.
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if select.select([conn], [], [], _POLL)[0]:
+                try:
+                    if not conn.recv(4096):
+                        return
+                except OSError:
+                    return
+
+
+def make_expired_cert(tmp_path: Path, hostname: str) -> CertFiles:
+    """A CA (valid) and a leaf for `hostname` that expired yesterday, made with cryptography."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory = Path(tmp_path) / f"expired-{hostname}"
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netsentry expired test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=10))
+          .not_valid_after(now + datetime.timedelta(days=10))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=5))
+            .not_valid_after(now - datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_path, key_path = directory / "leaf.pem", directory / "leaf.key"
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return CertFiles(cert_path, key_path)
