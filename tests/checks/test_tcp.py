@@ -17,6 +17,7 @@ from exporter.net import Resolver
 from tests.checks.test_dns import run
 from tests.codecs.test_tcp_info import golden
 from tests.fakedns import make_cert, server_context
+from tests.httpservers import make_expired_cert
 from tests.servers import LineServer
 
 
@@ -136,3 +137,18 @@ def test_dialog_config_errors() -> None:
         with pytest.raises(ConfigError) as info:
             tcp_check("127.0.0.1:25", dialog=dialog)
         assert message in info.value.problems[0], info.value.problems
+
+
+def test_expired_certificate_is_tls_error_and_still_dated(tmp_path: Path) -> None:
+    files = make_expired_cert(tmp_path, "svc.test")
+    with LineServer([], server_context(files), tls=True) as server:
+        expired, _ = run(tcp_check(server.target, tls=True, server_name="svc.test",
+                                   ca_file=str(files.ca)))
+        lab, _ = run(tcp_check(server.target, tls=True, tls_insecure_skip_verify=True))
+    assert expired.reason is Reason.TLS_ERROR
+    assert "expired" in expired.message
+    # Skipping verification, the run succeeds and the past expiry is what an alert needs.
+    assert lab.success, lab
+    [expiry] = [v for spec, _, v in lab.observations
+                if spec.name == "netsentry_tls_cert_expiry_timestamp_seconds"]
+    assert expiry < time.time()
