@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import errno
 import http.client
+import ipaddress
 import math
 import os
 import platform
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,11 +495,26 @@ def start_blackbox(children: Children, config_text: str,
     raise RuntimeError("blackbox_exporter did not start; see blackbox.stderr")
 
 
+def loopback_target(target: str) -> bool:
+    """True when `target` — `HOST:PORT`, `HOST` or a URL such as `http://HOST:PORT/` — names
+    an IPv4 loopback address (127.0.0.0/8)."""
+    if "://" in target:
+        host = urllib.parse.urlsplit(target).hostname or ""
+    else:
+        host = target.rsplit(":", 1)[0] if target.count(":") == 1 else target
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_loopback
+
+
 def run_probes(port: int, module: str, targets: Sequence[str], count: int, clients: int,
                max_seconds: float, rate: float = 0.0) -> dict[str, Any]:
-    """`count` blackbox /probe requests of `module`, round-robin over `targets`, over `clients`
-    keep-alive connections, bounded by `max_seconds`; paced at `rate` per second when given
-    (else as fast as the clients go)."""
+    """`count` blackbox /probe requests of `module`, round-robin over `targets` (`HOST:PORT` or
+    URLs on 127.0.0.0/8, URL-quoted in the query), over `clients` keep-alive connections,
+    bounded by `max_seconds`; paced at `rate` per second when given (else as fast as the
+    clients go)."""
     lock = threading.Lock()
     state = {"next": 0, "ok": 0, "failed": 0, "errors": 0}
     examples: list[str] = []
@@ -518,9 +535,10 @@ def run_probes(port: int, module: str, targets: Sequence[str], count: int, clien
                 if rate:
                     time.sleep(max(started + i / rate - time.monotonic(), 0.0))
                 target = targets[i % len(targets)]
-                assert target.startswith("127.")
+                assert loopback_target(target), target
                 try:
-                    conn.request("GET", f"/probe?module={module}&target={target}")
+                    quoted = urllib.parse.quote(target, safe=":/")
+                    conn.request("GET", f"/probe?module={module}&target={quoted}")
                     response = conn.getresponse()
                     body = response.read()
                 except (OSError, http.client.HTTPException) as exc:

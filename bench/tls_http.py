@@ -1,0 +1,961 @@
+"""TLS and HTTP benchmark: N scheduled `tcp` (TLS) and `http` checks in netsentry vs.
+blackbox_exporter's tcp (TLS) and http /probe, against the same loopback servers.
+
+    .venv/bin/python bench/tls_http.py [--checks 1000] [--interval 10] [--window 30] [--json PATH]
+
+What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else:
+
+1. Makes a CA and a certificate for `svc.test` signed by it with openssl, in a temp dir.
+2. Starts the servers in a child process of their own (so their CPU counts on neither side;
+   it is shown apart): a TLS server that completes the handshake and closes, a plain HTTP/1.1
+   server answering `GET /` with 200 and a small body (`Connection: close`), and the same HTTP
+   server behind TLS. One asyncio loop serves all three. The parent checks each answers.
+3. blackbox_exporter 0.23 with modules `tcp_tls`, `http_2xx` and `https_2xx` against those
+   servers: /probe paced at N / interval per second for min(window, 20) s — the like-for-like
+   reference — and once at full speed (--blackbox-probes); probe_success checked; CPU per
+   probe from /proc.
+4. netsentry, one case per server: N checks at --interval (timeout 2 s) — `tcp` with
+   `tls = true`, `http` on http://, `http` on https:// — each validated first with
+   `check-config` (a kind or key the agent does not know skips the case, with the reason);
+   the agent warms up one interval, then a window of --window seconds is measured between two
+   /metrics scrapes and two /proc readings (with a scrape every --scrape-every seconds in
+   between, as a Prometheus server would): CPU per completed check, runs/s, failures by
+   reason, missed/skipped runs, scheduler lag p50/p99.
+5. Tables, the ratios netsentry / blackbox (paced) and DESIGN.md's goal (≤ 0.5).
+
+It is a benchmark, not a test: it exits 0 whether or not the goal is met (1 on a harness error).
+
+Run as `tls_http.py serve --cert C --key K --max-seconds S`, it is the server child: it prints
+`ready TLSPORT HTTPPORT HTTPSPORT` and serves until stdin closes, its parent dies or
+--max-seconds pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import select
+import shlex
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    CLK_TCK,
+    Children,
+    StreamLog,
+    Table,
+    cpu_seconds,
+    fmt,
+    histogram_quantile,
+    http_get,
+    interesting_lines,
+    machine,
+    machine_ticks,
+    open_fds,
+    other_load,
+    parse_samples,
+    proc_status,
+    run_probes,
+    sigterm_as_keyboard_interrupt,
+    sleep_until,
+    start_blackbox,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+OPENSSL = "/usr/bin/openssl"
+HOST = "127.0.0.1"
+SERVER_NAME = "svc.test"
+BODY = b"netsentry bench: ok\n"
+TIMEOUT = "2s"
+PACED_SECONDS = 20.0
+STARTUP_TIMEOUT = 300.0
+SERVER_START_TIMEOUT = 30.0
+GOAL_CPU_RATIO = 0.5
+MIN_COMPLETION = 0.99
+BLACKBOX_WARMUP = 100
+CASE_NAMES = ("tcp-tls", "http", "https")
+
+METRIC_PREFIXES = (
+    "netsentry_check_runs_total",
+    "netsentry_check_success",
+    "netsentry_check_failures_total",
+    "netsentry_scheduler_",
+)
+
+
+# --- certificates -------------------------------------------------------------------------------
+
+
+@dataclass
+class Certs:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str | Path) -> None:
+    result = subprocess.run([OPENSSL, *map(str, args)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed ({result.returncode}): "
+                           f"{result.stderr.strip()[-500:]}")
+
+
+def make_certs(directory: Path) -> Certs:
+    """A CA and a leaf certificate for SERVER_NAME signed by it (EC P-256, 2 days), with the
+    extensions strict verifiers (Go, Python 3.13's VERIFY_X509_STRICT) want."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "leaf.key", directory / "leaf.csr", directory / "leaf.pem"
+    ext = directory / "leaf.ext"
+    ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                   "keyUsage = critical, digitalSignature\n"
+                   "extendedKeyUsage = serverAuth\n"
+                   f"subjectAltName = DNS:{SERVER_NAME}\n"
+                   "subjectKeyIdentifier = hash\n"
+                   "authorityKeyIdentifier = keyid\n", encoding="ascii")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+             "-subj", "/CN=netsentry bench CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={SERVER_NAME}")
+    _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+             "-set_serial", f"0x{secrets.token_hex(8)}", "-days", "2", "-extfile", ext,
+             "-out", cert)
+    return Certs(ca, cert, key)
+
+
+# --- the server child ---------------------------------------------------------------------------
+
+_OK = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+       + str(len(BODY)).encode() + b"\r\nConnection: close\r\n\r\n" + BODY)
+_NOT_FOUND = (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n"
+              b"Connection: close\r\n\r\n")
+_REQUEST_TIMEOUT = 5.0
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _serve(options: argparse.Namespace) -> int:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(options.cert, options.key)
+    counts = {"tls": 0, "http": 0, "https": 0, "not_found": 0, "loop_errors": 0}
+    errors: dict[str, int] = {}  # "server:ExceptionType" -> count
+    loop = asyncio.get_running_loop()
+
+    def on_loop_error(_loop: asyncio.AbstractEventLoop, _context: dict[str, Any]) -> None:
+        counts["loop_errors"] += 1  # e.g. a handshake the client gave up; counted, not logged
+
+    loop.set_exception_handler(on_loop_error)
+
+    async def tls_only(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        counts["tls"] += 1  # the handshake is complete when asyncio calls us
+        writer.close()
+
+    def http_handler(key: str) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT)
+                words = head.split(b"\r\n", 1)[0].split()
+                if len(words) == 3 and words[0] == b"GET" and words[1] == b"/":
+                    writer.write(_OK)
+                    counts[key] += 1
+                else:
+                    writer.write(_NOT_FOUND)
+                    counts["not_found"] += 1
+                await asyncio.wait_for(writer.drain(), _REQUEST_TIMEOUT)
+            except (OSError, EOFError, asyncio.TimeoutError, asyncio.LimitOverrunError) as exc:
+                what = f"{key}:{type(exc).__name__}"
+                errors[what] = errors.get(what, 0) + 1
+            finally:
+                writer.close()
+        return handle
+
+    extra: dict[str, Any] = {"ssl_shutdown_timeout": 2.0} if sys.version_info >= (3, 11) else {}
+    common: dict[str, Any] = {"host": options.host, "port": 0, "backlog": 4096,
+                              "reuse_address": True}
+    tls_kw: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": _REQUEST_TIMEOUT, **extra}
+    servers = [
+        await asyncio.start_server(tls_only, **common, **tls_kw),
+        await asyncio.start_server(http_handler("http"), **common),
+        await asyncio.start_server(http_handler("https"), **common, **tls_kw),
+    ]
+    ports = [s.sockets[0].getsockname()[1] for s in servers]
+    stop = asyncio.Event()
+
+    def on_stdin() -> None:
+        try:
+            data = os.read(sys.stdin.fileno(), 4096)
+        except OSError:
+            data = b""
+        if not data:
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    print("ready", *ports, flush=True)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), options.max_seconds)
+    loop.remove_reader(sys.stdin.fileno())
+    for s in servers:
+        s.close()
+    print("served " + " ".join(f"{k}={v}" for k, v in counts.items())
+          + " handler_errors=" + (",".join(f"{k}×{v}" for k, v in sorted(errors.items()))
+                                  or "0"), file=sys.stderr, flush=True)
+    return 0
+
+
+def _serve_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tls_http.py serve")
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--max-seconds", type=float, default=3600.0)
+    options = parser.parse_args(argv)
+    if not options.host.startswith("127."):
+        raise SystemExit(f"{options.host}: loopback only")
+    return asyncio.run(_serve(options))
+
+
+@dataclass
+class Servers:
+    proc: subprocess.Popen[bytes]
+    log: StreamLog
+    tls_port: int
+    http_port: int
+    https_port: int
+
+
+def start_servers(children: Children, certs: Certs, workdir: Path,
+                  max_seconds: float) -> Servers:
+    argv = [sys.executable, os.path.abspath(__file__), "serve", "--cert", str(certs.cert),
+            "--key", str(certs.key), "--max-seconds", f"{max_seconds:.0f}"]
+    print(f"== servers: {shlex.join(argv)}", flush=True)
+    proc = children.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    log = StreamLog(proc.stderr, str(workdir / "servers.stderr"))
+    ready, _, _ = select.select([proc.stdout], [], [], SERVER_START_TIMEOUT)
+    words = proc.stdout.readline().decode().split() if ready else []
+    if len(words) != 4 or words[0] != "ready":
+        children.stop(proc)
+        log.join(2.0)
+        raise RuntimeError(f"server child did not start ({words!r}); stderr:\n"
+                           + "\n".join(log.lines[-10:]))
+    servers = Servers(proc, log, int(words[1]), int(words[2]), int(words[3]))
+    print(f"   pid {proc.pid}: TLS {HOST}:{servers.tls_port}, HTTP {HOST}:{servers.http_port}, "
+          f"HTTPS {HOST}:{servers.https_port}", flush=True)
+    return servers
+
+
+def client_context(certs: Certs) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    return context
+
+
+def read_all(sock: socket.socket, limit: int = 65536) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:  # bounded in size; each recv is bounded by the socket's timeout
+        try:
+            chunk = sock.recv(limit - size)
+        except ssl.SSLZeroReturnError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def verify_servers(servers: Servers, certs: Certs) -> list[str]:
+    """One request to each server from this process: what each answered (raises on failure)."""
+    context = client_context(certs)
+    seen = []
+    with socket.create_connection((HOST, servers.tls_port), timeout=5.0) as raw, \
+            context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+        cipher = tls.cipher()
+        seen.append(f"TLS {tls.version()} {cipher[0] if cipher else '?'}, certificate for "
+                    f"{SERVER_NAME} verified against the CA")
+    status, _, body, _ = http_get(HOST, servers.http_port, "/", timeout=5.0)
+    if status != 200 or body != BODY:
+        raise RuntimeError(f"HTTP server answered {status} {body[:100]!r}")
+    seen.append(f"HTTP 200, {len(body)} bytes")
+    with socket.create_connection((HOST, servers.https_port), timeout=5.0) as raw, \
+            context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n"
+                    .encode())
+        reply = read_all(tls)
+    if not reply.startswith(b"HTTP/1.1 200 ") or not reply.endswith(BODY):
+        raise RuntimeError(f"HTTPS server answered {reply[:200]!r}")
+    seen.append(f"HTTPS 200, {len(reply)} bytes with headers")
+    return seen
+
+
+# --- the cases ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str
+    keys: dict[str, str | bool]  # the check's keys besides name and kind
+    module: str  # blackbox module
+    bb_target: str
+    title: str
+
+
+def toml_value(value: str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def make_cases(servers: Servers, certs: Certs) -> list[Case]:
+    ca = str(certs.ca)
+    return [
+        Case("tcp-tls", "tcp", {"target": f"{HOST}:{servers.tls_port}", "tls": True,
+                                "server_name": SERVER_NAME, "ca_file": ca},
+             "tcp_tls", f"{HOST}:{servers.tls_port}", "tcp with TLS (handshake, close)"),
+        Case("http", "http", {"target": f"http://{HOST}:{servers.http_port}/"},
+             "http_2xx", f"http://{HOST}:{servers.http_port}/", "http, plain GET /"),
+        Case("https", "http", {"target": f"https://{HOST}:{servers.https_port}/",
+                               "server_name": SERVER_NAME, "ca_file": ca},
+             "https_2xx", f"https://{HOST}:{servers.https_port}/", "http over TLS, GET /"),
+    ]
+
+
+def write_config(path: Path, case: Case, n: int, interval: float) -> None:
+    timeout = TIMEOUT if interval > 2.0 else f"{round(interval * 500)}ms"  # must be < interval
+    lines = ["[defaults]", f'interval = "{round(interval * 1000)}ms"', f'timeout = "{timeout}"',
+             ""]
+    for i in range(n):
+        lines += ["[[checks]]", f'name = "{case.name}-{i + 1:05d}"',
+                  f"kind = {toml_value(case.kind)}"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in case.keys.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def kind_registered(kind: str) -> bool:
+    """Whether exporter/checks/__init__.py registers `<kind>.KIND` (informational; the
+    check-config run decides)."""
+    try:
+        text = (ROOT / "exporter" / "checks" / "__init__.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return f"{kind}.KIND" in text
+
+
+def config_problem(case: Case, args: argparse.Namespace, workdir: Path) -> str | None:
+    """Why the agent would not accept this case's config (check-config's output), or None."""
+    path = workdir / f"check-config-{case.name}.toml"
+    write_config(path, case, 1, args.interval)
+    argv = [args.python, "-m", "exporter", "check-config", str(path)]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                                cwd=ROOT, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"check-config could not run: {exc}"
+    if result.returncode == 0:
+        return None
+    text = " ".join((result.stdout + result.stderr).split())
+    registered = kind_registered(case.kind)
+    return (f"check-config rejects a {case.kind!r} check (exit {result.returncode}; "
+            f"exporter/checks/__init__.py {'registers' if registered else 'has no'} "
+            f"{case.kind}.KIND): {text[:400]}")
+
+
+# --- the agent ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Scrape:
+    at: float
+    runs: dict[str, float] = field(default_factory=dict)
+    success: dict[str, float] = field(default_factory=dict)
+    failures: dict[tuple[str, str], float] = field(default_factory=dict)  # (check, reason)
+    missed: float = 0.0
+    skipped: float = 0.0
+    lag_buckets: dict[float, float] = field(default_factory=dict)
+    lag_sum: float = 0.0
+    lag_count: float = 0.0
+
+
+def scrape(port: int) -> Scrape:
+    at = time.monotonic()
+    status, _, body, _ = http_get(HOST, port, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}: {body[:200]!r}")
+    out = Scrape(at=at)
+    for name, labels, value in parse_samples(body.decode(), METRIC_PREFIXES):
+        if name == "netsentry_check_runs_total":
+            out.runs[labels["check"]] = value
+        elif name == "netsentry_check_success":
+            out.success[labels["check"]] = value
+        elif name == "netsentry_check_failures_total":
+            out.failures[(labels.get("check", ""), labels.get("reason", ""))] = value
+        elif name == "netsentry_scheduler_missed_runs_total":
+            out.missed += value
+        elif name == "netsentry_scheduler_skipped_runs_total":
+            out.skipped += value
+        elif name == "netsentry_scheduler_lag_seconds_bucket":
+            out.lag_buckets[float(labels["le"])] = value
+        elif name == "netsentry_scheduler_lag_seconds_sum":
+            out.lag_sum = value
+        elif name == "netsentry_scheduler_lag_seconds_count":
+            out.lag_count = value
+    return out
+
+
+def bench_agent(children: Children, case: Case, args: argparse.Namespace, servers: Servers,
+                workdir: Path) -> dict[str, Any]:
+    n = args.checks
+    config = workdir / f"netsentry-{case.name}.toml"
+    write_config(config, case, n, args.interval)
+    argv = [args.python, "-m", "exporter", "--config.file", str(config),
+            "--web.listen-address", f"{HOST}:0", "--log.level", "info"]
+    print(f"\n== netsentry, {n} {case.kind} checks ({case.name}): {shlex.join(argv)}",
+          flush=True)
+    spawned = time.monotonic()
+    proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stderr is not None
+    stderr_file = workdir / f"netsentry-{case.name}.stderr"
+    log = StreamLog(proc.stderr, str(stderr_file))
+    out: dict[str, Any] = {"case": case.name, "kind": case.kind, "checks": n,
+                           "interval_s": args.interval, "window_s": args.window,
+                           "pid": proc.pid, "config": str(config),
+                           "stderr_file": str(stderr_file)}
+    watched = [proc, servers.proc]
+    try:
+        port = int(log.wait_for(r"msg=listening address=127\.0\.0\.1:(\d+)", STARTUP_TIMEOUT,
+                                proc).group(1))
+        log.wait_for(r'msg="config loaded"', STARTUP_TIMEOUT, proc)
+        loaded = time.monotonic()
+        out["startup_s"] = loaded - spawned
+        print(f"   listening on {HOST}:{port}; config loaded after {out['startup_s']:.2f} s; "
+              f"warming up {args.interval:g} s", flush=True)
+        sleep_until(loaded + args.interval + 1.0, watched, "warm-up")
+
+        first = scrape(port)
+        cpu0, t0, ticks0 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        scpu0, self0 = cpu_seconds(servers.proc.pid), cpu_seconds(os.getpid())
+        extra = 0
+        if args.scrape_every > 0:
+            next_scrape = t0 + args.scrape_every
+            while next_scrape < t0 + args.window - 1.0:
+                sleep_until(next_scrape, watched, "window")
+                scrape(port)
+                extra += 1
+                next_scrape += args.scrape_every
+        sleep_until(t0 + args.window, watched, "window")
+        cpu1, t1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        scpu1, self1 = cpu_seconds(servers.proc.pid), cpu_seconds(os.getpid())
+        status = proc_status(proc.pid)
+        fds = open_fds(proc.pid)
+        last = scrape(port)
+
+        scrape_window, cpu_window = last.at - first.at, t1 - t0
+        runs = sum(last.runs.values()) - sum(first.runs.values())
+        runs_per_s = runs / scrape_window
+        cpu = cpu1 - cpu0
+        cpu_per_check = (cpu / cpu_window) / runs_per_s if runs_per_s > 0 else math.nan
+        lag_delta = sorted((le, v - first.lag_buckets.get(le, 0.0))
+                           for le, v in last.lag_buckets.items())
+        lag_count = last.lag_count - first.lag_count
+        by_key = {k: v - first.failures.get(k, 0.0) for k, v in last.failures.items()}
+        by_reason: dict[str, float] = {}
+        examples: dict[str, list[str]] = {}
+        for (check, reason), v in sorted(by_key.items()):
+            if v:
+                by_reason[reason] = by_reason.get(reason, 0.0) + v
+                if len(examples.setdefault(reason, [])) < 3:
+                    examples[reason].append(f"{check} ×{v:.0f}")
+        scheduled = n / args.interval
+        out.update({
+            "listen_port": port,
+            "never_run_at_window_start": sum(1 for v in first.runs.values() if v == 0),
+            "checks_in_scrape": len(last.runs),
+            "window_scrape_s": scrape_window,
+            "scrapes_in_window": 1 + extra,
+            "runs_delta": runs,
+            "runs_per_s": runs_per_s,
+            "scheduled_per_s": scheduled,
+            "completion_ratio": runs_per_s / scheduled,
+            "checks_without_run_in_window": sum(
+                1 for c, v in last.runs.items() if v - first.runs.get(c, 0.0) == 0),
+            "failures_delta": sum(by_reason.values()),
+            "failures_by_reason": by_reason,
+            "failure_examples": examples,
+            "failing_checks_at_end": sum(1 for v in last.success.values() if v == 0),
+            "missed_delta": last.missed - first.missed,
+            "skipped_delta": last.skipped - first.skipped,
+            "lag_p50_s": histogram_quantile(0.5, lag_delta),
+            "lag_p99_s": histogram_quantile(0.99, lag_delta),
+            "lag_mean_s": (last.lag_sum - first.lag_sum) / lag_count if lag_count else math.nan,
+            "cpu_s": cpu,
+            "cpu_core_fraction": cpu / cpu_window,
+            "cpu_us_per_check": cpu_per_check * 1e6,
+            "server_cpu_us_per_run": ((scpu1 - scpu0) / cpu_window) / runs_per_s * 1e6
+            if runs_per_s > 0 else math.nan,
+            "other_load_cores": other_load(ticks0, ticks1, cpu_window,
+                                           cpu + (scpu1 - scpu0) + (self1 - self0)),
+            "rss_kib": status.get("VmRSS"),
+            "peak_rss_kib": status.get("VmHWM"),
+            "threads": status.get("Threads"),
+            "fds": fds,
+        })
+        print(f"   window done: {runs_per_s:.1f} runs/s of {scheduled:.1f} scheduled, "
+              f"CPU {out['cpu_us_per_check']:.1f} µs/check, failures "
+              f"{out['failures_delta']:.0f}", flush=True)
+    finally:
+        out["sigterm_exit_s"] = children.stop(proc, timeout=30.0)
+        log.join(5.0)
+        out["exit_code"] = proc.returncode
+        notable = interesting_lines(log.lines)
+        out["stderr_notable_count"] = len(notable)
+        out["stderr_notable"] = notable[:40]
+    return out
+
+
+# --- blackbox_exporter --------------------------------------------------------------------------
+
+
+def blackbox_config(certs: Certs) -> str:
+    ca = json.dumps(str(certs.ca))  # a JSON string is a YAML double-quoted scalar
+    return (
+        "modules:\n"
+        "  tcp_tls:\n"
+        "    prober: tcp\n"
+        "    timeout: 2s\n"
+        "    tcp:\n"
+        "      tls: true\n"
+        "      tls_config:\n"
+        f"        ca_file: {ca}\n"
+        f"        server_name: {SERVER_NAME}\n"
+        "  http_2xx:\n"
+        "    prober: http\n"
+        "    timeout: 2s\n"
+        "  https_2xx:\n"
+        "    prober: http\n"
+        "    timeout: 2s\n"
+        "    http:\n"
+        "      tls_config:\n"
+        f"        ca_file: {ca}\n"
+        f"        server_name: {SERVER_NAME}\n"
+    )
+
+
+def measured_probes(bb_pid: int, server_pid: int, port: int, module: str, target: str,
+                    count: int, clients: int, max_seconds: float,
+                    rate: float = 0.0) -> dict[str, Any]:
+    cpu0, scpu0, self0 = cpu_seconds(bb_pid), cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    t0, ticks0 = time.monotonic(), machine_ticks()
+    one = run_probes(port, module, [target], count, clients, max_seconds, rate)
+    cpu1, scpu1, self1 = cpu_seconds(bb_pid), cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    t1, ticks1 = time.monotonic(), machine_ticks()
+    done = one["ok"] + one["failed"]
+    return {
+        "rate_per_s": rate or None,
+        "asked": count,
+        "probes": done, "ok": one["ok"], "failed": one["failed"], "errors": one["errors"],
+        "examples": one["examples"], "hit_time_limit": one["hit_time_limit"],
+        "seconds": t1 - t0, "probes_per_s": done / (t1 - t0),
+        "cpu_s": cpu1 - cpu0,
+        "cpu_core_fraction": (cpu1 - cpu0) / (t1 - t0),
+        "cpu_us_per_probe": (cpu1 - cpu0) / done * 1e6 if done else math.nan,
+        "server_cpu_us_per_probe": (scpu1 - scpu0) / done * 1e6 if done else math.nan,
+        "client_cpu_s": self1 - self0,
+        "other_load_cores": other_load(ticks0, ticks1, t1 - t0,
+                                       (cpu1 - cpu0) + (scpu1 - scpu0) + (self1 - self0)),
+    }
+
+
+def bench_blackbox(children: Children, args: argparse.Namespace, servers: Servers,
+                   cases: list[Case], certs: Certs, workdir: Path) -> dict[str, Any]:
+    proc, log, port = start_blackbox(children, blackbox_config(certs), workdir)
+    out: dict[str, Any] = {"pid": proc.pid, "port": port, "clients": args.blackbox_clients,
+                           "config": str(workdir / "blackbox.yml"), "modules": {}}
+    try:
+        for case in cases:
+            print(f"   module {case.module}, target {case.bb_target}", flush=True)
+            one: dict[str, Any] = {"module": case.module, "target": case.bb_target}
+            out["modules"][case.name] = one
+            warm = run_probes(port, case.module, [case.bb_target], BLACKBOX_WARMUP,
+                              args.blackbox_clients, 60.0)
+            one["warmup_ok"], one["warmup_failed"] = warm["ok"], warm["failed"]
+            if warm["ok"] == 0:
+                one["error"] = f"warm-up probes all failed: {warm['examples']}"
+                print(f"   {case.module}: {one['error']}", flush=True)
+                continue
+            rate = args.checks / args.interval
+            seconds = min(args.window, PACED_SECONDS)
+            paced = measured_probes(proc.pid, servers.proc.pid, port, case.module,
+                                    case.bb_target, max(int(rate * seconds), 1),
+                                    args.blackbox_clients, seconds * 3 + 10, rate=rate)
+            print(f"   paced at {rate:g}/s: {paced['probes']} probes ({paced['failed']} "
+                  f"failed), {paced['cpu_us_per_probe']:.0f} µs/probe", flush=True)
+            full = measured_probes(proc.pid, servers.proc.pid, port, case.module,
+                                   case.bb_target, args.blackbox_probes,
+                                   args.blackbox_clients, args.blackbox_max_seconds)
+            print(f"   full speed: {full['probes']} probes ({full['failed']} failed) at "
+                  f"{full['probes_per_s']:.0f}/s, {full['cpu_us_per_probe']:.0f} µs/probe",
+                  flush=True)
+            one.update({"paced": paced, "full": full})
+            sleep_until(time.monotonic() + 1.0, [proc, servers.proc], "blackbox")
+        status = proc_status(proc.pid)
+        out.update({"peak_rss_kib": status.get("VmHWM"), "threads": status.get("Threads")})
+    finally:
+        out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
+        log.join(5.0)
+        out["stderr_notable"] = [ln for ln in log.lines
+                                 if "level=error" in ln or "level=warn" in ln][:20]
+    return out
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def bb_part(bb: dict[str, Any] | None, case: str, part: str) -> dict[str, Any] | None:
+    if not bb:
+        return None
+    module = bb.get("modules", {}).get(case)
+    return module.get(part) if module else None
+
+
+def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> list[dict[str, Any]]:
+    goals = []
+    for r in results:
+        paced, full = bb_part(bb, r["case"], "paced"), bb_part(bb, r["case"], "full")
+        goal: dict[str, Any] = {
+            "goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU per probe",
+            "case": r["case"]}
+        if "skipped" in r or "cpu_us_per_check" not in r:
+            goal.update(measured="not measured", met=None)
+        elif (not paced or not paced["ok"] or math.isnan(paced["cpu_us_per_probe"])
+              or paced["cpu_us_per_probe"] <= 0):
+            goal.update(measured="not measured (no blackbox reference)", met=None)
+        else:
+            ratio = r["cpu_us_per_check"] / paced["cpu_us_per_probe"]
+            r["cpu_ratio_vs_blackbox_paced"] = ratio
+            if full and full["ok"] and full["cpu_us_per_probe"] > 0:
+                r["cpu_ratio_vs_blackbox_full_speed"] = (r["cpu_us_per_check"]
+                                                         / full["cpu_us_per_probe"])
+            caveats = []
+            if r["failures_delta"]:
+                caveats.append(f"{r['failures_delta']:.0f} netsentry failures")
+            if paced["failed"]:
+                caveats.append(f"{paced['failed']} blackbox failures")
+            if r["completion_ratio"] < MIN_COMPLETION:
+                caveats.append(f"completion {r['completion_ratio']:.3f}")
+            goal.update(measured=f"{r['cpu_us_per_check']:.1f} / {paced['cpu_us_per_probe']:.1f}"
+                                 f" = {ratio:.2f}" + (f" ({'; '.join(caveats)})" if caveats
+                                                      else ""),
+                        met=(ratio <= GOAL_CPU_RATIO and not r["failures_delta"]
+                             and not paced["failed"] and r["completion_ratio"] >= MIN_COMPLETION))
+        goals.append(goal)
+    return goals
+
+
+def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[str, Any]],
+           bb: dict[str, Any] | None, goals: list[dict[str, Any]]) -> str:
+    m = info["machine"]
+    ports = info.get("ports", {})
+    lines = [
+        "", "=" * 78, "netsentry tls/http benchmark",
+        f"command:  {info['command']}",
+        f"machine:  nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}, "
+        f"{m['mem_total_mib']} MiB",
+        f"python:   {m['python']} ({m['python_executable']})",
+        f"kernel:   {m['kernel']}",
+        f"openssl:  {info.get('openssl_version', '?')}; certificate for {SERVER_NAME} "
+        "(EC P-256) signed by a CA of the run",
+        f"servers:  one asyncio child on {HOST}: TLS accept-handshake-close :"
+        f"{ports.get('tls', '?')}, HTTP/1.1 :{ports.get('http', '?')}, HTTPS :"
+        f"{ports.get('https', '?')} (GET / → 200, {len(BODY)} bytes, Connection: close)",
+        f"logs:     {info['workdir']}",
+        f"checks:   {args.checks:,} per case at a {args.interval:g} s interval "
+        f"({args.checks / args.interval:g} runs/s), timeout {TIMEOUT}, window {args.window:g} s, "
+        f"scrape every {args.scrape_every:g} s",
+        "",
+    ]
+    if results:
+        t = Table(["netsentry (per case)", *[r["case"] for r in results]])
+
+        def row(label: str, key: str, spec: str = ".1f", scale: float = 1.0,
+                unit: str = "") -> None:
+            cells = []
+            for r in results:
+                if "skipped" in r:
+                    cells.append("skipped")
+                    continue
+                v = r.get(key)
+                if isinstance(v, int | float) and scale != 1.0:
+                    v = v * scale
+                cells.append(fmt(v, spec, unit))
+            t.add(label, *cells)
+
+        row("CPU µs per check", "cpu_us_per_check", ".1f", unit=" µs")
+        row("completed runs/s", "runs_per_s", ".1f")
+        row("scheduled runs/s (N / interval)", "scheduled_per_s", ".1f")
+        row("completion ratio", "completion_ratio", ".3f")
+        row("failures Δ", "failures_delta", ".0f")
+        row("missed runs Δ", "missed_delta", ".0f")
+        row("skipped runs Δ", "skipped_delta", ".0f")
+        row("scheduler lag p50", "lag_p50_s", ".2f", 1000, " ms")
+        row("scheduler lag p99", "lag_p99_s", ".2f", 1000, " ms")
+        row("agent CPU (share of one core)", "cpu_core_fraction", ".1f", 100, " %")
+        row("server child CPU µs per run", "server_cpu_us_per_run", ".1f", unit=" µs")
+        row("other processes' load (cores)", "other_load_cores", ".2f")
+        row("window (between scrapes)", "window_scrape_s", ".1f", unit=" s")
+        row("/metrics scrapes in window", "scrapes_in_window", ".0f")
+        row("start-up until config loaded", "startup_s", ".2f", unit=" s")
+        row("peak RSS (VmHWM)", "peak_rss_kib", ".1f", 1 / 1024, " MiB")
+        row("threads", "threads", ".0f")
+        row("stderr warn/error lines", "stderr_notable_count", ".0f")
+        lines += [t.render(), ""]
+        for r in results:
+            if "skipped" in r:
+                lines.append(f"{r['case']}: skipped — {r['skipped']}")
+            if r.get("failures_by_reason"):
+                lines.append(f"{r['case']}: failures in window by reason: "
+                             f"{ {k: int(v) for k, v in r['failures_by_reason'].items()} }; "
+                             f"examples: {r['failure_examples']}")
+            if r.get("stderr_notable"):
+                lines.append(f"{r['case']}: agent stderr (first {min(len(r['stderr_notable']), 10)}"
+                             f" of {r['stderr_notable_count']} warn/error lines):")
+                lines += [f"  {ln[:300]}" for ln in r["stderr_notable"][:10]]
+        lines.append("")
+    if bb is not None and bb.get("modules"):
+        names = [c for c in CASE_NAMES if c in bb["modules"]]
+        t = Table(["blackbox_exporter 0.23", *[f"{bb['modules'][c]['module']}"
+                                               for c in names]])
+
+        def bb_row(label: str, render: Callable[[dict[str, Any], dict[str, Any]], str]) -> None:
+            cells = []
+            for c in names:
+                mod = bb["modules"][c]
+                cells.append(render(mod["paced"], mod["full"]) if "paced" in mod else "error")
+            t.add(label, *cells)
+
+        bb_row("paced: rate asked", lambda p, f: f"{p['rate_per_s']:g}/s")
+        bb_row("paced: probes ok / failed", lambda p, f: f"{p['ok']} / {p['failed']}")
+        bb_row("paced: CPU µs per probe", lambda p, f: fmt(p["cpu_us_per_probe"], ".1f", " µs"))
+        bb_row("paced: server child CPU µs per probe",
+               lambda p, f: fmt(p["server_cpu_us_per_probe"], ".1f", " µs"))
+        bb_row("full: probes ok / failed", lambda p, f: f"{f['ok']} / {f['failed']}")
+        bb_row("full: probes/s", lambda p, f: fmt(f["probes_per_s"], ".0f"))
+        bb_row("full: CPU µs per probe", lambda p, f: fmt(f["cpu_us_per_probe"], ".1f", " µs"))
+        bb_row("full: CPU (share of one core)",
+               lambda p, f: fmt(f["cpu_core_fraction"] * 100, ".1f", " %"))
+        bb_row("full: server child CPU µs per probe",
+               lambda p, f: fmt(f["server_cpu_us_per_probe"], ".1f", " µs"))
+        bb_row("full: other processes' load (cores)",
+               lambda p, f: fmt(f["other_load_cores"], ".2f"))
+        lines += [t.render(),
+                  f"  ({bb['clients']} keep-alive clients; peak RSS "
+                  f"{fmt((bb.get('peak_rss_kib') or math.nan) / 1024, '.1f', ' MiB')})", ""]
+        for c in names:
+            mod = bb["modules"][c]
+            if "error" in mod:
+                lines.append(f"blackbox {mod['module']}: {mod['error']}")
+            for label in ("paced", "full"):
+                if mod.get(label, {}).get("examples"):
+                    lines.append(f"blackbox {mod['module']} failures ({label}): "
+                                 + "; ".join(mod[label]["examples"]))
+        if bb.get("stderr_notable"):
+            lines += ["blackbox stderr warn/error lines:",
+                      *[f"  {ln[:300]}" for ln in bb["stderr_notable"][:5]]]
+        lines.append("")
+    elif bb is not None:
+        lines += ["blackbox: not measured (see the error below)", ""]
+
+    if results:
+        t = Table(["summary", *[r["case"] for r in results]])
+
+        def cell(r: dict[str, Any], text: str) -> str:
+            return "skipped" if "skipped" in r else text
+
+        def part(r: dict[str, Any], name: str, key: str) -> Any:
+            p = bb_part(bb, r["case"], name)
+            return p.get(key) if p else None
+
+        t.add("netsentry CPU µs per check",
+              *[cell(r, fmt(r.get("cpu_us_per_check"), ".1f", " µs")) for r in results])
+        t.add("blackbox CPU µs per probe, paced",
+              *[fmt(part(r, "paced", "cpu_us_per_probe"), ".1f", " µs") for r in results])
+        t.add("blackbox CPU µs per probe, full speed",
+              *[fmt(part(r, "full", "cpu_us_per_probe"), ".1f", " µs") for r in results])
+        t.add(f"ratio vs. paced (goal ≤ {GOAL_CPU_RATIO})",
+              *[cell(r, fmt(r.get("cpu_ratio_vs_blackbox_paced"), ".2f")) for r in results])
+        t.add("ratio vs. full speed",
+              *[cell(r, fmt(r.get("cpu_ratio_vs_blackbox_full_speed"), ".2f"))
+                for r in results])
+        t.add("netsentry failures Δ (window)",
+              *[cell(r, fmt(r.get("failures_delta"), ".0f")) for r in results])
+
+        def bb_failed(r: dict[str, Any]) -> str:
+            p, f = bb_part(bb, r["case"], "paced"), bb_part(bb, r["case"], "full")
+            return f"{p['failed']} / {f['failed']}" if p and f else "n/a"
+
+        t.add("blackbox failures paced / full", *[bb_failed(r) for r in results])
+        t.add("goal met", *[("not measured" if g["met"] is None else
+                             ("yes" if g["met"] else "NO")) for g in goals])
+        lines += [t.render(), ""]
+        for g in goals:
+            lines.append(f"  {g['goal']}: {g['measured']}")
+        lines.append("")
+    lines += [
+        "  criterion: netsentry CPU µs per completed check / blackbox CPU µs per /probe of the",
+        f"  same target at the same rate (N / interval), ≤ {GOAL_CPU_RATIO}, with no failures on",
+        f"  either side and completion ≥ {MIN_COMPLETION}. Agent CPU includes the --scrape-every",
+        "  scrapes, not the two boundary scrapes' renders; the servers' CPU (a child of their",
+        "  own) is shown apart and counted on neither side. CPU is from /proc (clock ticks of",
+        f"  1/{CLK_TCK} s). blackbox builds its TLS config (CA file read) per probe; netsentry's",
+        "  tcp check keeps one SSL context per check across runs.",
+        "=" * 78,
+    ]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--checks", type=int, default=1000, help="number of checks per case")
+    parser.add_argument("--interval", type=float, default=10.0, help="check interval, s")
+    parser.add_argument("--window", type=float, default=30.0, help="measured window, s")
+    parser.add_argument("--scrape-every", type=float, default=15.0, metavar="SECONDS",
+                        help="also scrape /metrics this often during the window (0: off)")
+    parser.add_argument("--cases", default=",".join(CASE_NAMES),
+                        help=f"comma-separated subset of {','.join(CASE_NAMES)}")
+    parser.add_argument("--blackbox-probes", type=int, default=3000,
+                        help="probes of each full-speed blackbox run (default 3000)")
+    parser.add_argument("--blackbox-clients", type=int, default=4)
+    parser.add_argument("--blackbox-max-seconds", type=float, default=300.0)
+    parser.add_argument("--no-blackbox", action="store_true")
+    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
+                        help="interpreter that runs the agent")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if not 1 <= args.checks <= 100_000:
+        parser.error("--checks in [1, 100000]")
+    if not 0.5 <= args.interval <= 600 or not 1 <= args.window <= 3600:
+        parser.error("--interval must be in [0.5, 600] s and --window in [1, 3600] s")
+    if args.scrape_every and not 1 <= args.scrape_every <= 3600:
+        parser.error("--scrape-every: 0 (off) or in [1, 3600] s")
+    if not 1 <= args.blackbox_probes <= 1_000_000 or not 1 <= args.blackbox_clients <= 64:
+        parser.error("--blackbox-probes in [1, 1e6], --blackbox-clients in [1, 64]")
+    if not 1 <= args.blackbox_max_seconds <= 3600:
+        parser.error("--blackbox-max-seconds in [1, 3600]")
+    args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in args.case_list if c not in CASE_NAMES]
+    if unknown or not args.case_list:
+        parser.error(f"--cases: unknown {unknown}; choose from {','.join(CASE_NAMES)}")
+    return args
+
+
+def time_budget(args: argparse.Namespace) -> float:
+    """An upper bound of the whole run, for the server child's --max-seconds."""
+    per_case = STARTUP_TIMEOUT + args.interval + args.window + 120
+    per_module = 60 + min(args.window, PACED_SECONDS) * 3 + 10 + args.blackbox_max_seconds + 60
+    return float(3 * per_case + 3 * per_module + 600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sigterm_as_keyboard_interrupt()
+    workdir = Path(tempfile.mkdtemp(prefix="netsentry-bench-tls-http-"))
+    info: dict[str, Any] = {
+        "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
+        "machine": machine(),
+        "workdir": str(workdir),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["openssl_version"] = subprocess.run(
+            [OPENSSL, "version"], capture_output=True, text=True, timeout=10,
+            check=False).stdout.strip()
+    results: list[dict[str, Any]] = []
+    bb: dict[str, Any] | None = None
+    error: str | None = None
+    try:
+        certs = make_certs(workdir / "certs")
+        info["ca_file"] = str(certs.ca)
+        with Children() as children:
+            servers = start_servers(children, certs, workdir, time_budget(args))
+            info["ports"] = {"tls": servers.tls_port, "http": servers.http_port,
+                             "https": servers.https_port}
+            try:
+                for line in verify_servers(servers, certs):
+                    print(f"   {line}", flush=True)
+                cases = [c for c in make_cases(servers, certs) if c.name in args.case_list]
+                if not args.no_blackbox:
+                    bb = {}
+                    bb = bench_blackbox(children, args, servers, cases, certs, workdir)
+                for case in cases:
+                    print(f"\n== case {case.name}: {case.title}; check-config first", flush=True)
+                    problem = config_problem(case, args, workdir)
+                    if problem:
+                        print(f"   skipped: {problem}", flush=True)
+                        results.append({"case": case.name, "kind": case.kind,
+                                        "skipped": problem})
+                        continue
+                    sleep_until(time.monotonic() + 2.0, [servers.proc], "pause")
+                    results.append(bench_agent(children, case, args, servers, workdir))
+                if servers.proc.poll() is not None:
+                    raise RuntimeError(f"server child exited with {servers.proc.returncode}")
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+            finally:
+                assert servers.proc.stdin is not None
+                with contextlib.suppress(OSError):
+                    servers.proc.stdin.close()  # EOF: the child prints its counts and exits
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    servers.proc.wait(10)
+                children.stop(servers.proc)
+                servers.log.join(5.0)
+                info["servers_stderr_tail"] = servers.log.lines[-10:]
+    except KeyboardInterrupt:
+        print("\ninterrupted; children stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+    goals = evaluate(results, bb)
+    print(report(info, args, results, bb, goals), flush=True)
+    tail = info.get("servers_stderr_tail") or []
+    if tail:
+        print("server child: " + " | ".join(tail), flush=True)
+    if error:
+        print(f"INCOMPLETE: {error}", flush=True)
+    if args.json:
+        payload = {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
+                   "goals": goals, "error": error}
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n",
+                                   encoding="utf-8")
+        print(f"JSON written to {args.json}")
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        raise SystemExit(_serve_main(sys.argv[2:]))
+    raise SystemExit(main())
