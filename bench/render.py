@@ -36,7 +36,11 @@ def store_of(n: int) -> Store:
                    f'target = "127.0.0.2:{40000 + i % 16}"\n' for i in range(n))
     store = Store()
     store.load(config.load_text(text, "bench").checks)
-    observed = ((metrics.DNS_LOOKUP, (), 1.2e-05), (metrics.TCP_CONNECT, (), 0.00021))
+    # What a tcp run records on Linux: resolve and connect times, and TCP_INFO.
+    observed = ((metrics.DNS_LOOKUP, (), 1.2e-05), (metrics.TCP_CONNECT, (), 0.00021),
+                (metrics.TCP_RTT, (), 2.8e-05), (metrics.TCP_RTTVAR, (), 1.4e-05),
+                (metrics.TCP_RETRANSMITS, (), 0), (metrics.TCP_SND_CWND, (), 10),
+                (metrics.TCP_PMTU, (), 65535))
     for name, state in list(store.states.items()):
         for _ in range(3):
             store.record(name, state.check,
@@ -62,7 +66,9 @@ class GenericCollector:
                                        labels=[*labels, "reason"])
         simple = {spec.name: GaugeMetricFamily(spec.name, spec.help, labels=labels)
                   for spec in (metrics.CHECK_LAST_RUN, metrics.CHECK_LAST_SUCCESS,
-                               metrics.CHECK_INTERVAL, metrics.DNS_LOOKUP, metrics.TCP_CONNECT)}
+                               metrics.CHECK_INTERVAL, metrics.DNS_LOOKUP, metrics.TCP_CONNECT,
+                               metrics.TCP_RTT, metrics.TCP_RTTVAR, metrics.TCP_RETRANSMITS,
+                               metrics.TCP_SND_CWND, metrics.TCP_PMTU)}
         info = GaugeMetricFamily(metrics.CHECK_INFO.name, metrics.CHECK_INFO.help,
                                  labels=[*labels, "target"])
         missed = CounterMetricFamily(metrics.SCHEDULER_MISSED.name, metrics.SCHEDULER_MISSED.help,

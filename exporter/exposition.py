@@ -92,7 +92,8 @@ class _Text:
                      " 1\n")
         self.missed = f"{metrics.SCHEDULER_MISSED.name}{{{base}}} "
         self.skipped = f"{metrics.SCHEDULER_SKIPPED.name}{{{base}}} "
-        self.kind: dict[str, str] = {}  # kind metrics without labels of their own, by name
+        # Kind metrics' text up to the value, by (name, label values): rendered once.
+        self.kind: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
 def _text(state: CheckState) -> _Text:
@@ -166,24 +167,29 @@ def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]
     for part in slices:
         for state, text in part:
             observed = state.last.observations if state.last else ()
+            prefixes = text.kind
             for spec, extra, value in (*observed, *state.counters):
+                key = (spec.name, extra)
+                prefix = prefixes.get(key)
+                if prefix is None:
+                    prefix = prefixes[key] = _kind_prefix(spec, extra, text.base)
                 lines = families.get(spec.name)
                 if lines is None:
                     lines = families[spec.name] = []
-                if extra:
-                    labels = ",".join(f'{k}="{escape_label(v)}"'
-                                      for k, v in zip(spec.labels, extra, strict=True))
-                    lines.append(f"{spec.name}{{{text.base},{labels}}} {format_value(value)}\n")
-                else:
-                    prefix = text.kind.get(spec.name)
-                    if prefix is None:
-                        prefix = text.kind[spec.name] = f"{spec.name}{{{text.base}}} "
-                    lines.append(f"{prefix}{value!r}\n" if type(value) is float and
-                                 math.isfinite(value) else f"{prefix}{format_value(value)}\n")
+                # value - value is 0.0 for finite floats only (inf and NaN give NaN).
+                lines.append(f"{prefix}{value!r}\n" if type(value) is float and value - value == 0
+                             else f"{prefix}{format_value(value)}\n")
         yield ""  # a slice boundary: let the loop run
     for spec in metrics.KIND_SPECS:
         if spec.name in families:
             yield _header(spec) + "".join(families[spec.name])
+
+
+def _kind_prefix(spec: Spec, extra: tuple[str, ...], base: str) -> str:
+    if not extra:
+        return f"{spec.name}{{{base}}} "
+    labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in zip(spec.labels, extra, strict=True))
+    return f"{spec.name}{{{base},{labels}}} "
 
 
 def _agent_metrics(agent: AgentSnapshot) -> str:

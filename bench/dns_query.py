@@ -1,6 +1,6 @@
 """DNS benchmark: N scheduled `dns` checks in netsentry vs. blackbox_exporter's dns /probe.
 
-    .venv/bin/python bench/dns.py [--checks 1000] [--interval 10] [--window 30] [--json PATH]
+    .venv/bin/python bench/dns_query.py [--checks 1000] [--interval 10] [--window 30] [--json PATH]
 
 What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else:
 
