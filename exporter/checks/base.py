@@ -46,6 +46,17 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def readable_file(path: str) -> str | None:
+    """An `option(check=...)` for paths the agent must be able to read (ca_file, ...)."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+
+
 Observation = tuple[Spec, tuple[str, ...], float]
 
 

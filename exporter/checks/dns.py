@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, fields
 
 from exporter import metrics, net, web
-from exporter.checks.base import Kind, Run, option
+from exporter.checks.base import Kind, Run, option, readable_file
 from exporter.codecs import dns as codec
 from exporter.errors import CheckError, Reason
 from exporter.targets import HostPort, parse_port
@@ -110,7 +110,7 @@ class DnsSettings:
     ignore_order: bool = option(True)
     compare_with_system: bool = option(False)
     server_name: str = option("")
-    ca_file: str = option("")
+    ca_file: str = option("", check=readable_file)
     tls_insecure_skip_verify: bool = option(False)
     path: str = option("/dns-query", check=lambda p: None if p.startswith("/") else
                        "must start with /")
@@ -133,12 +133,6 @@ class DnsSettings:
                 found.append(("expect_answers", f"{text!r} is not a valid {record} answer"))
         if self.compare_with_system and self.record not in ("A", "AAAA"):
             found.append(("compare_with_system", "works for A and AAAA records only"))
-        if self.ca_file:
-            try:
-                with open(self.ca_file, "rb"):
-                    pass
-            except OSError as exc:
-                found.append(("ca_file", f"cannot read {self.ca_file}: {exc.strerror}"))
         return found
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from exporter import __version__, metrics, net, web
-from exporter.checks.base import Kind, Run, option
+from exporter.checks.base import Kind, Run, option, readable_file
 from exporter.checks.connection import record_tcp_info, record_tls
 from exporter.errors import CheckError, Reason
 
@@ -195,7 +195,7 @@ class HttpSettings:
                                  else None)
     family: str = option("any", choices=tuple(net.FAMILIES))
     server_name: str = option("")
-    ca_file: str = option("")
+    ca_file: str = option("", check=readable_file)
     tls_insecure_skip_verify: bool = option(False)
 
     def problems(self) -> list[tuple[str, str]]:
@@ -203,12 +203,6 @@ class HttpSettings:
         names = {n.lower() for n, _ in (*self.headers, *self.secret_headers)}
         if self.basic_auth is not None and "authorization" in names:
             found.append(("basic_auth", "conflicts with an Authorization header"))
-        if self.ca_file:
-            try:
-                with open(self.ca_file, "rb"):
-                    pass
-            except OSError as exc:
-                found.append(("ca_file", f"cannot read {self.ca_file}: {exc.strerror}"))
         return found
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import metrics
-from exporter.checks.base import Kind, Run, option
+from exporter.checks.base import Kind, Run, option, readable_file
 from exporter.checks.connection import record_tcp_info, record_tls
 from exporter.errors import CheckError, Reason
 from exporter.net import FAMILIES, connect_tcp, open_stream, tls_client_context
@@ -58,7 +58,7 @@ class TcpSettings:
     tls: bool = option(False)
     dialog: tuple[Step, ...] = option((), parse=_dialog, raw=list)
     server_name: str = option("")
-    ca_file: str = option("")
+    ca_file: str = option("", check=readable_file)
     tls_insecure_skip_verify: bool = option(False)
 
     def problems(self) -> list[tuple[str, str]]:
@@ -70,12 +70,6 @@ class TcpSettings:
             found.append(("dialog", "starttls more than once"))
         if starttls and sys.version_info < (3, 11):
             found.append(("dialog", "starttls needs Python 3.11 or newer"))
-        if self.ca_file:
-            try:
-                with open(self.ca_file, "rb"):
-                    pass
-            except OSError as exc:
-                found.append(("ca_file", f"cannot read {self.ca_file}: {exc.strerror}"))
         return found
 
 
