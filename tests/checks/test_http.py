@@ -3,7 +3,6 @@ redirects, caps, the deadline, config errors with their lines, and secrets that 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import time
@@ -13,13 +12,11 @@ from typing import Any
 import pytest
 
 from exporter import config, probe
-from exporter.blocking import BlockingPool
 from exporter.checks.http import Secret
 from exporter.errors import ConfigError, Reason
-from exporter.net import Resolver
-from exporter.runner import Runner
 from exporter.store import Result
 from tests.agent import Agent
+from tests.checks.test_dns import run
 from tests.fakedns import CertFiles, make_cert, server_context
 from tests.httpservers import HttpServer, Reply, Request, make_expired_cert
 from tests.servers import closed_port
@@ -31,19 +28,6 @@ def http_check(target: str, **keys: Any) -> config.CheckConfig:
     table = {"name": "h", "kind": "http", "interval": "1m", "timeout": "2s", "target": target,
              **keys}
     return config.load_check(table, "test")
-
-
-def run(check: config.CheckConfig) -> tuple[Result, float]:
-    async def go() -> Result:
-        pool = BlockingPool(2)
-        try:
-            return await Runner(Resolver(pool)).run(check)
-        finally:
-            pool.close()
-
-    started = time.monotonic()
-    result = asyncio.run(go())
-    return result, time.monotonic() - started
 
 
 def values(result: Result) -> dict[str, float]:
