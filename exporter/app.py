@@ -9,6 +9,7 @@ ones start afresh, removed ones vanish with their series.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import platform
 import signal
@@ -79,6 +80,7 @@ class Agent:
             first = config.load_default(self_target(self.bound[0]))
         self.scheduler.start()
         self.apply(first)
+        _tune_gc()
         self._ready = True
 
     async def serve(self) -> None:
@@ -213,6 +215,21 @@ class Agent:
         source = self.config.source if self.config else ""
         page = pages.status_page(__version__, self.store.snapshot(), source, self.reload_ok)
         return Response(200, page.encode(), "text/html; charset=utf-8")
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector's full passes rare and short.
+
+    Every run replaces its check's state, so with 10,000 checks tens of thousands of objects a
+    second survive long enough to be promoted to the oldest generation, and CPython then scans
+    everything in a full pass (90 ms at 10,000 checks: every run due meanwhile starts late).
+    Freezing what exists after start-up (modules, config) takes it out of those passes, and a
+    higher third threshold makes them several times rarer. The garbage of a run is acyclic
+    and freed at once by reference counting; the collector only has cycles to find.
+    """
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 100)
 
 
 def _log_transition(check: CheckConfig, was_ok: bool | None, result: Result) -> None:
