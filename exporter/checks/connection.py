@@ -16,6 +16,16 @@ from exporter.checks.base import Run
 from exporter.codecs import tcp_info, x509
 
 
+def tls_context(run: Run, ca_file: str, insecure_skip_verify: bool) -> ssl.SSLContext:
+    """The check's TLS client context, built once per loaded check (it lives in the check's
+    memory): loading the system's roots takes milliseconds."""
+    context: ssl.SSLContext | None = run.memory.get("tls")
+    if context is None:
+        context = run.memory["tls"] = net.tls_client_context(ca_file or None,
+                                                             insecure_skip_verify)
+    return context
+
+
 def record_tcp_info(run: Run, sock: socket.socket | Any) -> None:
     """The path as the kernel sees it; absent where the platform has no TCP_INFO."""
     raw = net.tcp_info(sock, tcp_info.REQUEST_SIZE)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 
 from exporter import metrics, net, web
 from exporter.checks.base import Kind, Run, option, readable_file
+from exporter.checks.connection import tls_context
 from exporter.codecs import dns as codec
 from exporter.errors import CheckError, Reason
 from exporter.targets import HostPort, parse_port
@@ -243,11 +244,7 @@ async def _ask(settings: DnsSettings, run: Run, server: HostPort, query: codec.Q
         return _parse(await net.stream_exchange(address, query.wire), query)
     context = None
     if settings.transport in ("tls", "https"):
-        # Loading the system's roots takes milliseconds: once per loaded check, not per run.
-        context = run.memory.get("tls")
-        if context is None:
-            context = run.memory["tls"] = net.tls_client_context(
-                settings.ca_file or None, settings.tls_insecure_skip_verify)
+        context = tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
     timings: dict[str, float] = {}
     server_name = settings.server_name or server.host
     if settings.transport == "https":

@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 from exporter import __version__, metrics, net, web
 from exporter.checks.base import Kind, Run, option, readable_file
-from exporter.checks.connection import record_tcp_info, record_tls
+from exporter.checks.connection import record_tcp_info, record_tls, tls_context
 from exporter.errors import CheckError, Reason
 
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
@@ -252,7 +252,8 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
                                           net.FAMILIES[settings.family]))[0]
     _add(phases, "resolve", time.perf_counter() - started)
     own = url.origin == settings.target.origin
-    context = _tls_context(settings, run) if url.scheme == "https" else None
+    context = (tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
+               if url.scheme == "https" else None)
     server_name = (settings.server_name if own and settings.server_name else url.host
                    ) if context is not None else None
     timings: dict[str, float] = {}
@@ -293,15 +294,6 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
 
 def _add(phases: dict[str, float], phase: str, seconds: float) -> None:
     phases[phase] = phases.get(phase, 0.0) + seconds
-
-
-def _tls_context(settings: HttpSettings, run: Run) -> ssl.SSLContext:
-    # Loading the system's roots takes milliseconds: once per loaded check, not per run.
-    context = run.memory.get("tls")
-    if context is None:
-        context = run.memory["tls"] = net.tls_client_context(
-            settings.ca_file or None, settings.tls_insecure_skip_verify)
-    return context
 
 
 def _request_headers(settings: HttpSettings, own: bool) -> list[tuple[str, str]]:

@@ -16,9 +16,9 @@ from typing import Any
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, option, readable_file
-from exporter.checks.connection import record_tcp_info, record_tls
+from exporter.checks.connection import record_tcp_info, record_tls, tls_context
 from exporter.errors import CheckError, Reason
-from exporter.net import FAMILIES, connect_tcp, open_stream, tls_client_context
+from exporter.net import FAMILIES, connect_tcp, open_stream
 from exporter.targets import HostPort, parse_host_port
 
 
@@ -108,12 +108,7 @@ def _name(settings: TcpSettings) -> str:
 
 
 def _context(settings: TcpSettings, run: Run) -> ssl.SSLContext:
-    # Loading the system's roots takes milliseconds: once per loaded check, not per run.
-    context: ssl.SSLContext | None = run.memory.get("tls")
-    if context is None:
-        context = run.memory["tls"] = tls_client_context(settings.ca_file or None,
-                                                         settings.tls_insecure_skip_verify)
-    return context
+    return tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
 
 
 async def _converse(settings: TcpSettings, run: Run, reader: asyncio.StreamReader,
