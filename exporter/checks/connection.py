@@ -15,6 +15,11 @@ from exporter import metrics, net
 from exporter.checks.base import Run
 from exporter.codecs import tcp_info, x509
 
+# What record_tcp_info and record_tls may record: a kind that calls them lists these.
+TCP_INFO_SPECS = (metrics.TCP_RTT, metrics.TCP_RTTVAR, metrics.TCP_RETRANSMITS,
+                  metrics.TCP_SND_CWND, metrics.TCP_PMTU)
+TLS_SPECS = (metrics.TLS_VERSION, metrics.TLS_CERT_EXPIRY)
+
 
 def tls_context(run: Run, ca_file: str, insecure_skip_verify: bool) -> ssl.SSLContext:
     """The check's TLS client context, built once per loaded check (it lives in the check's

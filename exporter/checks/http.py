@@ -19,7 +19,13 @@ from urllib.parse import urljoin, urlsplit
 
 from exporter import __version__, metrics, net, web
 from exporter.checks.base import Kind, Run, option, readable_file
-from exporter.checks.connection import record_tcp_info, record_tls, tls_context
+from exporter.checks.connection import (
+    TCP_INFO_SPECS,
+    TLS_SPECS,
+    record_tcp_info,
+    record_tls,
+    tls_context,
+)
 from exporter.errors import CheckError, Reason
 
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
@@ -355,8 +361,6 @@ KIND = Kind(
         Reason.INTERNAL_ERROR,
     ),
     specs=(metrics.HTTP_PHASE, metrics.HTTP_STATUS, metrics.HTTP_RESPONSE_BYTES,
-           metrics.HTTP_REDIRECTS, metrics.HTTP_VERSION, metrics.TLS_VERSION,
-           metrics.TLS_CERT_EXPIRY, metrics.TCP_RTT, metrics.TCP_RTTVAR, metrics.TCP_RETRANSMITS,
-           metrics.TCP_SND_CWND, metrics.TCP_PMTU),
+           metrics.HTTP_REDIRECTS, metrics.HTTP_VERSION, *TLS_SPECS, *TCP_INFO_SPECS),
     summary="request a URL, follow redirects, and time each phase as blackbox_exporter does",
 )

@@ -16,7 +16,13 @@ from typing import Any
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, option, readable_file
-from exporter.checks.connection import record_tcp_info, record_tls, tls_context
+from exporter.checks.connection import (
+    TCP_INFO_SPECS,
+    TLS_SPECS,
+    record_tcp_info,
+    record_tls,
+    tls_context,
+)
 from exporter.errors import CheckError, Reason
 from exporter.net import FAMILIES, connect_tcp, open_stream
 from exporter.targets import HostPort, parse_host_port
@@ -160,9 +166,8 @@ KIND = Kind(
         Reason.UNEXPECTED_RESPONSE,
         Reason.INTERNAL_ERROR,
     ),
-    specs=(metrics.DNS_LOOKUP, metrics.TCP_CONNECT, metrics.TCP_RTT, metrics.TCP_RTTVAR,
-           metrics.TCP_RETRANSMITS, metrics.TCP_SND_CWND, metrics.TCP_PMTU,
-           metrics.TLS_HANDSHAKE, metrics.TLS_VERSION, metrics.TLS_CERT_EXPIRY),
+    specs=(metrics.DNS_LOOKUP, metrics.TCP_CONNECT, *TCP_INFO_SPECS, metrics.TLS_HANDSHAKE,
+           *TLS_SPECS),
     summary="connect to host:port (the port may be a service name) and time each phase",
 )
 
