@@ -1,5 +1,6 @@
 """Shared helpers for the benchmarks under bench/: processes, /proc readings, scrapes, listeners,
-blackbox_exporter (start-up and /probe load) and report formatting.
+measuring the agent over a window, blackbox_exporter (start-up and /probe load) and report
+formatting.
 
 Everything here talks to loopback only (127.0.0.0/8). Every child process is started through
 `Children`, which kills it on exit (also on Ctrl-C and SIGTERM), and is additionally tied to
@@ -468,6 +469,166 @@ class Table:
             if n == 0:
                 lines.append("  ".join("-" * w for w in widths))
         return "\n".join(lines)
+
+
+# --- the agent under test ---------------------------------------------------------------------
+
+AGENT_HOST = "127.0.0.1"
+AGENT_METRIC_PREFIXES = (
+    "netsentry_check_runs_total",
+    "netsentry_check_success",
+    "netsentry_check_failures_total",
+    "netsentry_scheduler_",
+)
+
+
+@dataclass
+class Scrape:
+    at: float
+    runs: dict[str, float] = field(default_factory=dict)
+    success: dict[str, float] = field(default_factory=dict)
+    failures: dict[tuple[str, str], float] = field(default_factory=dict)  # (check, reason)
+    missed: float = 0.0
+    skipped: float = 0.0
+    lag_buckets: dict[float, float] = field(default_factory=dict)
+    lag_sum: float = 0.0
+    lag_count: float = 0.0
+
+
+def scrape(port: int) -> Scrape:
+    """One GET of the agent's /metrics on AGENT_HOST:`port`, parsed into a Scrape."""
+    at = time.monotonic()
+    status, _, body, _ = http_get(AGENT_HOST, port, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}: {body[:200]!r}")
+    out = Scrape(at=at)
+    for name, labels, value in parse_samples(body.decode(), AGENT_METRIC_PREFIXES):
+        if name == "netsentry_check_runs_total":
+            out.runs[labels["check"]] = value
+        elif name == "netsentry_check_success":
+            out.success[labels["check"]] = value
+        elif name == "netsentry_check_failures_total":
+            out.failures[(labels.get("check", ""), labels.get("reason", ""))] = value
+        elif name == "netsentry_scheduler_missed_runs_total":
+            out.missed += value
+        elif name == "netsentry_scheduler_skipped_runs_total":
+            out.skipped += value
+        elif name == "netsentry_scheduler_lag_seconds_bucket":
+            out.lag_buckets[float(labels["le"])] = value
+        elif name == "netsentry_scheduler_lag_seconds_sum":
+            out.lag_sum = value
+        elif name == "netsentry_scheduler_lag_seconds_count":
+            out.lag_count = value
+    return out
+
+
+def measure_agent(children: Children, argv: Sequence[str], *, label: str, n: int,
+                  interval: float, window: float, scrape_every: float, stderr_file: Path,
+                  head: dict[str, Any], tail: dict[str, Any], side: subprocess.Popen[bytes],
+                  side_key: str, startup_timeout: float) -> dict[str, Any]:
+    """Runs the agent (`argv`, which listens on AGENT_HOST:0) and measures it: waits for
+    "listening" and "config loaded", warms up one `interval`, then measures `window` seconds
+    between two /metrics scrapes and two /proc readings (scraping every `scrape_every` s in
+    between), and stops it. `side` is the process answering the checks (its CPU per run goes
+    under `side_key`; it is watched too). The result starts with `head`, then checks,
+    interval_s, window_s and pid, then `tail`, then stderr_file and the measured figures."""
+    print(f"\n== netsentry, {n} {label}: {shlex.join(argv)}", flush=True)
+    spawned = time.monotonic()
+    proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stderr is not None
+    log = StreamLog(proc.stderr, str(stderr_file))
+    out: dict[str, Any] = {**head, "checks": n, "interval_s": interval, "window_s": window,
+                           "pid": proc.pid, **tail, "stderr_file": str(stderr_file)}
+    watched = [proc, side]
+    try:
+        port = int(log.wait_for(r"msg=listening address=127\.0\.0\.1:(\d+)", startup_timeout,
+                                proc).group(1))
+        log.wait_for(r'msg="config loaded"', startup_timeout, proc)
+        loaded = time.monotonic()
+        out["startup_s"] = loaded - spawned
+        print(f"   listening on {AGENT_HOST}:{port}; config loaded after "
+              f"{out['startup_s']:.2f} s; warming up {interval:g} s", flush=True)
+        sleep_until(loaded + interval + 1.0, watched, "warm-up")
+
+        first = scrape(port)
+        cpu0, t0, ticks0 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        scpu0, self0 = cpu_seconds(side.pid), cpu_seconds(os.getpid())
+        extra = 0
+        if scrape_every > 0:
+            next_scrape = t0 + scrape_every
+            while next_scrape < t0 + window - 1.0:
+                sleep_until(next_scrape, watched, "window")
+                scrape(port)
+                extra += 1
+                next_scrape += scrape_every
+        sleep_until(t0 + window, watched, "window")
+        cpu1, t1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
+        scpu1, self1 = cpu_seconds(side.pid), cpu_seconds(os.getpid())
+        status = proc_status(proc.pid)
+        fds = open_fds(proc.pid)
+        last = scrape(port)
+
+        scrape_window, cpu_window = last.at - first.at, t1 - t0
+        runs = sum(last.runs.values()) - sum(first.runs.values())
+        runs_per_s = runs / scrape_window
+        cpu = cpu1 - cpu0
+        cpu_per_check = (cpu / cpu_window) / runs_per_s if runs_per_s > 0 else math.nan
+        lag_delta = sorted((le, v - first.lag_buckets.get(le, 0.0))
+                           for le, v in last.lag_buckets.items())
+        lag_count = last.lag_count - first.lag_count
+        by_key = {k: v - first.failures.get(k, 0.0) for k, v in last.failures.items()}
+        by_reason: dict[str, float] = {}
+        examples: dict[str, list[str]] = {}
+        for (check, reason), v in sorted(by_key.items()):
+            if v:
+                by_reason[reason] = by_reason.get(reason, 0.0) + v
+                if len(examples.setdefault(reason, [])) < 3:
+                    examples[reason].append(f"{check} ×{v:.0f}")
+        scheduled = n / interval
+        out.update({
+            "listen_port": port,
+            "never_run_at_window_start": sum(1 for v in first.runs.values() if v == 0),
+            "checks_in_scrape": len(last.runs),
+            "window_scrape_s": scrape_window,
+            "scrapes_in_window": 1 + extra,
+            "runs_delta": runs,
+            "runs_per_s": runs_per_s,
+            "scheduled_per_s": scheduled,
+            "completion_ratio": runs_per_s / scheduled,
+            "checks_without_run_in_window": sum(
+                1 for c, v in last.runs.items() if v - first.runs.get(c, 0.0) == 0),
+            "failures_delta": sum(by_reason.values()),
+            "failures_by_reason": by_reason,
+            "failure_examples": examples,
+            "failing_checks_at_end": sum(1 for v in last.success.values() if v == 0),
+            "missed_delta": last.missed - first.missed,
+            "skipped_delta": last.skipped - first.skipped,
+            "lag_p50_s": histogram_quantile(0.5, lag_delta),
+            "lag_p99_s": histogram_quantile(0.99, lag_delta),
+            "lag_mean_s": (last.lag_sum - first.lag_sum) / lag_count if lag_count else math.nan,
+            "cpu_s": cpu,
+            "cpu_core_fraction": cpu / cpu_window,
+            "cpu_us_per_check": cpu_per_check * 1e6,
+            side_key: ((scpu1 - scpu0) / cpu_window) / runs_per_s * 1e6
+            if runs_per_s > 0 else math.nan,
+            "other_load_cores": other_load(ticks0, ticks1, cpu_window,
+                                           cpu + (scpu1 - scpu0) + (self1 - self0)),
+            "rss_kib": status.get("VmRSS"),
+            "peak_rss_kib": status.get("VmHWM"),
+            "threads": status.get("Threads"),
+            "fds": fds,
+        })
+        print(f"   window done: {runs_per_s:.1f} runs/s of {scheduled:.1f} scheduled, "
+              f"CPU {out['cpu_us_per_check']:.1f} µs/check, failures "
+              f"{out['failures_delta']:.0f}", flush=True)
+    finally:
+        out["sigterm_exit_s"] = children.stop(proc, timeout=30.0)
+        log.join(5.0)
+        out["exit_code"] = proc.returncode
+        notable = interesting_lines(log.lines)
+        out["stderr_notable_count"] = len(notable)
+        out["stderr_notable"] = notable[:40]
+    return out
 
 
 # --- blackbox_exporter -----------------------------------------------------------------------

@@ -52,18 +52,13 @@ from common import (
     cpu_seconds,
     fmt,
     free_port,
-    histogram_quantile,
-    http_get,
-    interesting_lines,
     machine,
     machine_ticks,
-    open_fds,
+    measure_agent,
     other_load,
-    parse_samples,
     proc_status,
     run_probes,
     sigterm_as_keyboard_interrupt,
-    sleep_until,
     start_blackbox,
 )
 
@@ -78,14 +73,6 @@ PACED_SECONDS = 20.0
 STARTUP_TIMEOUT = 300.0
 GOAL_CPU_RATIO = 0.5
 MIN_COMPLETION = 0.99
-
-METRIC_PREFIXES = (
-    "netsentry_check_runs_total",
-    "netsentry_check_success",
-    "netsentry_check_failures_total",
-    "netsentry_scheduler_",
-)
-
 
 # --- small helpers ------------------------------------------------------------------------------
 
@@ -168,45 +155,6 @@ def start_dnsmasq(children: Children, workdir: Path) -> Dnsmasq:
 # --- the agent ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Scrape:
-    at: float
-    runs: dict[str, float] = field(default_factory=dict)
-    success: dict[str, float] = field(default_factory=dict)
-    failures: dict[tuple[str, str], float] = field(default_factory=dict)  # (check, reason)
-    missed: float = 0.0
-    skipped: float = 0.0
-    lag_buckets: dict[float, float] = field(default_factory=dict)
-    lag_sum: float = 0.0
-    lag_count: float = 0.0
-
-
-def scrape(port: int) -> Scrape:
-    at = time.monotonic()
-    status, _, body, _ = http_get(HOST, port, "/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics answered {status}: {body[:200]!r}")
-    out = Scrape(at=at)
-    for name, labels, value in parse_samples(body.decode(), METRIC_PREFIXES):
-        if name == "netsentry_check_runs_total":
-            out.runs[labels["check"]] = value
-        elif name == "netsentry_check_success":
-            out.success[labels["check"]] = value
-        elif name == "netsentry_check_failures_total":
-            out.failures[(labels.get("check", ""), labels.get("reason", ""))] = value
-        elif name == "netsentry_scheduler_missed_runs_total":
-            out.missed += value
-        elif name == "netsentry_scheduler_skipped_runs_total":
-            out.skipped += value
-        elif name == "netsentry_scheduler_lag_seconds_bucket":
-            out.lag_buckets[float(labels["le"])] = value
-        elif name == "netsentry_scheduler_lag_seconds_sum":
-            out.lag_sum = value
-        elif name == "netsentry_scheduler_lag_seconds_count":
-            out.lag_count = value
-    return out
-
-
 def write_config(path: Path, case: str, n: int, interval: float, dns_port: int) -> None:
     timeout = TIMEOUT if interval > 2.0 else f"{round(interval * 500)}ms"  # must be < interval
     lines = ["[defaults]", f'interval = "{round(interval * 1000)}ms"', f'timeout = "{timeout}"',
@@ -264,105 +212,12 @@ def bench_agent(children: Children, case: str, args: argparse.Namespace, dns: Dn
     write_config(config, case, n, args.interval, dns.port)
     argv = [args.python, "-m", "exporter", "--config.file", str(config),
             "--web.listen-address", f"{HOST}:0", "--log.level", "info"]
-    print(f"\n== netsentry, {n} dns checks ({case}): {shlex.join(argv)}", flush=True)
-    spawned = time.monotonic()
-    proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stderr is not None
-    stderr_file = workdir / f"netsentry-{case}.stderr"
-    log = StreamLog(proc.stderr, str(stderr_file))
-    out: dict[str, Any] = {"case": case, "checks": n, "interval_s": args.interval,
-                           "window_s": args.window, "pid": proc.pid,
-                           "stderr_file": str(stderr_file)}
-    watched = [proc, dns.proc]
-    try:
-        port = int(log.wait_for(r"msg=listening address=127\.0\.0\.1:(\d+)", STARTUP_TIMEOUT,
-                                proc).group(1))
-        log.wait_for(r'msg="config loaded"', STARTUP_TIMEOUT, proc)
-        loaded = time.monotonic()
-        out["startup_s"] = loaded - spawned
-        print(f"   listening on {HOST}:{port}; config loaded after {out['startup_s']:.2f} s; "
-              f"warming up {args.interval:g} s", flush=True)
-        sleep_until(loaded + args.interval + 1.0, watched, "warm-up")
-
-        first = scrape(port)
-        cpu0, t0, ticks0 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
-        dcpu0, self0 = cpu_seconds(dns.proc.pid), cpu_seconds(os.getpid())
-        extra = 0
-        if args.scrape_every > 0:
-            next_scrape = t0 + args.scrape_every
-            while next_scrape < t0 + args.window - 1.0:
-                sleep_until(next_scrape, watched, "window")
-                scrape(port)
-                extra += 1
-                next_scrape += args.scrape_every
-        sleep_until(t0 + args.window, watched, "window")
-        cpu1, t1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
-        dcpu1, self1 = cpu_seconds(dns.proc.pid), cpu_seconds(os.getpid())
-        status = proc_status(proc.pid)
-        fds = open_fds(proc.pid)
-        last = scrape(port)
-
-        scrape_window, cpu_window = last.at - first.at, t1 - t0
-        runs = sum(last.runs.values()) - sum(first.runs.values())
-        runs_per_s = runs / scrape_window
-        cpu = cpu1 - cpu0
-        cpu_per_check = (cpu / cpu_window) / runs_per_s if runs_per_s > 0 else math.nan
-        lag_delta = sorted((le, v - first.lag_buckets.get(le, 0.0))
-                           for le, v in last.lag_buckets.items())
-        lag_count = last.lag_count - first.lag_count
-        by_key = {k: v - first.failures.get(k, 0.0) for k, v in last.failures.items()}
-        by_reason: dict[str, float] = {}
-        examples: dict[str, list[str]] = {}
-        for (check, reason), v in sorted(by_key.items()):
-            if v:
-                by_reason[reason] = by_reason.get(reason, 0.0) + v
-                if len(examples.setdefault(reason, [])) < 3:
-                    examples[reason].append(f"{check} ×{v:.0f}")
-        scheduled = n / args.interval
-        out.update({
-            "listen_port": port,
-            "never_run_at_window_start": sum(1 for v in first.runs.values() if v == 0),
-            "checks_in_scrape": len(last.runs),
-            "window_scrape_s": scrape_window,
-            "scrapes_in_window": 1 + extra,
-            "runs_delta": runs,
-            "runs_per_s": runs_per_s,
-            "scheduled_per_s": scheduled,
-            "completion_ratio": runs_per_s / scheduled,
-            "checks_without_run_in_window": sum(
-                1 for c, v in last.runs.items() if v - first.runs.get(c, 0.0) == 0),
-            "failures_delta": sum(by_reason.values()),
-            "failures_by_reason": by_reason,
-            "failure_examples": examples,
-            "failing_checks_at_end": sum(1 for v in last.success.values() if v == 0),
-            "missed_delta": last.missed - first.missed,
-            "skipped_delta": last.skipped - first.skipped,
-            "lag_p50_s": histogram_quantile(0.5, lag_delta),
-            "lag_p99_s": histogram_quantile(0.99, lag_delta),
-            "lag_mean_s": (last.lag_sum - first.lag_sum) / lag_count if lag_count else math.nan,
-            "cpu_s": cpu,
-            "cpu_core_fraction": cpu / cpu_window,
-            "cpu_us_per_check": cpu_per_check * 1e6,
-            "dnsmasq_cpu_us_per_run": ((dcpu1 - dcpu0) / cpu_window) / runs_per_s * 1e6
-            if runs_per_s > 0 else math.nan,
-            "other_load_cores": other_load(ticks0, ticks1, cpu_window,
-                                           cpu + (dcpu1 - dcpu0) + (self1 - self0)),
-            "rss_kib": status.get("VmRSS"),
-            "peak_rss_kib": status.get("VmHWM"),
-            "threads": status.get("Threads"),
-            "fds": fds,
-        })
-        print(f"   window done: {runs_per_s:.1f} runs/s of {scheduled:.1f} scheduled, "
-              f"CPU {out['cpu_us_per_check']:.1f} µs/check, failures "
-              f"{out['failures_delta']:.0f}", flush=True)
-    finally:
-        out["sigterm_exit_s"] = children.stop(proc, timeout=30.0)
-        log.join(5.0)
-        out["exit_code"] = proc.returncode
-        notable = interesting_lines(log.lines)
-        out["stderr_notable_count"] = len(notable)
-        out["stderr_notable"] = notable[:40]
-    return out
+    return measure_agent(children, argv, label=f"dns checks ({case})", n=n,
+                         interval=args.interval, window=args.window,
+                         scrape_every=args.scrape_every,
+                         stderr_file=workdir / f"netsentry-{case}.stderr",
+                         head={"case": case}, tail={}, side=dns.proc,
+                         side_key="dnsmasq_cpu_us_per_run", startup_timeout=STARTUP_TIMEOUT)
 
 
 # --- blackbox_exporter --------------------------------------------------------------------------
