@@ -91,10 +91,18 @@ def test_dnsmasq_retries_a_busy_port(monkeypatch: pytest.MonkeyPatch) -> None:
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with busy:
         busy.bind(("127.0.0.1", 0))
-        ports = iter([busy.getsockname()[1], tests.dnsmasq.free_port()])
-        monkeypatch.setattr(tests.dnsmasq, "free_port", lambda: next(ports))
+        real_free_port = tests.dnsmasq.free_port
+        handed_out: list[int] = []
+
+        def busy_first() -> int:
+            # The busy port first, then real free ones: a second try may race another process too.
+            handed_out.append(real_free_port() if handed_out else busy.getsockname()[1])
+            return handed_out[-1]
+
+        monkeypatch.setattr(tests.dnsmasq, "free_port", busy_first)
         with Dnsmasq(a={"host.test": ["127.0.0.5"]}) as server:
             assert server.port != busy.getsockname()[1]
+            assert handed_out[0] == busy.getsockname()[1] and len(handed_out) >= 2
             assert query(server.port, "host.test", "A", tcp=False).answer
 
 
