@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ssl import SSLContext
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
@@ -423,9 +423,16 @@ class ClientResponse:
     received: int = 0  # body bytes as they came over the wire
 
 
+class ByteStream(Protocol):
+    """What the client needs of a connection (net.Stream is one)."""
+
+    async def read(self, size: int) -> bytes: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+
 async def request(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    stream: ByteStream,
     method: str,
     host: str,
     target: str,
@@ -459,15 +466,14 @@ async def request(
         # h11's message would quote the offending header, and header values may be secrets.
         raise ResponseError("cannot send the request: a header or the target is not valid "
                             "HTTP/1.1") from None
-    writer.write(out)
-    await writer.drain()
+    await stream.write(out)
     try:
-        return await _read_response(conn, reader, max_body, decode, timings)
+        return await _read_response(conn, stream, max_body, decode, timings)
     except h11.ProtocolError as exc:
         raise ResponseError(f"invalid HTTP response: {exc}") from None
 
 
-async def _read_response(conn: h11.Connection, reader: asyncio.StreamReader, max_body: int,
+async def _read_response(conn: h11.Connection, stream: ByteStream, max_body: int,
                          decode: bool, timings: dict[str, float] | None) -> ClientResponse:
     sent = time.perf_counter()
     first_byte: float | None = None
@@ -479,7 +485,7 @@ async def _read_response(conn: h11.Connection, reader: asyncio.StreamReader, max
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            chunk = await reader.read(_READ_CHUNK)
+            chunk = await stream.read(_READ_CHUNK)
             if first_byte is None:
                 first_byte = time.perf_counter()
             conn.receive_data(chunk)

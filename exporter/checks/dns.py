@@ -265,10 +265,10 @@ async def _ask_https(settings: DnsSettings, address: net.Address, server: HostPo
     host = server.host if port == 443 else str(HostPort(server.host, port))
     async with net.open_stream(address, ssl_context=context,
                                server_hostname=settings.server_name or server.host,
-                               timings=timings) as (reader, writer):
+                               timings=timings) as stream:
         try:
             response = await web.request(
-                reader, writer, "POST", settings.server_name or host, settings.path,
+                stream, "POST", settings.server_name or host, settings.path,
                 headers=[("Content-Type", DOH_TYPE), ("Accept", DOH_TYPE)],
                 body=query.wire, max_body=65535)
         except web.ResponseError as exc:

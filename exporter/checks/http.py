@@ -265,13 +265,13 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
     timings: dict[str, float] = {}
     try:
         async with net.open_stream(address, ssl_context=context, server_hostname=server_name,
-                                   timings=timings) as (reader, writer):
+                                   timings=timings) as stream:
             for phase, seconds in timings.items():
                 _add(phases, phase, seconds)
             timings.clear()
             try:
                 response = await web.request(
-                    reader, writer, method, url.authority, url.target,
+                    stream, method, url.authority, url.target,
                     headers=_request_headers(settings, own), body=body,
                     max_body=settings.max_body_bytes, decode=True, timings=timings)
             except web.ResponseTooLarge as exc:
@@ -283,10 +283,9 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
             location = _location(settings, url, response)
             if location is None:
                 run.detail("address", str(address))
-                ssl_object = writer.get_extra_info("ssl_object")
-                if ssl_object is not None:
-                    record_tls(run, ssl_object)
-                record_tcp_info(run, writer.get_extra_info("socket"))
+                if stream.tls is not None:
+                    record_tls(run, stream.tls)
+                record_tcp_info(run, stream.sock)
     except ssl.SSLCertVerificationError as exc:
         cause = _VERIFY.get(exc.verify_code, exc.verify_message or str(exc))
         if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH

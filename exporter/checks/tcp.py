@@ -6,8 +6,8 @@ line, upgrade with STARTTLS — enough for SMTP, IMAP, POP3 and most line protoc
 
 from __future__ import annotations
 
-import asyncio
 import re
+import socket
 import ssl
 import sys
 import time
@@ -24,7 +24,7 @@ from exporter.checks.connection import (
     tls_context,
 )
 from exporter.errors import CheckError, Reason
-from exporter.net import FAMILIES, connect_tcp, open_stream
+from exporter.net import FAMILIES, Stream, connect_tcp, open_stream, tls_handshake
 from exporter.targets import HostPort, parse_host_port
 
 
@@ -87,11 +87,16 @@ async def check(settings: TcpSettings, run: Run) -> None:
     run.gauge(metrics.DNS_LOOKUP, resolved - started)
     address = addresses[0]
     run.detail("address", str(address))
-    if not settings.tls and not settings.dialog:
+    if not settings.dialog:
         # The lean path: no streams, no transport objects.
-        sock = await connect_tcp(address)
+        sock: socket.socket = await connect_tcp(address)
         try:
-            run.gauge(metrics.TCP_CONNECT, time.perf_counter() - resolved)
+            connected = time.perf_counter()
+            run.gauge(metrics.TCP_CONNECT, connected - resolved)
+            if settings.tls:
+                sock = await tls_handshake(sock, _context(settings, run), _name(settings))
+                run.gauge(metrics.TLS_HANDSHAKE, time.perf_counter() - connected)
+                record_tls(run, sock)
             record_tcp_info(run, sock)
         finally:
             sock.close()
@@ -100,13 +105,13 @@ async def check(settings: TcpSettings, run: Run) -> None:
     context = _context(settings, run) if settings.tls else None
     async with open_stream(address, ssl_context=context,
                            server_hostname=_name(settings) if context else None,
-                           timings=timings) as (reader, writer):
+                           timings=timings) as stream:
         run.gauge(metrics.TCP_CONNECT, timings["connect"])
-        if context is not None:
+        if stream.tls is not None:
             run.gauge(metrics.TLS_HANDSHAKE, timings["tls"])
-            record_tls(run, writer.get_extra_info("ssl_object"))
-        await _converse(settings, run, reader, writer)
-        record_tcp_info(run, writer.get_extra_info("socket"))
+            record_tls(run, stream.tls)
+        await _converse(settings, run, stream)
+        record_tcp_info(run, stream.sock)
 
 
 def _name(settings: TcpSettings) -> str:
@@ -117,29 +122,28 @@ def _context(settings: TcpSettings, run: Run) -> ssl.SSLContext:
     return tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
 
 
-async def _converse(settings: TcpSettings, run: Run, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> None:
+async def _converse(settings: TcpSettings, run: Run, stream: Stream) -> None:
     for step in settings.dialog:
         if step.action == "send":
-            writer.write(step.text.encode() + b"\r\n")
-            await writer.drain()
+            await stream.write(step.text.encode() + b"\r\n")
         elif step.action == "expect":
-            await _expect(reader, step.text)
+            await _expect(stream, step.text)
         else:
             started = time.perf_counter()
-            await writer.start_tls(_context(settings, run), server_hostname=_name(settings))
+            await stream.start_tls(_context(settings, run), _name(settings))
             run.gauge(metrics.TLS_HANDSHAKE, time.perf_counter() - started)
-            record_tls(run, writer.get_extra_info("ssl_object"))
+            if stream.tls is not None:
+                record_tls(run, stream.tls)
 
 
-async def _expect(reader: asyncio.StreamReader, pattern: str) -> None:
+async def _expect(stream: Stream, pattern: str) -> None:
     """Read lines until one matches; multi-line replies (SMTP's 250-…) need no special case."""
     regex = re.compile(pattern)
     for _ in range(MAX_LINES):
         try:
-            line = await reader.readline()
-        except ValueError:  # longer than the stream's limit (64 KiB)
-            raise CheckError(Reason.UNEXPECTED_RESPONSE, "a line longer than 64 KiB") from None
+            line = await stream.readline(MAX_LINE)
+        except ValueError as exc:
+            raise CheckError(Reason.UNEXPECTED_RESPONSE, str(exc)) from None
         if not line:
             raise CheckError(Reason.UNEXPECTED_RESPONSE,
                              f"the connection closed before a line matched /{pattern}/")
@@ -150,6 +154,7 @@ async def _expect(reader: asyncio.StreamReader, pattern: str) -> None:
 
 
 MAX_LINES = 1000  # lines read waiting for one `expect`; the deadline bounds the time
+MAX_LINE = 65536  # bytes in one line
 
 
 KIND = Kind(

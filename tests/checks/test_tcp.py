@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -107,6 +108,28 @@ def test_tls_failures_name_their_cause(tmp_path: Path) -> None:
                for spec, _, _ in insecure.observations)
 
 
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_tls_handshake_against_silence_and_plaintext_leaks_nothing() -> None:
+    # A listener that never accepts: the kernel completes the TCP handshake from its backlog,
+    # the ClientHello goes unanswered, and the deadline ends the run.
+    before = open_fds()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    with silent, LineServer([("send", "220 not TLS at all")]) as plain:
+        port = silent.getsockname()[1]
+        quiet, elapsed = run(tcp_check(f"127.0.0.1:{port}", tls=True, timeout="500ms",
+                                       tls_insecure_skip_verify=True))
+        garbage, _ = run(tcp_check(plain.target, tls=True, tls_insecure_skip_verify=True))
+    assert quiet.reason is Reason.TIMEOUT, quiet
+    assert 0.5 <= elapsed < 5
+    assert garbage.reason is Reason.TLS_ERROR, garbage
+    assert open_fds() == before
+
+
 def test_smtp_banner_dialog_with_starttls(tmp_path: Path) -> None:
     files = make_cert(tmp_path, "mail.test")
     with LineServer(SMTP, server_context(files)) as server:
@@ -118,6 +141,19 @@ def test_smtp_banner_dialog_with_starttls(tmp_path: Path) -> None:
     names = {spec.name for spec, _, _ in ok.observations}
     assert {"netsentry_tls_handshake_seconds", "netsentry_tls_cert_expiry_timestamp_seconds",
             "netsentry_tcp_rtt_seconds"} <= names
+
+
+def test_plaintext_sent_before_starttls_is_refused(tmp_path: Path) -> None:
+    # The STARTTLS injection: a line that arrives with "220 go ahead", before the handshake,
+    # must not be read later as if it had come over TLS.
+    files = make_cert(tmp_path, "mail.test")
+    injected = [("send", "220 go ahead\r\n250 injected") if step == ("send", "220 go ahead")
+                else step for step in SMTP]
+    with LineServer(injected, server_context(files)) as server:
+        result, _ = run(tcp_check(server.target, dialog=SMTP_DIALOG, server_name="mail.test",
+                                  ca_file=str(files.ca)))
+    assert result.reason is Reason.TLS_ERROR, result
+    assert "before the TLS handshake" in result.message
 
 
 def test_dialog_mismatch_is_unexpected_response() -> None:
