@@ -38,6 +38,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import select
 import shlex
@@ -486,6 +487,26 @@ def bench_blackbox(children: Children, args: argparse.Namespace, servers: Server
 # --- the report ---------------------------------------------------------------------------------
 
 
+def openssl_floor(servers: Servers, certs: Certs, seconds: float = 5.0) -> dict[str, Any]:
+    """OpenSSL's own C client (`openssl s_time -new`) against the TLS listener: its CPU per
+    full handshake, verified against the run's CA, is the floor any client on this OpenSSL
+    pays; neither netsentry nor a Python client can do a handshake for less."""
+    argv = [OPENSSL, "s_time", "-connect", f"{HOST}:{servers.tls_port}", "-new", "-time",
+            f"{seconds:g}", "-CAfile", str(certs.ca), "-verify", "1"]
+    print(f"\n== OpenSSL floor: {shlex.join(argv)}", flush=True)
+    before = os.times()
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30,
+                            check=False)
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system)
+    found = re.search(r"(\d+) connections in [\d.]+s", result.stdout)
+    if result.returncode != 0 or not found or int(found.group(1)) == 0:
+        return {"error": f"s_time exited {result.returncode}: {result.stderr.strip()[-200:]}"}
+    handshakes = int(found.group(1))
+    return {"handshakes": handshakes, "cpu_us_per_handshake": cpu / handshakes * 1e6}
+
+
 def bb_part(bb: dict[str, Any] | None, case: str, part: str) -> dict[str, Any] | None:
     if not bb:
         return None
@@ -661,6 +682,13 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         t.add("ratio vs. full speed",
               *[cell(r, fmt(r.get("cpu_ratio_vs_blackbox_full_speed"), ".2f"))
                 for r in results])
+        floor = info.get("openssl_floor", {}).get("cpu_us_per_handshake")
+        t.add("OpenSSL's own client, CPU µs per handshake",
+              *[cell(r, fmt(floor, ".1f", " µs")) if r["case"] != "http" else "—"
+                for r in results])
+        t.add("floor / blackbox paced (best reachable ratio)",
+              *[fmt(floor / p, ".2f") if r["case"] != "http" and floor and
+                (p := part(r, "paced", "cpu_us_per_probe")) else "—" for r in results])
         t.add("netsentry failures Δ (window)",
               *[cell(r, fmt(r.get("failures_delta"), ".0f")) for r in results])
 
@@ -764,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_blackbox:
                     bb = {}
                     bb = bench_blackbox(children, args, servers, cases, certs, workdir)
+                info["openssl_floor"] = openssl_floor(servers, certs)
                 for case in cases:
                     print(f"\n== case {case.name}: {case.title}; check-config first", flush=True)
                     problem = config_problem(case, args, workdir)

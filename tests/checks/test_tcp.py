@@ -12,7 +12,7 @@ import pytest
 
 from exporter import config
 from exporter.checks.base import Run
-from exporter.checks.connection import record_tcp_info
+from exporter.checks.connection import record_tcp_info, tls_context
 from exporter.errors import ConfigError, Reason
 from exporter.net import Resolver
 from tests.checks.test_dns import run
@@ -188,3 +188,24 @@ def test_expired_certificate_is_tls_error_and_still_dated(tmp_path: Path) -> Non
     [expiry] = [v for spec, _, v in lab.observations
                 if spec.name == "netsentry_tls_cert_expiry_timestamp_seconds"]
     assert expiry < time.time()
+
+
+def test_checks_trusting_the_same_roots_share_one_context(tmp_path: Path) -> None:
+    first, second = make_cert(tmp_path / "one", "svc.test"), make_cert(tmp_path / "two", "svc.test")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(first.ca.read_bytes())
+
+    def context(ca_file: str, insecure: bool = False) -> Any:
+        return tls_context(Run(0.0, Resolver(None)), ca_file, insecure)  # type: ignore[arg-type]
+
+    shared = context(str(ca))
+    assert context(str(ca)) is shared  # another check, another memory: the same context
+    assert context(str(ca), insecure=True) is not shared
+    assert context("") is not shared  # the system's roots
+    # A CA file that changed on disk: checks loaded from now on get a context with its roots.
+    ca.write_bytes(second.ca.read_bytes() + b"\n")
+    renewed = context(str(ca))
+    assert renewed is not shared
+    with LineServer([("send", "hello")], server_context(second), tls=True) as server:
+        ok, _ = run(tcp_check(server.target, tls=True, server_name="svc.test", ca_file=str(ca)))
+    assert ok.success, ok
