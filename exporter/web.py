@@ -329,7 +329,9 @@ class WebServer:
             head = _response_head(response, close)
         client.writer.write(conn.send(head) or b"")
         if response.body and not head_only:
-            client.writer.write(conn.send(h11.Data(data=response.body)) or b"")
+            # Passed through, not copied: a scrape of 10,000 checks is 26 MiB.
+            client.writer.writelines(conn.send_with_data_passthrough(h11.Data(data=response.body))
+                                     or ())
         client.writer.write(conn.send(h11.EndOfMessage()) or b"")
         await asyncio.wait_for(client.writer.drain(), self._write_timeout)
 
