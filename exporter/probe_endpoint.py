@@ -1,0 +1,176 @@
+"""`/probe`: one check run now, its metrics in an exposition of its own.
+
+    /probe?check=NAME                        a configured check
+    /probe?kind=K&target=T[&template=NAME]   an ad-hoc check, blackbox_exporter's multi-target
+                                             style, for targets `[probe] allow` lets through
+    ...&debug=true                           a readable trace of the run instead of metrics
+
+A bad request — an unknown check, kind or template, a malformed or disallowed target — is 400
+with the reason; a probe that ran and failed is 200 with `netsentry_probe_success 0` and the
+reason. The timeout is the check's (the template's), shortened to the scrape timeout Prometheus
+sends (`X-Prometheus-Scrape-Timeout-Seconds`) minus `[probe] timeout_offset`, so that the answer
+arrives before Prometheus gives up. At most `[probe] max_in_flight` probes run at a time; one
+more is answered 503 at once rather than queued behind them.
+
+Ad-hoc probes resolve through an `AllowedResolver`: every address a check gets, the target's
+and every redirect's, has passed the allow-list, and the check connects to exactly that address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from exporter import config as config_module
+from exporter.allow import AllowedResolver, AllowList
+from exporter.checks import KINDS
+from exporter.checks.base import UNTIL_RELOAD
+from exporter.config import CheckConfig, Config
+from exporter.errors import ConfigError, Reason
+from exporter.exposition import CONTENT_TYPE, render_probe
+from exporter.net import Resolver
+from exporter.probe import describe
+from exporter.runner import Runner
+from exporter.store import Result, Store
+from exporter.web import Request, Response
+
+TIMEOUT_HEADER = "x-prometheus-scrape-timeout-seconds"
+USAGE = "give check=NAME, or kind=K&target=T (and template=NAME)"
+
+
+class BadRequest(ValueError):
+    """What is wrong with a /probe request, for a 400."""
+
+
+class ProbeEndpoint:
+    """The `/probe` handler; `config` returns the running config (None before the first),
+    `store` holds the configured checks' states."""
+
+    def __init__(self, config: Callable[[], Config | None], resolver: Resolver,
+                 store: Store | None = None) -> None:
+        self._config = config
+        self._resolver = resolver
+        self._store = store
+        self._runner = Runner(resolver)
+        self.in_flight = 0
+
+    async def handle(self, request: Request) -> Response:
+        config = self._config()
+        if config is None:
+            return _text(503, "the config is not loaded yet")
+        header = request.headers.get(TIMEOUT_HEADER)
+        try:
+            check, allow = _check(config, request.query)
+            timeout = probe_timeout(check.timeout, header, config.probe.timeout_offset)
+        except BadRequest as exc:
+            return _text(400, str(exc))
+        if self.in_flight >= config.probe.max_in_flight:
+            return _text(503, f"{self.in_flight} probes in flight, as many as [probe] "
+                         "max_in_flight allows; try again")
+        resolver = AllowedResolver(self._resolver, allow) if allow is not None else None
+        runner = self._runner if resolver is None else Runner(resolver)
+        self.in_flight += 1
+        try:
+            result = await runner.run(check, timeout=timeout, memory=self.memory(check))
+        finally:
+            self.in_flight -= 1
+        debug = request.query.get("debug", "").lower() in ("true", "1")
+        trace = resolver.trace if resolver is not None else []
+        if resolver is not None and resolver.refused_target is not None:
+            lines = [f"target {check.target!r} is not allowed by [probe] allow: "
+                     f"{resolver.refused_target}", *(trace if debug else [])]
+            return _text(400, "\n".join(lines))
+        reasons = KINDS[check.kind].reasons
+        if debug:
+            return _text(200, debug_text(check, result, timeout, header, trace, reasons))
+        return Response(200, render_probe(result, reasons).encode(), CONTENT_TYPE)
+
+
+    def memory(self, check: CheckConfig) -> dict[str, Any]:
+        """A memory of its own for the run (it must not disturb the scheduled runs' answer
+        tracking, and may overlap one), sharing with a configured check only what it keeps
+        until a reload: an NTP server's Kiss-o'-Death backoff holds for probes too."""
+        state = self._store.states.get(check.name) if self._store is not None else None
+        if state is None or state.check is not check:
+            return {}
+        return {UNTIL_RELOAD: state.memory.setdefault(UNTIL_RELOAD, {})}
+
+
+def _check(config: Config, query: Mapping[str, str]) -> tuple[CheckConfig, AllowList | None]:
+    """The check a request asks for, and the allow-list its run must keep to (None: a
+    configured check, trusted as the config is)."""
+    adhoc = [key for key in ("kind", "target", "template") if key in query]
+    name = query.get("check")
+    if name is not None:
+        if adhoc:
+            raise BadRequest(f"check= runs a configured check; {adhoc[0]}= does not go with it")
+        check = config.check(name)
+        if check is None:
+            raise BadRequest(f"unknown check {name!r}")
+        return check, None
+    if not adhoc:
+        raise BadRequest(USAGE)
+    probe = config.probe
+    if not probe.allow:
+        raise BadRequest("ad-hoc probes are off: the config's [probe] allow lists no host "
+                         "patterns or networks")
+    template = None
+    template_name = query.get("template")
+    if template_name is not None:
+        template = probe.template(template_name)
+        if template is None:
+            known = ", ".join(t.name for t in probe.templates) or "none"
+            raise BadRequest(f"unknown template {template_name!r}; templates: {known}")
+    kind = query.get("kind") or (template.kind if template is not None else "")
+    if not kind:
+        raise BadRequest(f"missing kind: {USAGE}")
+    if kind not in KINDS:
+        raise BadRequest(f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if template is not None and template.kind != kind:
+        raise BadRequest(f"template {template.name!r} is for {template.kind} checks, not {kind}")
+    try:
+        check = config_module.adhoc_check(kind, template, query.get("target", ""),
+                                          probe.timeout)
+    except ConfigError as exc:
+        raise BadRequest("; ".join(exc.problems)) from None
+    return check, probe.allow
+
+
+def probe_timeout(configured: float, header: str | None, offset: float) -> float:
+    """The run's timeout: `configured`, shortened to the scrape timeout in `header` minus
+    `offset` — but never to less than half the scrape timeout."""
+    if header is None:
+        return configured
+    try:
+        scrape = float(header)
+    except ValueError:
+        scrape = math.nan
+    if not (0 < scrape < math.inf):
+        raise BadRequest(f"X-Prometheus-Scrape-Timeout-Seconds: {header!r} is not a positive "
+                         "number of seconds")
+    return min(configured, max(scrape - offset, scrape / 2))
+
+
+def debug_text(check: CheckConfig, result: Result, timeout: float, header: str | None,
+               trace: list[str], reasons: tuple[Reason, ...]) -> str:
+    """A trace of the run for people: what ran, with which options, what it found, which
+    addresses it was allowed to reach, and the metrics. Secrets show as <secret>."""
+    from_header = f", shortened for a scrape timeout of {header} s" if header is not None else ""
+    parts = [describe(check, result),
+             f"timeout {timeout:g} s (the check's: {check.timeout:g} s{from_header})"]
+    options = [f"  {field.name} = {getattr(check.settings, field.name)!r}"
+               for field in dataclasses.fields(check.settings)
+               if field.name != "target"
+               and getattr(check.settings, field.name) != field.default]
+    if options:
+        parts.append("options\n" + "\n".join(options))
+    if trace:
+        parts.append("allow-list\n" + "\n".join(f"  {line}" for line in trace))
+    parts.append("metrics\n" + render_probe(result, reasons).rstrip("\n"))
+    return "\n\n".join(parts)
+
+
+def _text(status: int, text: str) -> Response:
+    return Response(status, (text + "\n").encode())
