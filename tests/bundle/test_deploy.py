@@ -1,0 +1,272 @@
+"""The deploy files: Prometheus and Alertmanager configs, the compose file, the Kubernetes
+manifests and the systemd unit parse, hang together and reference only files that exist."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter import config
+from tests.bundle.promql import ROOT, RULES, rule_groups, rules
+from tests.prometheus import promtool
+
+DEPLOY = ROOT / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+UNIT = DEPLOY / "systemd" / "netsentry.service"
+
+
+def test_the_scrape_configs_pass_promtool() -> None:
+    for name in ("prometheus.yml", "prometheus-sharded.yml"):
+        path = DEPLOY / "prometheus" / name
+        result = promtool("check", "config", path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        scrape = yaml.safe_load(path.read_text())
+        # The rules it loads are the shipped ones; its jobs are the ones the rules select.
+        assert [(path.parent / f).resolve() for f in scrape["rule_files"]] == [RULES]
+        for job in scrape["scrape_configs"]:
+            assert re.fullmatch("netsentry.*", job["job_name"])
+
+
+def test_the_shipped_agent_configs_are_valid() -> None:
+    files = sorted((DEPLOY / "config").glob("*.toml"))
+    assert {f.name for f in files} >= {"netsentry.toml", "compose.toml", "node.toml",
+                                       "central.toml"}
+    kinds = set()
+    for path in files:
+        kinds |= {check.kind for check in config.load_file(str(path)).checks}
+    assert kinds >= {"clock", "dns", "tcp", "http"}
+
+
+def test_the_generated_kubernetes_files_are_current() -> None:
+    result = subprocess.run([sys.executable, str(DEPLOY / "generate.py"), "--check"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+# --- compose ------------------------------------------------------------------------------------
+
+
+def _volumes(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path of the bind mounts (named volumes left out)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts[target] = source
+    return mounts
+
+
+def test_the_compose_file() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"netsentry", "prometheus", "alertmanager", "grafana"}
+    for name, service in services.items():
+        for source in _volumes(service).values():
+            assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in compose["volumes"], f"{name}: undeclared volume {source}"
+        for dependency in service.get("depends_on", []):
+            assert dependency in services
+    build = services["netsentry"]["build"]
+    context = DEPLOY / build["context"]
+    dockerfile = context / build["dockerfile"]
+    assert dockerfile.is_file()
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY "):
+            *sources, _ = line.split()[1:]
+            for source in sources:
+                assert (context / source).exists(), f"Dockerfile: {source} does not exist"
+    # The agent reads the config mounted for it.
+    netsentry = services["netsentry"]
+    [config_arg] = [a for a in netsentry["command"] if a.startswith("--config.file=")]
+    assert config_arg.partition("=")[2] in _volumes(netsentry)
+    # Prometheus finds its rule file where its config says, relative to the config.
+    prometheus = _volumes(services["prometheus"])
+    scrape = yaml.safe_load((DEPLOY / prometheus["/etc/prometheus/prometheus.yml"]).read_text())
+    for rule_file in scrape["rule_files"]:
+        assert f"/etc/prometheus/{rule_file}" in prometheus
+    # ... and reaches the services by their compose names.
+    [job] = scrape["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["netsentry:10025"]
+    [manager] = scrape["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+
+
+def test_the_alertmanager_config() -> None:
+    manager = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    receivers = {r["name"] for r in manager["receivers"]}
+    route = manager["route"]
+    assert route["receiver"] in receivers
+    assert all(r["receiver"] in receivers for r in route["routes"])
+    alerts = {r["alert"] for r in rules() if "alert" in r}
+    for rule in manager["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            name = re.fullmatch(r'alertname(=|!=|=~)"(.*)"', matcher)
+            if name and name[1] != "=~":
+                assert name[2] in alerts, matcher
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+
+
+def manifests() -> list[tuple[Path, dict[str, Any]]]:
+    found = []
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        found += [(path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return found
+
+
+def test_every_manifest_parses_and_names_itself() -> None:
+    objects = manifests()
+    for path, obj in objects:
+        assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"], path
+    kinds = {obj["kind"] for _, obj in objects}
+    assert kinds >= {"Namespace", "ConfigMap", "DaemonSet", "Deployment", "Service",
+                     "ServiceMonitor", "PrometheusRule"}
+
+
+def test_the_kustomization_lists_files_that_exist() -> None:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (KUBERNETES / resource).is_file(), resource
+    listed = {KUBERNETES / r for r in kustomization["resources"]}
+    namespaced = [obj for path, obj in manifests() if path in listed]
+    assert {obj["kind"] for obj in namespaced} >= {"DaemonSet", "Deployment", "ServiceMonitor"}
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_the_workloads_services_and_monitor_fit_together() -> None:
+    objects = [obj for _, obj in manifests()]
+    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    workloads = [o for o in objects if o["kind"] in ("DaemonSet", "Deployment", "StatefulSet")]
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert workloads and services
+    for workload in workloads:
+        name = workload["metadata"]["name"]
+        pod = workload["spec"]["template"]
+        assert _matches(workload["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
+        [container] = pod["spec"]["containers"]
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        [path] = [a.partition("=")[2] for a in container["args"]
+                  if a.startswith("--config.file=")]
+        directory, _, key = path.rpartition("/")
+        configmap = configmaps[volumes[mounts[directory]]["configMap"]["name"]]
+        assert key in configmap["data"], f"{name}: {key} not in its ConfigMap"
+        ports = {p["name"] for p in container["ports"]}
+        assert "http" in ports
+        security = {**pod["spec"].get("securityContext", {}), **container["securityContext"]}
+        assert security["runAsNonRoot"] and not security["allowPrivilegeEscalation"]
+        assert security["readOnlyRootFilesystem"]
+        assert security["capabilities"]["drop"] == ["ALL"]
+        # Some service sends Prometheus to it.
+        assert any(_matches(s["spec"]["selector"], pod["metadata"]["labels"])
+                   for s in services), f"{name}: no service"
+    [monitor] = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    watched = [s for s in services
+               if _matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    assert {s["metadata"]["name"] for s in watched} == {"netsentry-node", "netsentry-central"}
+    for service in watched:
+        # The Operator names the job after the service: the rules select netsentry*.
+        assert service["metadata"]["name"].startswith("netsentry")
+        names = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= names
+
+
+def test_the_configmaps_carry_valid_agent_configs() -> None:
+    found = 0
+    for path, obj in manifests():
+        if obj["kind"] != "ConfigMap":
+            continue
+        for key, text in obj["data"].items():
+            if key.endswith(".toml"):
+                config.load_text(text, f"{path.name}:{key}")
+                found += 1
+    assert found >= 2
+
+
+def test_the_prometheusrule_carries_the_rules() -> None:
+    [rule] = [obj for _, obj in manifests() if obj["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == rule_groups()
+
+
+# --- systemd ------------------------------------------------------------------------------------
+
+
+def unit_sections(text: str) -> dict[str, list[tuple[str, str]]]:
+    """A unit file as systemd reads it: sections of (key, value), keys may repeat."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), [])
+            continue
+        assert current is not None, f"a key outside any section: {line}"
+        key, sep, value = line.partition("=")
+        assert sep, f"not key=value: {line}"
+        current.append((key, value))
+    return sections
+
+
+def test_the_systemd_unit_is_hardened() -> None:
+    sections = unit_sections(UNIT.read_text())
+    assert set(sections) == {"Unit", "Service", "Install"}
+    service: dict[str, list[str]] = {}
+    for key, value in sections["Service"]:
+        service.setdefault(key, []).append(value)
+
+    def one(key: str) -> str:
+        [value] = service[key]
+        return value
+
+    assert "--config.file=/etc/netsentry/netsentry.toml" in one("ExecStart").split()
+    assert one("DynamicUser") == "yes" and "User" not in service
+    assert one("NoNewPrivileges") == "yes"
+    assert one("CapabilityBoundingSet") == "" and one("AmbientCapabilities") == ""
+    assert one("ProtectSystem") == "strict"
+    for key in ("ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
+                "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality"):
+        assert one(key) == "yes", key
+    assert set(one("RestrictAddressFamilies").split()) == {"AF_INET", "AF_INET6", "AF_UNIX",
+                                                           "AF_NETLINK"}
+    # The clock check reads adjtimex: ProtectClock= would filter it, the filter allows it.
+    assert "ProtectClock" not in service
+    filters = service["SystemCallFilter"]
+    assert filters[0] == "@system-service" and "adjtimex" in filters[-1].split()
+    assert dict(sections["Install"])["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
+    """Where systemd-analyze exists; the structure test above runs everywhere. The unit's
+    ExecStart names an installed agent (/opt/netsentry), which verify requires to exist: the
+    copy verified here points at this checkout's."""
+    analyze = shutil.which("systemd-analyze")
+    agent = Path(sys.executable).parent / "netsentry"
+    assert agent.exists()
+    text = UNIT.read_text()
+    assert "/opt/netsentry/bin/netsentry " in text
+    copy = tmp_path / UNIT.name
+    copy.write_text(text.replace("/opt/netsentry/bin/netsentry ", f"{agent} "))
+    if analyze is None:
+        assert unit_sections(copy.read_text())["Service"]
+        return
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "netsentry.service" not in result.stderr, result.stderr
