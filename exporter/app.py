@@ -1,7 +1,8 @@
 """The agent: config, scheduler, runner, store and web server wired together, and its lifecycle.
 
 Start-up loads the config and binds the listen addresses before anything runs, so that a bad
-file or a taken port is a one-line error. Reloads (SIGHUP, `POST /-/reload`) swap in a new
+file or a taken port is a one-line error. Reloads (SIGHUP, `POST /-/reload`, and with
+`--config.watch` a change of the file) swap in a new
 config only if it is valid: unchanged checks keep their state and their place in time, changed
 ones start afresh, removed ones vanish with their series.
 """
@@ -18,28 +19,39 @@ import sys
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
-from exporter import __version__, config, exposition, pages, process_metrics
+from exporter import __version__, config, exposition, pages, process_metrics, status
+from exporter.basic_auth import BasicAuth
 from exporter.blocking import BlockingPool
 from exporter.config import CheckConfig, Config
 from exporter.errors import ConfigError
 from exporter.net import Resolver
+from exporter.probe_endpoint import ProbeEndpoint
 from exporter.runner import Runner
 from exporter.scheduler import Scheduler
+from exporter.shard import ALL, Shard
 from exporter.store import Result, Store
+from exporter.watch import FileWatcher
 from exporter.web import Request, Response, Route, WebServer, parse_listen_address
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
 # A gzip level of 1 compresses metrics text about 10:1 at a fraction of level 6's cost.
 GZIP_LEVEL = 1
+# Open without basic auth, for load balancers' health checks; everything else needs it.
+OPEN_PATHS = frozenset({"/-/healthy"})
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     config_file: str | None
     listen_addresses: tuple[str, ...] = (":10025",)
+    web: WebConfig | None = None  # --web.config.file: TLS, basic auth, headers
+    watch: bool = False  # --config.watch: reload when the config file changes
+    shard: Shard = ALL  # --shard I/N: run only this shard's checks
 
 
 def self_target(bound: str) -> str:
@@ -61,8 +73,12 @@ class Agent:
         self.reload_time: float | None = None
         self._blocking = BlockingPool(workers=8, name="netsentry-resolve")
         self.runner = Runner(Resolver(self._blocking))
+        self.probe = ProbeEndpoint(lambda: self.config, self.runner.resolver, self.store)
         self.scheduler = Scheduler(self.run_scheduled)
-        self.web = WebServer(self.routes())
+        web = options.web or WebConfig()
+        self._auth = BasicAuth(web.users, open_paths=OPEN_PATHS) if web.users else None
+        self.web = WebServer(self.routes(), ssl=web.tls, guard=self._auth, headers=web.headers)
+        self._watch: asyncio.Task[None] | None = None
         self.bound: list[str] = []
         self._stop = asyncio.Event()
         self._ready = False
@@ -71,7 +87,10 @@ class Agent:
 
     async def start(self) -> None:
         """Load the config and bind; raises ConfigError or OSError before anything runs."""
+        watcher = None
         if self.options.config_file is not None:
+            if self.options.watch:  # before the load, so that no change can slip by
+                watcher = FileWatcher(self.options.config_file)
             first = config.load_file(self.options.config_file)
         self.bound = await self.web.start(self.options.listen_addresses)
         for address in self.bound:
@@ -80,6 +99,8 @@ class Agent:
             first = config.load_default(self_target(self.bound[0]))
         self.scheduler.start()
         self.apply(first)
+        if watcher is not None:
+            self._watch = asyncio.create_task(watcher.run(self.reload))
         _tune_gc()
         self._ready = True
 
@@ -101,14 +122,21 @@ class Agent:
 
     async def close(self) -> None:
         self._ready = False
+        if self._watch is not None:
+            self._watch.cancel()
         self.scheduler.shutdown()
         await self.web.close()
         self._blocking.close()
+        if self._auth is not None:
+            self._auth.close()
         log.info("stopped")
 
     # --- config -----------------------------------------------------------------------------
 
     def apply(self, new: Config) -> None:
+        shard = self.options.shard
+        if shard.count > 1:
+            new = replace(new, checks=tuple(c for c in new.checks if shard.owns(c.name)))
         old = {c.name: c for c in self.config.checks} if self.config else {}
         self.config = new
         self.store.load(new.checks)
@@ -122,7 +150,7 @@ class Agent:
         self.reload_time = time.time()
         log.info("config loaded", extra={"source": new.source, "checks": len(new.checks),
                                          "added": added, "changed": len(changed),
-                                         "removed": removed})
+                                         "removed": removed, "shard": str(shard)})
 
     def reload(self) -> list[str]:
         """Reload the config file; on problems keep the running config and return them."""
@@ -159,7 +187,9 @@ class Agent:
             Route("/-/healthy", self.handle_healthy),
             Route("/-/ready", self.handle_ready),
             Route("/-/reload", self.handle_reload, frozenset({"POST", "PUT"})),
+            Route("/probe", self.probe.handle),
             Route("/", self.handle_index),
+            Route("/api/v1/checks", self.handle_checks),
         ]
 
     def agent_snapshot(self) -> exposition.AgentSnapshot:
@@ -177,6 +207,7 @@ class Agent:
             clock_steps=self.scheduler.steps,
             missed=dict(self.scheduler.missed),
             skipped=dict(self.scheduler.skipped),
+            shard=(self.options.shard.index, self.options.shard.count),
         )
 
     async def handle_metrics(self, request: Request) -> Response:
@@ -211,10 +242,39 @@ class Agent:
             return Response(500, ("\n".join(problems) + "\n").encode())
         return Response(200, b"Reloaded.\n")
 
-    async def handle_index(self, request: Request) -> Response:
+    def status_overview(self) -> status.Overview:
         source = self.config.source if self.config else ""
-        page = pages.status_page(__version__, self.store.snapshot(), source, self.reload_ok)
-        return Response(200, page.encode(), "text/html; charset=utf-8")
+        return status.overview(self.store, time.time(), __version__, source, self.reload_ok)
+
+    async def handle_index(self, request: Request) -> Response:
+        parts = pages.status_page_parts(self.status_overview(),
+                                        status.Filter.from_query(request.query))
+        body, encoding = await _encode_between_runs(parts, request)
+        return Response(200, body, "text/html; charset=utf-8", pages.HEADERS + encoding)
+
+    async def handle_checks(self, request: Request) -> Response:
+        parts = status.checks_json_parts(self.status_overview(),
+                                         status.Filter.from_query(request.query))
+        body, encoding = await _encode_between_runs(parts, request)
+        return Response(200, body, "application/json", (
+            ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"), *encoding))
+
+
+async def _encode_between_runs(
+    parts: Iterable[str], request: Request
+) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """A page rendered part by part, yielding to the loop between parts (10,000 checks take
+    about half a second to render: their runs must not wait for it), gzipped when asked."""
+    use_gzip = "gzip" in request.headers.get("accept-encoding", "")
+    compressor = zlib.compressobj(GZIP_LEVEL, wbits=31) if use_gzip else None  # gzip
+    body = bytearray()
+    for text in parts:
+        data = text.encode()
+        body += compressor.compress(data) if compressor else data
+        await asyncio.sleep(0)
+    if compressor:
+        body += compressor.flush()
+    return bytes(body), (("Content-Encoding", "gzip"),) if use_gzip else ()
 
 
 def _tune_gc() -> None:

@@ -1,6 +1,7 @@
 """The `netsentry` command line, in Prometheus' conventions.
 
-    netsentry [run] [--config.file F] [--web.listen-address A]... [--log.level L] [--log.format F]
+    netsentry [run] [--config.file F] [--config.watch] [--web.listen-address A]...
+                    [--web.config.file W] [--shard I/N] [--log.level L] [--log.format F]
     netsentry check-config PATH            (also: netsentry --config.check --config.file PATH)
     netsentry probe KIND TARGET [--KEY VALUE ...] [--timeout 5s]
     netsentry probe --config.file F
@@ -12,7 +13,7 @@ import argparse
 import asyncio
 import sys
 
-from exporter import __version__, app, config, logs, probe
+from exporter import __version__, app, config, logs, probe, shard, webconfig
 from exporter.errors import ConfigError
 from exporter.web import parse_listen_address
 
@@ -29,10 +30,15 @@ def _run_parser() -> argparse.ArgumentParser:
                         help="TOML config; without it an embedded default monitors this host")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the config and exit (0 valid, 2 invalid)")
+    parser.add_argument("--config.watch", dest="config_watch", action="store_true",
+                        help="reload the config file when it changes (checked every second)")
+    parser.add_argument("--shard", metavar="I/N", default="0/1",
+                        help="run only shard I (from 0) of N of the checks, for N agents "
+                        "sharing one config (default 0/1: all of them)")
     parser.add_argument("--web.listen-address", dest="listen", action="append", metavar="ADDR",
                         help="address to serve on, repeatable (default :10025)")
     parser.add_argument("--web.config.file", dest="web_config", metavar="PATH",
-                        help="exporter-toolkit web config (TLS, basic auth)")
+                        help="exporter-toolkit web config (TLS, basic auth, headers)")
     parser.add_argument("--log.level", dest="log_level", choices=tuple(logs.LEVELS),
                         default="info")
     parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS,
@@ -55,10 +61,23 @@ def run(argv: list[str]) -> int:
     options = _run_parser().parse_args(argv)
     if options.config_check:
         return check_config([options.config_file] if options.config_file else [])
-    if options.web_config:
-        print("netsentry: --web.config.file is not supported by this version yet",
-              file=sys.stderr)
+    if options.config_watch and not options.config_file:
+        print("netsentry: --config.watch needs --config.file: the embedded default config "
+              "never changes", file=sys.stderr)
         return 2
+    try:
+        own_shard = shard.parse(options.shard)
+    except ValueError as exc:
+        print(f"netsentry: --shard: {exc}", file=sys.stderr)
+        return 2
+    web = None
+    if options.web_config:
+        try:
+            web = webconfig.load_file(options.web_config)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 2
     logs.setup(options.log_level, options.log_format)
     listen = tuple(options.listen or [":10025"])
     for address in listen:
@@ -68,7 +87,8 @@ def run(argv: list[str]) -> int:
             print(f"netsentry: --web.listen-address: {exc}", file=sys.stderr)
             return 2
     try:
-        return asyncio.run(app.run_agent(app.Options(options.config_file, listen)))
+        return asyncio.run(app.run_agent(app.Options(
+            options.config_file, listen, web, options.config_watch, own_shard)))
     except KeyboardInterrupt:
         return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from exporter.allow import AllowList, parse_allow, parse_entry
 from exporter.checks import KINDS
 from exporter.checks.base import COMMON_KEYS
 from exporter.durations import parse_duration
@@ -51,9 +52,34 @@ class CheckConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeTemplate:
+    """`[probe.templates.NAME]`: a kind and its options, for ad-hoc probes of any target."""
+
+    name: str
+    kind: str
+    timeout: float
+    values: tuple[tuple[str, Any], ...]  # the kind's settings but the target, validated
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """`[probe]`: what `/probe?kind=K&target=T` may reach, and how."""
+
+    allow: AllowList = dataclasses.field(default_factory=AllowList)  # empty: ad-hoc probes off
+    templates: tuple[ProbeTemplate, ...] = ()
+    max_in_flight: int = 16  # probes at a time; more are answered 503 at once
+    timeout: float = DEFAULT_TIMEOUT  # for ad-hoc probes without a template: [defaults] timeout
+    timeout_offset: float = 0.5  # taken off X-Prometheus-Scrape-Timeout-Seconds, as blackbox
+
+    def template(self, name: str) -> ProbeTemplate | None:
+        return next((t for t in self.templates if t.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     checks: tuple[CheckConfig, ...]
     source: str
+    probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
 
     def check(self, name: str) -> CheckConfig | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -87,6 +113,12 @@ def load_text(text: str, source: str) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_problem(source, exc)]) from None
+    except RecursionError:  # the parser recurses per level of nested arrays and tables
+        raise ConfigError([f"{source}: TOML syntax error: arrays or tables nested too deeply"]
+                          ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits (int's own limit)
+        why = str(exc).partition("; use sys.set_int_max_str_digits")[0]
+        raise ConfigError([f"{source}: TOML syntax error: {why}"]) from None
     problems = Problems(source, locate(text))
     config = _build(document, source, problems)
     if problems.lines:
@@ -99,7 +131,7 @@ def toml_value(text: str) -> Any:
     """`text` read as a TOML value (`true`, `3`, `"x"`, `[1, 2]`), or the text itself."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # TOMLDecodeError is a ValueError
         return text
 
 
@@ -163,7 +195,7 @@ class Problems:
 
 # --- validation ----------------------------------------------------------------------------------
 
-TOP_LEVEL_KEYS = ("defaults", "checks")
+TOP_LEVEL_KEYS = ("defaults", "checks", "probe")
 DEFAULTS_KEYS = ("interval", "timeout")
 
 
@@ -201,7 +233,8 @@ def _build(document: dict[str, Any], source: str, problems: Problems) -> Config 
                              timeout or DEFAULT_TIMEOUT, problems)
         if check is not None:
             checks.append(check)
-    return Config(tuple(checks), source)
+    probe = _build_probe(document, timeout or DEFAULT_TIMEOUT, problems)
+    return Config(tuple(checks), source, probe)
 
 
 def _build_check(
@@ -245,9 +278,17 @@ def _build_check(
     if kind is None:
         return None
     fields = {f.name for f in dataclasses.fields(kind.settings)}
-    _unknown_keys(table, (*COMMON_KEYS, *sorted(fields)), where, problems)
+    if "target" in table and "target" not in fields:  # a kind that checks this host (clock)
+        problems.add((*where, "target"), f"a {kind.name} check takes no target: it checks "
+                     "this host; remove the key")
+    _unknown_keys({k: v for k, v in table.items() if k != "target"},
+                  (*COMMON_KEYS, *sorted(fields)), where, problems)
     settings = build_settings(kind.settings, {k: v for k, v in table.items() if k in fields},
                               where, problems)
+    if (settings is not None and interval is not None and timeout is not None
+            and kind.schedule_problems is not None):
+        for key, message in kind.schedule_problems(settings, interval, timeout):
+            problems.add((*where, key), message)
     if len(problems.lines) > before or interval is None or timeout is None:
         return None
     target = table.get("target", "")
@@ -257,7 +298,7 @@ def _build_check(
 def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: Problems) -> Any:
     """Validate `table` against the settings dataclass `cls`; None if there were problems."""
     before = len(problems.lines)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)  # once per class: per check, it was most of a big config's load
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         path = (*where, field.name)
@@ -277,6 +318,155 @@ def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: P
     for key, message in getattr(settings, "problems", lambda: [])():
         problems.add((*where, key), message)
     return None if len(problems.lines) > before else settings
+
+
+# --- [probe]: the allow-list and the templates of ad-hoc probes ----------------------------------
+
+PROBE_KEYS = ("allow", "templates", "max_in_flight", "timeout_offset")
+# The web server runs 32 handlers at a time: probes must leave room for /metrics and the rest.
+MAX_PROBES_IN_FLIGHT = 24
+
+
+def _build_probe(document: dict[str, Any], default_timeout: float,
+                 problems: Problems) -> ProbeConfig:
+    table = _table(document, "probe", problems)
+    if table is None:
+        return ProbeConfig(timeout=default_timeout)
+    where: PathKey = ("probe",)
+    _unknown_keys(table, PROBE_KEYS, where, problems)
+    entries: list[str] = []
+    raw_allow = table.get("allow", [])
+    if not isinstance(raw_allow, list):
+        problems.add((*where, "allow"), "expected an array of host patterns and networks, got "
+                     f"{_toml_type(raw_allow)}")
+        raw_allow = []
+    for index, entry in enumerate(raw_allow):
+        try:
+            if not isinstance(entry, str):
+                raise ValueError(f"expected a string, got {_toml_type(entry)}")
+            parse_entry(entry)
+        except ValueError as exc:
+            problems.add((*where, "allow", index), str(exc))
+        else:
+            entries.append(entry)
+    defaults = ProbeConfig()
+    max_in_flight = table.get("max_in_flight", defaults.max_in_flight)
+    if (not isinstance(max_in_flight, int) or isinstance(max_in_flight, bool)
+            or not 1 <= max_in_flight <= MAX_PROBES_IN_FLIGHT):
+        problems.add((*where, "max_in_flight"), f"must be a whole number from 1 to "
+                     f"{MAX_PROBES_IN_FLIGHT} (the web server's other handlers need room), got "
+                     f"{_toml_type(max_in_flight)}")
+        max_in_flight = defaults.max_in_flight
+    offset = _duration(table, "timeout_offset", where, defaults.timeout_offset, problems)
+    raw_templates = table.get("templates", {})
+    if not isinstance(raw_templates, dict):
+        problems.add((*where, "templates"), "must be a table: write [probe.templates.NAME]")
+        raw_templates = {}
+    templates = []
+    for name, raw in raw_templates.items():
+        if not isinstance(raw, dict):
+            problems.add((*where, "templates", name),
+                         "must be a table: write [probe.templates.NAME]")
+            continue
+        template = _build_template(name, raw, (*where, "templates", name), default_timeout,
+                                   problems)
+        if template is not None:
+            templates.append(template)
+    return ProbeConfig(parse_allow(entries), tuple(templates), max_in_flight, default_timeout,
+                       offset or defaults.timeout_offset)
+
+
+def _build_template(name: str, table: dict[str, Any], where: PathKey, default_timeout: float,
+                    problems: Problems) -> ProbeTemplate | None:
+    before = len(problems.lines)
+    kind_name = table.get("kind")
+    if not isinstance(kind_name, str) or kind_name not in KINDS:
+        if kind_name is None:
+            problems.add(where, f"missing required key 'kind'; known kinds: {', '.join(KINDS)}")
+        else:
+            problems.add((*where, "kind"), f"unknown kind {kind_name!r}"
+                         f"{_suggest(str(kind_name), KINDS)}; known kinds: {', '.join(KINDS)}")
+        return None
+    kind = KINDS[kind_name]
+    timeout = _duration(table, "timeout", where, default_timeout, problems)
+    fields = {f.name: f for f in dataclasses.fields(kind.settings) if f.name != "target"}
+    if "target" in table:
+        problems.add((*where, "target"), "a template has no target: each request gives it "
+                     "(&target=)")
+    _unknown_keys({k: v for k, v in table.items() if k != "target"},
+                  ("kind", "timeout", *sorted(fields)), where, problems)
+    hints = _type_hints(kind.settings)
+    values: dict[str, Any] = {}
+    for key, field in fields.items():
+        if key in table:
+            try:
+                values[key] = _convert(table[key], hints[key], field.metadata)
+            except ValueError as exc:
+                problems.add((*where, key), str(exc))
+        elif field.default is dataclasses.MISSING:
+            problems.add(where, f"missing required key {key!r}")
+    if len(problems.lines) == before:
+        for key, message in _draft_problems(kind.settings, values):
+            problems.add((*where, key), message)
+    if len(problems.lines) > before or timeout is None:
+        return None
+    return ProbeTemplate(name, kind.name, timeout, tuple(values.items()))
+
+
+def _draft_problems(cls: type, values: dict[str, Any]) -> list[tuple[str, str]]:
+    """The problems between a template's keys, from a draft of its settings without a target.
+
+    A kind's `problems()` that needs the target cannot run on the draft (AttributeError): those
+    are found per request, where every problem is checked again with the target.
+    """
+    if not hasattr(cls, "problems"):
+        return []
+    draft: Any = object.__new__(cls)
+    for field in dataclasses.fields(cls):
+        value = values.get(field.name, field.default)
+        if value is not dataclasses.MISSING:
+            object.__setattr__(draft, field.name, value)
+    try:
+        return list(draft.problems())
+    except AttributeError:
+        return []
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The settings' annotations, evaluated once per class (per request would cost)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def adhoc_check(kind_name: str, template: ProbeTemplate | None, target: str,
+                timeout: float) -> CheckConfig:
+    """The check one ad-hoc probe runs: `target` with `template`'s options (or the kind's
+    defaults and `timeout`); raises ConfigError saying what is wrong, one line per problem."""
+    cls = KINDS[kind_name].settings
+    values = dict(template.values) if template is not None else {}
+    field = next((f for f in dataclasses.fields(cls) if f.name == "target"), None)
+    if field is not None and not target and field.default is dataclasses.MISSING:
+        raise ConfigError([f"target: missing; a {kind_name} check needs one (&target=)"])
+    if field is not None and target:
+        try:
+            values["target"] = _convert(target, _type_hints(cls)["target"], field.metadata)
+        except ValueError as exc:
+            raise ConfigError([f"target: {exc}"]) from None
+    elif target:
+        raise ConfigError([f"target: the {kind_name} kind takes no target"])
+    settings = cls(**values)
+    found: list[tuple[str, str]] = getattr(settings, "problems", list)()
+    if found:
+        raise ConfigError([f"{key}: {message}" for key, message in found])
+    name = template.name if template is not None else kind_name
+    # Never scheduled: the interval is only there to complete the record.
+    return CheckConfig(name, kind_name, target, 0.0,
+                       template.timeout if template is not None else timeout, settings)
 
 
 def _convert(raw: Any, annotation: Any, meta: typing.Mapping[str, Any]) -> Any:
@@ -390,6 +580,8 @@ _BARE = r"[A-Za-z0-9_-]+"
 _KEY_PART = rf'(?:{_BARE}|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
 _KEY = re.compile(rf"\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
 _HEADER = re.compile(rf"\s*(\[\[?)\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*\]\]?")
+# A one-line basic string or bare scalar (number, boolean, date), and maybe a comment.
+_SIMPLE_VALUE = re.compile(r'\s*(?:"(?:[^"\\]|\\.)*"|[\w.:+-]+)\s*(?:#.*)?')
 
 
 def _key_parts(text: str) -> list[str]:
@@ -432,6 +624,8 @@ def locate(text: str) -> dict[PathKey, int]:
             if key:
                 lines.setdefault((*table, *_key_parts(key[1])), number)
                 rest = line[key.end():]
+                if _SIMPLE_VALUE.fullmatch(rest):  # most lines: no bracket, no open string
+                    continue
         depth, open_string = _scan(rest, depth)
     return lines
 

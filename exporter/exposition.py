@@ -19,8 +19,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from exporter import metrics
+from exporter.errors import Reason
 from exporter.metrics import DURATION_BUCKETS, LAG_BUCKETS, Spec
-from exporter.store import CheckState
+from exporter.store import CheckState, Result
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SLICE = 250  # checks per slice of one metric family
@@ -42,6 +43,7 @@ class AgentSnapshot:
     clock_steps: int
     missed: Mapping[str, int] = field(default_factory=dict)
     skipped: Mapping[str, int] = field(default_factory=dict)
+    shard: tuple[int, int] = (0, 1)  # this agent's shard I of N (--shard I/N)
 
 
 def escape_label(value: str) -> str:
@@ -218,4 +220,76 @@ def _agent_metrics(agent: AgentSnapshot) -> str:
         out.append(f'{name}_bucket{{le="{le}"}} {total}\n')
     out.append(f"{name}_sum {format_value(agent.lag_sum)}\n{name}_count {total}\n")
     out += [_header(metrics.CLOCK_STEPS), f"{metrics.CLOCK_STEPS.name} {agent.clock_steps}\n"]
+    index, count = agent.shard
+    out += [_header(metrics.SHARD_CHECKS), f'{metrics.SHARD_CHECKS.name}{{shard="{index}",'
+            f'shards="{count}"}} {sum(agent.configured.values())}\n']
     return "".join(out)
+
+
+def render_probe(result: Result, reasons: tuple[Reason, ...]) -> str:
+    """One run as `/probe` answers it, in an exposition of its own: success, duration, the
+    failure reason among those the kind can produce, and what the kind recorded. No `check` or
+    `kind` label: Prometheus adds the target's labels, as with blackbox_exporter."""
+    out = [_PROBE_HEAD, str(int(result.success)), _PROBE_DURATION, format_value(result.duration),
+           "\n", _probe_reasons(reasons, result.reason)]
+    # Keyed by name, not by Spec: hashing a dataclass costs more than the rest of a line.
+    values: dict[tuple[str, tuple[str, ...]], tuple[Spec, float]] = {}
+    for spec, extra, value in result.observations:
+        values[(spec.name, extra)] = (spec, value)  # a gauge recorded twice: the last value
+    for spec, extra, n in result.counts:
+        _, before = values.get((spec.name, extra), (spec, 0))
+        values[(spec.name, extra)] = (spec, before + n)  # counters of this run alone
+    families: dict[str, list[str]] = {}
+    for (name, extra), (spec, value) in values.items():
+        lines = families.get(name)
+        if lines is None:
+            lines = families[name] = [_probe_header(spec)]
+        if extra:
+            labels = ",".join(f'{k}="{escape_label(v)}"'
+                              for k, v in zip(spec.labels, extra, strict=True))
+            lines.append(f"{name}{{{labels}}} {format_value(value)}\n")
+        else:
+            lines.append(f"{name} {format_value(value)}\n")
+    for name in _KIND_NAMES:
+        if name in families:
+            out += families[name]
+    return "".join(out)
+
+
+_PROBE_HEAD = _header(metrics.PROBE_SUCCESS) + f"{metrics.PROBE_SUCCESS.name} "
+_PROBE_DURATION = "\n" + _header(metrics.PROBE_DURATION) + f"{metrics.PROBE_DURATION.name} "
+_KIND_NAMES = tuple(spec.name for spec in metrics.KIND_SPECS)
+_PROBE_HEADERS: dict[str, str] = {}  # by metric name, rendered once
+# The failure-reason block by the kind's reasons (held, so that their id stays theirs) and by
+# the reason: rendered once per kind and reason.
+_PROBE_REASONS: dict[int, tuple[tuple[Reason, ...], dict[str, str]]] = {}
+
+
+def _probe_header(spec: Spec) -> str:
+    text = _PROBE_HEADERS.get(spec.name)
+    if text is None:
+        # The help of a probe's metric speaks of this run, not of the last scheduled one.
+        help_text = spec.help.replace(f", {metrics.LAST_RUN}.", ".")
+        text = _PROBE_HEADERS[spec.name] = _header(Spec(spec.name, spec.type, help_text))
+    return text
+
+
+def _probe_reasons(reasons: tuple[Reason, ...], reason: Reason | None) -> str:
+    if reason is not None and reason not in reasons:  # one the kind did not declare: shown
+        return _reasons_text((*reasons, reason), reason)
+    known = _PROBE_REASONS.get(id(reasons))
+    if known is None or known[0] is not reasons:
+        if len(_PROBE_REASONS) > 64:  # callers pass the kinds' own tuples; others: bounded
+            _PROBE_REASONS.clear()
+        known = _PROBE_REASONS[id(reasons)] = (reasons, {})
+    key = reason.value if reason is not None else ""
+    text = known[1].get(key)
+    if text is None:
+        text = known[1][key] = _reasons_text(reasons, reason)
+    return text
+
+
+def _reasons_text(reasons: tuple[Reason, ...], reason: Reason | None) -> str:
+    name = metrics.PROBE_FAILURE_REASON.name
+    return _header(metrics.PROBE_FAILURE_REASON) + "".join(
+        f'{name}{{reason="{r.value}"}} {int(r is reason)}\n' for r in reasons)

@@ -155,6 +155,119 @@ HTTP_VERSION = Spec(
     "netsentry_http_version_info", GAUGE,
     f"Always 1; the HTTP version of the final response, {LAST_RUN}.", ("version",),
 )
+TCP_SND_MSS = Spec(
+    "netsentry_tcp_snd_mss_bytes", GAUGE,
+    f"Maximum segment size the connection sends (TCP_INFO snd_mss, Linux), {LAST_RUN}.",
+)
+SOCKET_OPTION_REQUESTED = Spec(
+    "netsentry_socket_option_requested", GAUGE,
+    "Value of the socket option as the check's config requests it.", ("option",),
+)
+SOCKET_OPTION_VALUE = Spec(
+    "netsentry_socket_option_value", GAUGE,
+    "Value of the socket option read back from a new socket once the requested options are "
+    f"set (Linux reports SO_SNDBUF and SO_RCVBUF doubled), {LAST_RUN}.", ("option",),
+)
+SOCKET_OPTION_SATISFIED = Spec(
+    "netsentry_socket_option_satisfied", GAUGE,
+    f"1 if the requested socket option took effect, 0 if it fell short, {LAST_RUN}.",
+    ("option",),
+)
+SOCKET_CONNECTED_OPTION_VALUE = Spec(
+    "netsentry_socket_connected_option_value", GAUGE,
+    f"Value of the socket option read back once the socket is connected, {LAST_RUN}.",
+    ("option",),
+)
+SOCKET_KERNEL_SETTING = Spec(
+    "netsentry_socket_kernel_setting", GAUGE,
+    f"Kernel setting behind socket options, from /proc/sys, {LAST_RUN}.", ("setting",),
+)
+CLOCK_SYNCHRONIZED = Spec(
+    "netsentry_clock_synchronized", GAUGE,
+    "1 if the kernel says its clock is synchronised (adjtimex: STA_UNSYNC clear, state not "
+    f"TIME_ERROR), {LAST_RUN}.",
+)
+CLOCK_ESTIMATED_ERROR = Spec(
+    "netsentry_clock_estimated_error_seconds", GAUGE,
+    f"The kernel clock's estimated error, as the time daemon last set it (adjtimex), {LAST_RUN}.",
+)
+CLOCK_MAX_ERROR = Spec(
+    "netsentry_clock_max_error_seconds", GAUGE,
+    "The kernel clock's maximum error (adjtimex): grows by 500 ppm until the time daemon "
+    f"resets it; 16 s and more means unsynchronised, {LAST_RUN}.",
+)
+CLOCK_FREQUENCY = Spec(
+    "netsentry_clock_frequency_adjustment_ratio", GAUGE,
+    "How much faster (+) or slower (-) than nominal the kernel runs the clock, freq and tick "
+    f"together (adjtimex; 1e-05 is 10 ppm), {LAST_RUN}.",
+)
+CLOCK_TAI_OFFSET = Spec(
+    "netsentry_clock_tai_offset_seconds", GAUGE,
+    f"TAI - UTC as the kernel knows it (adjtimex); absent while it is unset (0), {LAST_RUN}.",
+)
+CLOCK_STATE = Spec(
+    "netsentry_clock_state", GAUGE,
+    "1 for the kernel clock's state (adjtimex: ok, ins and del for a leap second due today, "
+    f"oop during one, wait after one, error), 0 for the others, {LAST_RUN}.", ("state",),
+)
+
+NTP_OFFSET = Spec(
+    "netsentry_ntp_offset_seconds", GAUGE,
+    "How far the NTP server's clock is ahead of this host's (RFC 5905 theta, best sample by "
+    f"delay; with several servers the truechimers' combined offset), {LAST_RUN}.",
+)
+NTP_RTT = Spec(
+    "netsentry_ntp_rtt_seconds", GAUGE,
+    f"Round-trip delay to the NTP server of the sample used (RFC 5905 delta), {LAST_RUN}.",
+)
+NTP_STRATUM = Spec("netsentry_ntp_stratum", GAUGE, f"Stratum of the NTP server, {LAST_RUN}.")
+NTP_LEAP = Spec(
+    "netsentry_ntp_leap", GAUGE,
+    "Leap indicator of the NTP server: 0 none, 1 a second inserted at the end of the day, "
+    f"2 one deleted, {LAST_RUN}.",
+)
+NTP_ROOT_DELAY = Spec(
+    "netsentry_ntp_root_delay_seconds", GAUGE,
+    f"Round-trip delay from the NTP server to its primary reference, {LAST_RUN}.",
+)
+NTP_ROOT_DISPERSION = Spec(
+    "netsentry_ntp_root_dispersion_seconds", GAUGE,
+    f"Dispersion the NTP server reports relative to its primary reference, {LAST_RUN}.",
+)
+NTP_ROOT_DISTANCE = Spec(
+    "netsentry_ntp_root_distance_seconds", GAUGE,
+    "Root distance (RFC 5905 lambda): the most the server's time can be off from its primary "
+    f"reference as seen from here, {LAST_RUN}.",
+)
+NTP_PRECISION = Spec(
+    "netsentry_ntp_precision_seconds", GAUGE,
+    f"Precision of the NTP server's clock, {LAST_RUN}.",
+)
+NTP_REFERENCE = Spec(
+    "netsentry_ntp_reference_info", GAUGE,
+    "Always 1; the NTP server's reference ID (a clock source at stratum 1, the upstream "
+    f"server's IPv4 address or hash above), {LAST_RUN}.", ("refid",),
+)
+NTP_SANITY = Spec(
+    "netsentry_ntp_sanity", GAUGE,
+    "1 if the NTP reply was valid, its root distance under max_root_distance and the offset "
+    f"under max_offset, 0 otherwise, {LAST_RUN}.",
+)
+NTP_KISS_OF_DEATH = Spec(
+    "netsentry_ntp_kiss_of_death_total", COUNTER,
+    "Kiss-o'-Death replies from the NTP servers, by code (RATE, DENY, RSTR, ... or OTHER).",
+    ("code",),
+)
+NTP_FALSETICKER = Spec(
+    "netsentry_ntp_falseticker", GAUGE,
+    "1 if the NTP server's offset disagreed with the majority of the check's servers "
+    f"(RFC 5905 intersection algorithm), 0 if it agreed, {LAST_RUN}.", ("server",),
+)
+NTP_IGNORED_REPLIES = Spec(
+    "netsentry_ntp_ignored_replies_total", COUNTER,
+    "UDP datagrams ignored while waiting for an NTP reply: wrong source, wrong origin, wrong "
+    "mode, short, or bad timestamps.",
+)
 
 # Kind metrics in the order they are rendered. A kind module lists the specs it may record.
 KIND_SPECS: tuple[Spec, ...] = (
@@ -162,7 +275,27 @@ KIND_SPECS: tuple[Spec, ...] = (
     DNS_RESOLVER_MISMATCH, DNS_IGNORED_REPLIES, TCP_CONNECT, TCP_RTT, TCP_RTTVAR,
     TCP_RETRANSMITS, TCP_SND_CWND, TCP_PMTU, TLS_HANDSHAKE, TLS_CERT_EXPIRY, TLS_VERSION,
     HTTP_PHASE, HTTP_STATUS, HTTP_RESPONSE_BYTES, HTTP_REDIRECTS, HTTP_VERSION,
+    NTP_OFFSET, NTP_RTT, NTP_STRATUM, NTP_LEAP, NTP_ROOT_DELAY, NTP_ROOT_DISPERSION,
+    NTP_ROOT_DISTANCE, NTP_PRECISION, NTP_REFERENCE, NTP_SANITY, NTP_KISS_OF_DEATH,
+    NTP_FALSETICKER, NTP_IGNORED_REPLIES,
+    TCP_SND_MSS, SOCKET_OPTION_REQUESTED, SOCKET_OPTION_VALUE, SOCKET_OPTION_SATISFIED,
+    SOCKET_CONNECTED_OPTION_VALUE, SOCKET_KERNEL_SETTING,
+    CLOCK_SYNCHRONIZED, CLOCK_ESTIMATED_ERROR, CLOCK_MAX_ERROR, CLOCK_FREQUENCY,
+    CLOCK_TAI_OFFSET, CLOCK_STATE,
 )
+
+# --- /probe: one run now, in an exposition of its own (no check or kind labels) -------------
+
+PROBE_SUCCESS = Spec("netsentry_probe_success", GAUGE, "1 if the probe succeeded, 0 if it failed.")
+PROBE_DURATION = Spec(
+    "netsentry_probe_duration_seconds", GAUGE, "How long the probe took, in seconds."
+)
+PROBE_FAILURE_REASON = Spec(
+    "netsentry_probe_failure_reason", GAUGE,
+    "1 for the reason the probe failed, 0 for the other reasons its kind can fail with.",
+    ("reason",),
+)
+PROBE_SPECS: tuple[Spec, ...] = (PROBE_SUCCESS, PROBE_DURATION, PROBE_FAILURE_REASON)
 
 # --- the agent itself ----------------------------------------------------------------------------
 
@@ -194,6 +327,11 @@ CLOCK_STEPS = Spec(
     COUNTER,
     "Wall-clock steps (against the monotonic clock) seen and answered by rescheduling.",
 )
+SHARD_CHECKS = Spec(
+    "netsentry_shard_checks", GAUGE,
+    "Checks of the config file that this agent runs: those of its shard (--shard I/N) by "
+    "rendezvous hashing of their names; shard 0 of 1 runs them all.", ("shard", "shards"),
+)
 
 # Histogram buckets. Run durations span sub-millisecond loopback connects to multi-second
 # timeouts: a 1-2.5-10 scale keeps the per-check histogram to 12 series (it is about half of
@@ -222,8 +360,9 @@ AGENT_SPECS: tuple[Spec, ...] = (
     CHECKS_CONFIGURED,
     SCHEDULER_LAG,
     CLOCK_STEPS,
+    SHARD_CHECKS,
 )
-ALL_SPECS: tuple[Spec, ...] = CHECK_SPECS + KIND_SPECS + AGENT_SPECS
+ALL_SPECS: tuple[Spec, ...] = CHECK_SPECS + KIND_SPECS + AGENT_SPECS + PROBE_SPECS
 
 
 class Histogram:

@@ -8,6 +8,8 @@ not the check and not the agent's shutdown).
 The DNS transports (`udp_exchange`, `stream_exchange`) move bytes and know no protocol: the
 caller encodes the query and says, with a predicate, which datagram is the reply. They run
 until cancelled; the caller's deadline ends them, and their socket is closed whatever happens.
+`timed_udp_exchange` is `udp_exchange` with the times the request left and the reply arrived,
+from the kernel where it can tell them (NTP).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -142,6 +145,40 @@ def tcp_info(sock: socket.socket, size: int) -> bytes | None:
         return None
 
 
+# Sockets whose options are the point (the socket check): opened, tuned, read back, then
+# connected, bound or just closed by the caller.
+SOCKET_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+
+
+def open_socket(family: int, protocol: str) -> socket.socket:
+    """A new non-blocking "tcp" or "udp" socket; the caller closes it."""
+    sock = socket.socket(family, SOCKET_TYPES[protocol])
+    sock.setblocking(False)
+    return sock
+
+
+def set_int_option(sock: socket.socket, level: int, option: int, value: int) -> None:
+    """setsockopt with an int value; raises OSError when the kernel refuses it."""
+    sock.setsockopt(level, option, value)
+
+
+def get_int_option(sock: socket.socket, level: int, option: int) -> int:
+    """getsockopt of an int-valued option; raises OSError."""
+    return sock.getsockopt(level, option)
+
+
+async def connect_socket(sock: socket.socket, address: Address) -> None:
+    """Connect a non-blocking socket the caller opened (and closes, whatever happens)."""
+    await asyncio.get_running_loop().sock_connect(sock, address.sockaddr)
+
+
+def bind_socket(sock: socket.socket, address: Address, listen: bool) -> None:
+    """Bind, and with `listen` listen: what a server does at start; raises OSError."""
+    sock.bind(address.sockaddr)
+    if listen:
+        sock.listen(1)  # the backlog does not matter: nothing is accepted, the socket closes
+
+
 def _source_key(address: Address) -> tuple[str, int]:
     """(host, port) spelt as recvfrom reports a datagram's source, to compare with."""
     # recvfrom gives inet_ntop's canonical text without a %scope suffix, while a configured
@@ -206,11 +243,13 @@ async def _recvfrom(
 
 async def _sendto(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes, sockaddr: tuple[Any, ...]
-) -> None:
+) -> int:
+    """Send one datagram; return the wall-clock time (ns) read just before the send that went."""
     while True:
         try:
+            sent = time.time_ns()
             sock.sendto(data, sockaddr)
-            return
+            return sent
         except (BlockingIOError, InterruptedError):
             await _ready(loop, sock.fileno(), write=True)
 
@@ -236,6 +275,120 @@ async def _ready(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
 def _wake(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
+
+
+# Linux's SO_TIMESTAMPING, which Python does not name: 37 in include/uapi/asm-generic/socket.h
+# (x86, arm, riscv and most others; a platform where 37 means something else fails the
+# read-back below), asking for software timestamps of the datagrams sent and received
+# (include/uapi/linux/net_tstamp.h: TX_SOFTWARE | RX_SOFTWARE | SOFTWARE | OPT_TSONLY, the
+# last so that the error queue gives back the timestamp alone, not a copy of the datagram).
+_SO_TIMESTAMPING = 37
+_TIMESTAMPING_FLAGS = (1 << 1) | (1 << 3) | (1 << 4) | (1 << 11)
+_TIMESPEC = struct.Struct("@ll")  # the first of scm_timestamping's three: the software one
+_ANCILLARY_SIZE = 512  # the timestamps, and sock_extended_err on the error queue
+_MAX_ERROR_QUEUE = 16  # entries read per wakeup (one datagram sent: one entry)
+_MAX_DATAGRAMS_PER_WAKEUP = 64  # a flood is read in bounded bites, the deadline ends it
+
+
+@dataclass(frozen=True, slots=True)
+class TimedDatagram:
+    """A reply, and the wall-clock times (ns since the Unix epoch) of the exchange."""
+
+    data: bytes
+    ignored: int  # datagrams ignored before it
+    sent: int  # when the request left
+    received: int  # when the reply arrived
+    kernel: bool  # both times from the kernel; else both read by us around the syscalls
+
+
+async def timed_udp_exchange(
+    address: Address, payload: bytes, accept: Callable[[bytes], bool], *,
+    foreign: Callable[[tuple[Any, ...]], None] | None = None, kernel_timestamps: bool = True,
+    max_size: int = 65535,
+) -> TimedDatagram:
+    """`udp_exchange`, with the times the request left and the reply arrived.
+
+    Where the kernel tells them (Linux's SO_TIMESTAMPING), both are its software timestamps,
+    taken as the datagram passes the network stack: the time the agent's event loop, the
+    interpreter and the syscalls take (tens of microseconds, more on a busy loop) stays out
+    of them. Otherwise, or with `kernel_timestamps=False`, both are time.time_ns() read just
+    before the send and just after the receive. Never one of each: a delay on one side only
+    would not cancel out of an NTP offset, whose error is half the difference of the two.
+    `foreign(source)`, if given, hears of each datagram from another address or port (the
+    caller's `accept` sees only the server's). Runs until cancelled; the socket is always
+    closed.
+    """
+    loop = asyncio.get_running_loop()
+    host, port = _source_key(address)  # unconnected, as in udp_exchange, for the same reasons
+    sock = socket.socket(address.family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        kernel = kernel_timestamps and _enable_timestamping(sock)
+        user_sent = await _sendto(loop, sock, payload, address.sockaddr)
+        kernel_sent = None
+        ignored = 0
+        while True:
+            # Wait first: no reply can be in yet, and going to sleep at once leaves the CPU to
+            # a server on this host (a server preempted between its transmit timestamp and
+            # its send adds that time to the offset; on loopback, this saved about 0.5 µs).
+            await _ready(loop, sock.fileno(), write=False)
+            if kernel:  # the transmit timestamp waits in the error queue (POLLERR): empty it
+                kernel_sent = _drain_error_queue(sock) or kernel_sent
+            for _ in range(_MAX_DATAGRAMS_PER_WAKEUP):
+                try:
+                    data, ancillary, _, source = sock.recvmsg(max_size, _ANCILLARY_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                user_received = time.time_ns()
+                if source[1] != port or source[0] != host:
+                    ignored += 1
+                    if foreign is not None:
+                        foreign(source)
+                    continue
+                if not accept(data):
+                    ignored += 1
+                    continue
+                kernel_received = _timestamp(ancillary) if kernel else None
+                if kernel_sent is not None and kernel_received is not None:
+                    return TimedDatagram(data, ignored, kernel_sent, kernel_received, True)
+                return TimedDatagram(data, ignored, user_sent, user_received, False)
+    finally:
+        sock.close()
+
+
+def _enable_timestamping(sock: socket.socket) -> bool:
+    """Ask for kernel timestamps; False where the platform has no SO_TIMESTAMPING."""
+    if sys.platform != "linux":
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _TIMESTAMPING_FLAGS)
+        return bool(sock.getsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING) == _TIMESTAMPING_FLAGS)
+    except OSError:
+        return False
+
+
+def _drain_error_queue(sock: socket.socket) -> int | None:
+    """Read the socket's error queue empty; the last transmit timestamp in it, if any."""
+    stamp = None
+    for _ in range(_MAX_ERROR_QUEUE):
+        try:
+            _, ancillary, _, _ = sock.recvmsg(1, _ANCILLARY_SIZE, socket.MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # nothing we can read it with: the user-space times will do
+            break
+        stamp = _timestamp(ancillary) or stamp
+    return stamp
+
+
+def _timestamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The software timestamp of an SCM_TIMESTAMPING message, in ns; None if there is none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPING and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            if seconds or nanoseconds:
+                return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return None
 
 
 async def stream_exchange(

@@ -23,17 +23,18 @@ from exporter.net import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
 
-USAGE = """usage: netsentry probe KIND TARGET [--KEY VALUE ...] [--timeout DURATION]
+USAGE = """usage: netsentry probe KIND [TARGET] [--KEY VALUE ...] [--timeout DURATION]
        netsentry probe --config.file PATH
 
 Run one check once and print what it measured; exit 0 on success, 1 on failure, 2 on bad input.
-Kinds: {kinds}. KEY is any config key of the kind."""
+Kinds: {kinds}. KEY is any config key of the kind; a repeated --KEY gives an
+array. clock takes no TARGET; socket takes --option NAME=VALUE, repeatable."""
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
     """(config file, check table) from the command line; raises ValueError for bad usage."""
     positional: list[str] = []
-    options: dict[str, Any] = {}
+    given: dict[str, list[Any]] = {}
     config_file = None
     i = 0
     while i < len(argv):
@@ -49,10 +50,13 @@ def parse_args(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
                 config_file = value
             else:
                 name = key.replace("-", "_")
-                options[name] = value if name == "timeout" else config.toml_value(value)
+                given.setdefault(name, []).append(
+                    value if name == "timeout" else config.toml_value(value))
         else:
             positional.append(arg)
         i += 1
+    # A repeated option gathers its values into an array (--option A=1 --option B=2).
+    options = {name: values[0] if len(values) == 1 else values for name, values in given.items()}
     if config_file is not None:
         if positional or options:
             raise ValueError("--config.file runs the configured checks; give no kind or options")
@@ -61,6 +65,9 @@ def parse_args(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
         raise ValueError("missing KIND")
     if len(positional) > 2:
         raise ValueError(f"unexpected argument {positional[2]!r}")
+    kind = KINDS.get(positional[0])
+    if kind is not None and kind.probe_keys is not None:
+        options = kind.probe_keys(options)
     table = {"name": "probe", "kind": positional[0], "interval": "24h", **options}
     if len(positional) == 2:
         table["target"] = positional[1]
@@ -100,16 +107,29 @@ async def _run_all(checks: tuple[CheckConfig, ...]) -> list[Result]:
 
 
 def describe(check: CheckConfig, result: Result) -> str:
-    """Every fact of one run, one per line."""
+    """Every fact of one run, one per line; then the kind's table, if it has one."""
     verdict = "success" if result.success else f"FAILURE ({result.reason}): {result.message}"
     rows = [("check", f"{check.kind} {check.target}".rstrip()), ("result", verdict),
             ("duration", f"{result.duration * 1000:.3f} ms"), *result.details]
-    for spec, labels, value in result.observations:
+    observations = result.observations
+    table: list[tuple[str, ...]] = []
+    probe_table = KINDS[check.kind].probe_table
+    if probe_table is not None:
+        table, observations = probe_table(observations)
+    for spec, labels, value in observations:
         label_text = ",".join(f'{k}="{v}"' for k, v in zip(spec.labels, labels, strict=True))
         name = spec.name + (f"{{{label_text}}}" if label_text else "")
         rows.append((name, format_value(value)))
     width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    text = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return f"{text}\n\n{columns(table)}" if table else text
+
+
+def columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
 
 
 def table_text(checks: tuple[CheckConfig, ...], results: list[Result]) -> str:

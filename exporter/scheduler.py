@@ -183,6 +183,11 @@ class Scheduler:
     def in_flight(self) -> int:
         return len(self._executor.tasks)
 
+    @property
+    def jobs(self) -> int:
+        """APScheduler jobs planned: one per occupied slot, however many reloads came before."""
+        return len(self._aps.get_jobs())
+
     async def start_run(self, key: str, planned: float) -> None:
         self.lag.observe(max(self.clock.time() - planned, 0.0))
         await self.run(key)

@@ -3,6 +3,10 @@
 States are frozen, so a scrape takes a snapshot by copying references on the event loop and
 renders it elsewhere without ever seeing half a run. A removed check's state is dropped, and
 with it every series it had.
+
+Beside each state the store keeps the check's latency history of the last hour (`history.py`),
+the one mutable, bounded thing a check accumulates: it lives exactly as long as the state it
+belongs to, so a changed check starts a fresh hour and a removed one takes its hour along.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.checks import KINDS
-from exporter.checks.base import Observation
+from exporter.checks.base import UNTIL_RELOAD, Observation
 from exporter.config import CheckConfig
 from exporter.errors import Reason
+from exporter.history import LatencyHistory
 from exporter.metrics import DURATION_BUCKETS, Spec
 
 
@@ -103,15 +108,26 @@ class Store:
 
     def __init__(self) -> None:
         self.states: dict[str, CheckState] = {}
+        self.histories: dict[str, LatencyHistory] = {}
 
     def load(self, checks: tuple[CheckConfig, ...]) -> None:
-        """Adopt a config: unchanged checks keep their state, changed ones start afresh."""
+        """Adopt a config: unchanged checks keep their state, changed ones start afresh.
+
+        Unchanged checks forget only what they memorised for "until the next reload"
+        (`Run.memory[UNTIL_RELOAD]`)."""
         states = {}
+        histories = {}
         for check in checks:
             old = self.states.get(check.name)
-            states[check.name] = old if old is not None and old.check == check else (
-                CheckState.new(check))
+            if old is not None and old.check == check:
+                old.memory.pop(UNTIL_RELOAD, None)
+                states[check.name] = old
+                histories[check.name] = self.histories[check.name]
+            else:
+                states[check.name] = CheckState.new(check)
+                histories[check.name] = LatencyHistory()
         self.states = states
+        self.histories = histories
 
     def record(self, name: str, check: CheckConfig, result: Result) -> CheckState | None:
         """Add a run's result; ignored if the check was changed or removed meanwhile."""
@@ -120,6 +136,7 @@ class Store:
             return None
         new = state.after(result)
         self.states[name] = new
+        self.histories[name].add(result.finished, result.duration, result.success)
         return new
 
     def snapshot(self) -> tuple[CheckState, ...]:

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,6 +58,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Runs before routing: None lets the request through, a Response answers it (e.g. a 401).
+Guard = Callable[[Request], Awaitable[Response | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,8 @@ class WebServer:
         write_timeout: float = 60.0,
         max_request_bytes: int = 1 << 20,
         ssl: SSLContext | None = None,
+        guard: Guard | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         if max_connections < 1 or max_handlers < 1:
             raise ValueError("max_connections and max_handlers must be at least 1")
@@ -140,6 +145,8 @@ class WebServer:
         self._write_timeout = write_timeout
         self._max_request_bytes = max_request_bytes
         self._ssl = ssl
+        self._guard = guard
+        self._headers = tuple(headers)  # added to every response that does not set them itself
         self._servers: list[asyncio.Server] = []
         self._clients: set[_Client] = set()
         self._closing = False
@@ -281,10 +288,9 @@ class WebServer:
                 if conn.they_are_waiting_for_100_continue:
                     continue_ = h11.InformationalResponse(status_code=100, headers=[])
                     client.writer.write(conn.send(continue_) or b"")
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if deadline - loop.time() <= 0:
                     raise asyncio.TimeoutError
-                data = await asyncio.wait_for(client.reader.read(_READ_CHUNK), remaining)
+                data = await _before(deadline, client.reader.read(_READ_CHUNK))
                 if data and not started:
                     started, deadline = True, loop.time() + self._header_timeout
                 conn.receive_data(data)
@@ -303,6 +309,15 @@ class WebServer:
                 return None  # ConnectionClosed: the client left between requests
 
     async def _dispatch(self, request: Request) -> Response:
+        # The guard runs outside the handler limit: slow authentication holds no handler slot.
+        if self._guard is not None:
+            try:
+                refusal = await self._guard(request)
+            except Exception:
+                log.exception("guard for %s %s failed", request.method, request.path)
+                return Response(500, b"internal server error\n")
+            if refusal is not None:
+                return refusal
         route = self._routes.get(request.path)
         if route is None:
             return Response(404, b"not found\n")
@@ -322,18 +337,19 @@ class WebServer:
     async def _send(self, client: _Client, conn: h11.Connection, response: Response, *,
                     head_only: bool = False, close: bool = False) -> None:
         try:
-            head = _response_head(response, close)
+            head = _response_head(response, close, self._headers)
         except (h11.LocalProtocolError, UnicodeError):
             log.exception("invalid response with status %r", response.status)
             response = Response(500, b"internal server error\n")
-            head = _response_head(response, close)
+            head = _response_head(response, close, self._headers)
         client.writer.write(conn.send(head) or b"")
         if response.body and not head_only:
             # Passed through, not copied: a scrape of 10,000 checks is 26 MiB.
             client.writer.writelines(conn.send_with_data_passthrough(h11.Data(data=response.body))
                                      or ())
         client.writer.write(conn.send(h11.EndOfMessage()) or b"")
-        await asyncio.wait_for(client.writer.drain(), self._write_timeout)
+        if client.writer.transport.get_write_buffer_size():  # else drain() has nothing to wait for
+            await asyncio.wait_for(client.writer.drain(), self._write_timeout)
 
     async def _refuse(self, client: _Client, conn: h11.Connection, status: int) -> None:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -352,6 +368,21 @@ class WebServer:
             while (remaining := deadline - loop.time()) > 0:
                 if not await asyncio.wait_for(client.reader.read(_READ_CHUNK), remaining):
                     break
+
+
+if sys.version_info >= (3, 11):
+
+    async def _before(deadline: float, awaitable: Awaitable[bytes]) -> bytes:
+        """`awaitable`'s result, or TimeoutError at `deadline` (loop time); no task is made,
+        unlike wait_for, which costs a task per read on every request."""
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _before(deadline: float, awaitable: Awaitable[bytes]) -> bytes:
+        remaining = deadline - asyncio.get_running_loop().time()
+        return await asyncio.wait_for(awaitable, max(remaining, 0))
 
 
 def _content_length(request: h11.Request) -> int | None:
@@ -378,10 +409,13 @@ def _make_request(head: h11.Request, body: bytes, peer: str) -> Request:
     )
 
 
-def _response_head(response: Response, close: bool) -> h11.Response:
+def _response_head(response: Response, close: bool,
+                   defaults: tuple[tuple[str, str], ...] = ()) -> h11.Response:
     headers = [("Content-Type", response.content_type),
                ("Content-Length", str(len(response.body)))]
     headers += [(k, v) for k, v in response.headers if k.lower() not in _FRAMING_HEADERS]
+    own = {k.lower() for k, _ in response.headers}
+    headers += [(k, v) for k, v in defaults if k.lower() not in own]
     if close:
         headers.append(("Connection", "close"))
     return h11.Response(status_code=response.status, headers=headers,

@@ -18,11 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Agent:
-    def __init__(self, config: Path | None, *args: str) -> None:
-        cmd = [sys.executable, "-m", "exporter", "--web.listen-address", "127.0.0.1:0", *args]
+    def __init__(self, config: Path | None, *args: str, listen: str = "127.0.0.1:0",
+                 env: dict[str, str] | None = None) -> None:
+        cmd = [sys.executable, "-m", "exporter", "--web.listen-address", listen, *args]
         if config is not None:
             cmd += ["--config.file", str(config)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                                     env=None if env is None else {**os.environ, **env})
         self.lines: list[str] = []
         self._listening = threading.Event()
         self.port = 0

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from exporter.checks import KINDS
 from tests.agent import ROOT
 from tests.servers import AcceptServer, closed_port
 
@@ -41,7 +42,7 @@ def test_check_config_prints_every_problem(tmp_path: Path) -> None:
         assert proc.stderr.splitlines() == [
             f'{path}:5: checks[0] "a".timeuot: unknown key (did you mean "timeout"?)',
             f"{path}:9: checks[1] \"b\".kind: unknown kind 'dnz' (did you mean \"dns\"?); "
-            "known kinds: tcp, dns, http",
+            f"known kinds: {', '.join(KINDS)}",
             f'{path}:12: checks[2] "a".name: duplicate name; checks[0] (line 1) has it already',
             "3 problem(s) found",
         ]
@@ -113,3 +114,15 @@ def test_probe_config_file_prints_a_table(tmp_path: Path) -> None:
     assert header.split()[:4] == ["NAME", "KIND", "TARGET", "RESULT"]
     assert up.split()[0] == "up" and up.split()[3] == "ok"
     assert down.split()[0] == "down" and down.split()[3] == "refused"
+
+
+def test_run_flags_that_cannot_work_exit_2() -> None:
+    for args, expected in [
+        (["--config.watch"], "netsentry: --config.watch needs --config.file"),
+        (["--shard", "3/3"], "netsentry: --shard: "),
+        (["--web.listen-address", "nope"], "netsentry: --web.listen-address: "),
+    ]:
+        proc = netsentry(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith(expected), proc.stderr
+        assert "Traceback" not in proc.stderr

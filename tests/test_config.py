@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from exporter import config
+from exporter.checks import KINDS
 from exporter.checks.tcp import TcpSettings
 from exporter.errors import ConfigError
 from exporter.targets import HostPort
@@ -61,7 +62,7 @@ CASES = [
     pytest.param(
         '[[checks]]\nname = "a"\nkind = "tpc"\n',
         ["f.toml:3: checks[0] \"a\".kind: unknown kind 'tpc' (did you mean \"tcp\"?); "
-         "known kinds: tcp, dns, http"],
+         f"known kinds: {', '.join(KINDS)}"],
         id="unknown-kind",
     ),
     pytest.param(
@@ -170,7 +171,7 @@ def test_three_mistakes_three_lines() -> None:
     assert problems(text) == [
         'f.toml:5: checks[0] "a".timeuot: unknown key (did you mean "timeout"?)',
         "f.toml:9: checks[1] \"b\".kind: unknown kind 'dnz' (did you mean \"dns\"?); "
-        "known kinds: tcp, dns, http",
+        f"known kinds: {', '.join(KINDS)}",
         'f.toml:14: checks[2] "c".target: port 99999 is out of range 1-65535',
     ]
 
@@ -199,10 +200,13 @@ def test_not_utf8(tmp_path: Path) -> None:
 def test_embedded_default_is_valid_and_local() -> None:
     loaded = config.load_default("127.0.0.1:4321")
     assert loaded.source == "<embedded default>"
-    tcp, hostname, localhost = loaded.checks
+    tcp, hostname, localhost, clock, sockets = loaded.checks
     assert (tcp.kind, tcp.target) == ("tcp", "127.0.0.1:4321")
     assert (hostname.kind, hostname.target) == ("dns", socket.gethostname())
     assert (localhost.kind, localhost.target, localhost.settings.server) == ("dns", "localhost", ())
+    assert (clock.kind, clock.target) == ("clock", "")  # the kernel's clock; no NTP server
+    # An audit of what a new socket gets: no options requested, nothing contacted.
+    assert (sockets.kind, sockets.target, sockets.settings.options) == ("socket", "", ())
 
 
 def test_load_check_without_lines() -> None:

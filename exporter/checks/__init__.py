@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.checks import dns, http, tcp
+from exporter.checks import clock, dns, http, ntp, socket, tcp
 from exporter.checks.base import Kind
 
 KINDS: dict[str, Kind[Any]] = {
@@ -13,5 +13,8 @@ KINDS: dict[str, Kind[Any]] = {
         tcp.KIND,
         dns.KIND,
         http.KIND,
+        socket.KIND,
+        ntp.KIND,
+        clock.KIND,
     )
 }

@@ -11,6 +11,8 @@ runner does both.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
@@ -46,18 +48,52 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+# The largest file a config may name (a CA bundle, a password): Debian's whole system bundle
+# is about 220 KiB. A path to /dev/zero or a huge log by mistake is refused, not read.
+MAX_FILE_BYTES = 4 << 20
+
+
 def readable_file(path: str) -> str | None:
     """An `option(check=...)` for paths the agent must be able to read (ca_file, ...)."""
     if not path:
         return None
     try:
-        with open(path, "rb"):
-            return None
+        read_file(path, 0)
+    except ValueError as exc:
+        return f"cannot read {path}: {exc}"
+    return None
+
+
+def read_file(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The first `limit` bytes of a file a config names; ValueError says why it cannot be read.
+
+    Only a regular file of at most MAX_FILE_BYTES will do, and it is opened without blocking:
+    a FIFO or a device named by mistake (/dev/zero) would otherwise hang or exhaust the agent,
+    at load or at every run.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
+        raise ValueError(exc.strerror) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"{info.st_size} bytes, more than the {MAX_FILE_BYTES} a file "
+                             "named in the config may have")
+        return os.read(fd, limit) if limit else b""
+    except OSError as exc:
+        raise ValueError(exc.strerror) from None
+    finally:
+        os.close(fd)
 
 
 Observation = tuple[Spec, tuple[str, ...], float]
+
+# The key of Run.memory whose value a reload forgets, even when the check is unchanged: what
+# an operator's reload should undo (an NTP server that said DENY is asked again).
+UNTIL_RELOAD = "until_reload"
 
 
 class Run:
@@ -70,7 +106,8 @@ class Run:
         self.deadline = deadline  # event-loop time (monotonic) by which the run must end
         self.resolver = resolver
         # What a check keeps from one run to the next (e.g. the previous answers), for as long
-        # as its config is unchanged. Runs of one check never overlap.
+        # as its config is unchanged; memory[UNTIL_RELOAD] only until the next reload, even
+        # of an unchanged config. Runs of one check never overlap.
         self.memory: dict[str, Any] = {} if memory is None else memory
         self.observations: list[Observation] = []
         self.counts: list[Observation] = []
@@ -103,3 +140,14 @@ class Kind(Generic[S]):
     specs: tuple[Spec, ...]
     # One line for `netsentry probe KIND --help` and the README.
     summary: str = ""
+    # `netsentry probe` hooks, both optional. `probe_keys` turns the command line's options
+    # into config keys (raising ValueError for bad usage); `probe_table` shows observations
+    # side by side: it returns a table's rows, the header first, and the observations left
+    # to print one per line.
+    probe_keys: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    probe_table: Callable[
+        [tuple[Observation, ...]], tuple[list[tuple[str, ...]], tuple[Observation, ...]]
+    ] | None = None
+    # Problems with a check's interval and timeout (in seconds) that only its kind can see, as
+    # (key, message) pairs: e.g. an NTP server must not be asked more often than every 15 s.
+    schedule_problems: Callable[[S, float, float], list[tuple[str, str]]] | None = None

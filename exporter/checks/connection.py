@@ -53,21 +53,25 @@ def _file_version(path: str) -> tuple[int, ...]:
     return (found.st_ino, found.st_size, found.st_mtime_ns) if found else ()
 
 
-def record_tcp_info(run: Run, sock: socket.socket | Any) -> None:
-    """The path as the kernel sees it; absent where the platform has no TCP_INFO."""
+def record_tcp_info(run: Run, sock: socket.socket | Any) -> tcp_info.TcpInfo | None:
+    """The path as the kernel sees it; absent where the platform has no TCP_INFO.
+
+    Returns what it read, for a kind that records more of it (the socket check: the MSS).
+    """
     raw = net.tcp_info(sock, tcp_info.REQUEST_SIZE)
     if raw is None:
-        return
+        return None
     try:
         info = tcp_info.parse(raw)
     except tcp_info.TcpInfoError as exc:
         run.detail("tcp_info", str(exc))
-        return
+        return None
     run.gauge(metrics.TCP_RTT, info.rtt_seconds)
     run.gauge(metrics.TCP_RTTVAR, info.rttvar_seconds)
     run.gauge(metrics.TCP_RETRANSMITS, info.total_retrans)
     run.gauge(metrics.TCP_SND_CWND, info.snd_cwnd)
     run.gauge(metrics.TCP_PMTU, info.pmtu_bytes)
+    return info
 
 
 def record_tls(run: Run, session: ssl.SSLObject | ssl.SSLSocket) -> None:

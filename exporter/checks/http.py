@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from exporter import __version__, metrics, net, web
-from exporter.checks.base import Kind, Run, option, readable_file
+from exporter.checks.base import Kind, Run, option, read_file, readable_file
 from exporter.checks.connection import (
     TCP_INFO_SPECS,
     TLS_SPECS,
@@ -155,12 +155,11 @@ def _basic_auth(table: dict[str, Any]) -> BasicAuth:
     if not isinstance(path, str):
         raise ValueError("password_file must be a string")
     try:
-        with open(path, encoding="utf-8") as file:
-            password = file.read().rstrip("\r\n")
-    except OSError as exc:
-        raise ValueError(f"cannot read password_file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"password_file {path} is not UTF-8") from None
+        password = read_file(path).decode("utf-8").rstrip("\r\n")
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        if isinstance(exc, UnicodeDecodeError):
+            raise ValueError(f"password_file {path} is not UTF-8") from None
+        raise ValueError(f"cannot read password_file {path}: {exc}") from None
     return BasicAuth(username, Secret(password))
 
 

@@ -1,0 +1,31 @@
+"""Awaiting under a deadline, without leaving garbage for the cyclic collector.
+
+`asyncio.wait_for` on Python 3.11 leaves a reference cycle behind every timeout: its frame
+holds the cancelled task, whose CancelledError's traceback holds the frame. Freed only by a
+full GC pass, that garbage piles up in the oldest generation when many targets time out (2,000
+stuck checks at 10,000 made every full pass three times longer, 0.2–0.3 s of a stalled event
+loop each). `asyncio.timeout_at` (3.11+) cancels the awaiting task itself and leaves none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+
+    async def within(awaitable: Awaitable[T], deadline: float) -> T:
+        """Await `awaitable` until `deadline` (event-loop time); TimeoutError after it."""
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def within(awaitable: Awaitable[T], deadline: float) -> T:
+        """Await `awaitable` until `deadline` (event-loop time); TimeoutError after it."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        return await asyncio.wait_for(awaitable, max(remaining, 0))
