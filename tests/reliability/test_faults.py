@@ -1,0 +1,105 @@
+"""Network faults against a real agent: each shows as failures with the right reason while it
+lasts, and the check recovers on the next run after it ends; no run is lost meanwhile.
+
+The faults come from real servers killed and restarted (dnsmasq) and from the tests' fault
+proxy (loss, resets); the agent is a real process (tests/agent.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent import Agent
+from tests.dnsmasq import Dnsmasq
+from tests.faultproxy import FaultProxy, Faults
+from tests.httpservers import HttpServer, Reply
+from tests.reliability.agentwatch import assert_recovers, counts, wait_counts
+
+HEAD = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
+RECORDS = {"host.test": ["127.0.0.5"]}
+
+
+def dns_check(name: str, server: str) -> str:
+    return (f'\n[[checks]]\nname = "{name}"\nkind = "dns"\ntarget = "host.test"\n'
+            f'server = ["{server}"]\nexpect_answers = ["127.0.0.5"]\n')
+
+
+@pytest.fixture
+def dnsmasq() -> Iterator[Dnsmasq]:
+    with Dnsmasq(a=RECORDS) as server:
+        yield server
+
+
+def test_dns_server_dies_and_comes_back(tmp_path: Path, dnsmasq: Dnsmasq) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(HEAD + dns_check("resolver", dnsmasq.address))
+    with Agent(path) as agent:
+        up = wait_counts(agent, "resolver", lambda c: c.success == 1, what="a first success")
+        dnsmasq.stop()  # SIGTERM: the port is closed, queries go unanswered
+        down = wait_counts(agent, "resolver", lambda c: c.runs >= up.runs + 4,
+                           what="four runs with the server dead")
+        # The run in flight when it died may have succeeded; the three after it failed, and
+        # a dead UDP server is silence to an unconnected socket: timeout, nothing else.
+        assert set(down.since(up)) == {"timeout"}
+        assert down.failed - up.failed >= 3
+        assert down.success == 0
+        again = Dnsmasq(a=RECORDS, port=dnsmasq.port)
+        try:
+            lifted = counts(agent, "resolver")
+            assert_recovers(agent, "resolver", lifted)
+        finally:
+            again.stop()
+        assert agent.value("netsentry_scheduler_missed_runs_total", check="resolver",
+                           kind="dns") == 0
+
+
+def test_dns_under_30_percent_packet_loss(tmp_path: Path, dnsmasq: Dnsmasq) -> None:
+    names = [f"lossy-{i}" for i in range(8)]
+    with FaultProxy("udp", ("127.0.0.1", dnsmasq.port), Faults(drop=0.3), seed=9) as proxy:
+        path = tmp_path / "c.toml"
+        path.write_text(HEAD + "".join(dns_check(n, proxy.address) for n in names))
+        with Agent(path) as agent:
+            before = {n: counts(agent, n) for n in names}
+            wait_counts(agent, names[-1], lambda c: c.runs >= before[names[-1]].runs + 6,
+                        what="six runs under loss")
+            lossy = {n: counts(agent, n) for n in names}
+            proxy.faults = Faults()
+            lifted = {n: counts(agent, n) for n in names}
+            failed = sum(lossy[n].failed for n in names)
+            ran = sum(lossy[n].runs for n in names)
+            # A query and its reply each survive with 0.7: about half the runs fail. Lost
+            # datagrams are silence, so every failure is a timeout.
+            assert {r for n in names for r in lossy[n].since(before[n])} <= {"timeout"}
+            assert 0 < failed < ran, (failed, ran)
+            assert proxy.stats["dropped_up"] + proxy.stats["dropped_down"] > 0
+            for name in names:
+                assert_recovers(agent, name, lifted[name])
+            assert all(agent.value("netsentry_scheduler_missed_runs_total", check=n,
+                                   kind="dns") == 0 for n in names)
+
+
+def test_http_server_resetting_mid_transfer(tmp_path: Path) -> None:
+    body = bytes(range(256)) * 800  # 200 KiB: the reset comes in the middle of it
+    with HttpServer({"/": Reply(200, body)}) as server, \
+            FaultProxy("tcp", ("127.0.0.1", server.port), Faults(reset_after=20_000)) as proxy:
+        path = tmp_path / "c.toml"
+        path.write_text(HEAD + f'\n[[checks]]\nname = "web"\nkind = "http"\n'
+                        f'target = "http://{proxy.address}/"\n')
+        with Agent(path) as agent:
+            first = wait_counts(agent, "web", lambda c: c.runs >= 3, what="three runs")
+            assert set(first.failures[r] for r in first.failures if r != "network_error") == {0}
+            assert first.failures["network_error"] == first.runs
+            assert first.success == 0
+            assert proxy.stats["resets"] >= 3
+            proxy.faults = Faults(reset_after=0)  # now at once, before the request
+            at_once = wait_counts(agent, "web", lambda c: c.runs >= first.runs + 2,
+                                  what="two runs reset at accept")
+            assert set(at_once.since(first)) == {"network_error"}
+            proxy.faults = Faults()
+            lifted = counts(agent, "web")
+            assert_recovers(agent, "web", lifted)
+            assert agent.value("netsentry_http_response_bytes", check="web",
+                               kind="http") == len(body)
