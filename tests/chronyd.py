@@ -15,13 +15,11 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 from exporter.codecs import ntp as codec
+from tests.daemon import Daemon
 
 CHRONYD = "/usr/sbin/chronyd"
 
@@ -46,52 +44,38 @@ def chronyd_config(port: int, stratum: int, directory: str, *, address: str = "1
     ]) + "\n"
 
 
-class Chronyd:
+class Chronyd(Daemon):
     """Start chronyd (in __init__) and wait until it answers; stop() or the `with` block ends it.
 
     .log (its stderr lines) is filled by a thread: complete only after stop().
     """
 
+    name = "chronyd"
+    port_taken = ("Could not open", "in use")
+    not_ready = (OSError, codec.NtpCodecError)
+
     def __init__(self, stratum: int = 3, *, ready_timeout: float = 10) -> None:
+        super().__init__()
         self.stratum = stratum
         self._tmp = tempfile.TemporaryDirectory(prefix="chronyd-")
-        self.log: list[str] = []
-        self.proc: subprocess.Popen[str] | None = None
+        self.start(free_udp_port, ready_timeout=ready_timeout)
+
+    def argv_for(self, port: int) -> list[str]:
+        config = Path(self._tmp.name, "chronyd.conf")
+        config.write_text(chronyd_config(port, self.stratum, self._tmp.name))
         user = ["-u", "root"] if os.geteuid() == 0 else ["-U"]
-        for _ in range(3):  # the free port may be taken between finding and binding it
-            self.port = free_udp_port()
-            config = Path(self._tmp.name, "chronyd.conf")
-            config.write_text(chronyd_config(self.port, stratum, self._tmp.name))
-            self.argv = [CHRONYD, "-d", "-x", *user, "-f", str(config)]
-            self.log = []
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         text=True)
-            self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
-            self._reader.start()
-            try:
-                self.wait_ready(ready_timeout)
-                return
-            except BaseException:
-                self._terminate()
-                if not any("Could not open" in line or "in use" in line for line in self.log):
-                    self._tmp.cleanup()
-                    raise
+        return [CHRONYD, "-d", "-x", *user, "-f", str(config)]
+
+    def answers(self) -> bool:
+        self.ask()  # raises unless a valid reply came
+        return True
+
+    def cleanup(self) -> None:
         self._tmp.cleanup()
-        raise RuntimeError(f"chronyd could not bind a port in 3 tries:\n{self.logs}")
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def logs(self) -> str:
-        return "\n".join(self.log)
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.log.append(line.rstrip("\n"))
 
     def ask(self, timeout: float = 0.2) -> bytes:
         """One NTP request, answered: the raw reply (raises OSError without one)."""
@@ -103,45 +87,3 @@ class Chronyd:
             reply = sock.recv(1024)
         codec.read_reply(reply, transmit)  # raises if it is not a usable reply
         return reply
-
-    def wait_ready(self, timeout: float = 10) -> None:
-        """Ask (0.2 s per try) until chronyd answers with a valid reply; raise if it exits or
-        does not within `timeout`."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        for _ in range(500):
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                raise RuntimeError(f"chronyd exited with {self.proc.returncode}:\n{self.logs}")
-            try:
-                self.ask()
-                return
-            except (OSError, codec.NtpCodecError):
-                pass
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        raise RuntimeError(f"chronyd did not answer on {self.address}:\n{self.logs}")
-
-    def stop(self) -> None:
-        self._terminate()
-        self._tmp.cleanup()
-
-    def _terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None:
-            self._reader.join(2)
-            assert self.proc.stderr is not None
-            self.proc.stderr.close()
-
-    def __enter__(self) -> Chronyd:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

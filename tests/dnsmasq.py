@@ -9,15 +9,15 @@ any other name answers REFUSED, since there are no upstream servers.
 
 from __future__ import annotations
 
+import functools
 import socket
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import dns.exception
 import dns.message
+
+from tests.daemon import Daemon
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -67,11 +67,15 @@ def free_port() -> int:
     raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1 in 50 tries")
 
 
-class Dnsmasq:
+class Dnsmasq(Daemon):
     """Start dnsmasq (in __init__) and wait until it answers; stop() or the `with` block ends it.
 
     .log (its stderr lines) is filled by a thread: complete only after stop().
     """
+
+    name = "dnsmasq"
+    port_taken = ("Address already in use",)
+    not_ready = (OSError, dns.exception.DNSException)
 
     def __init__(
         self,
@@ -86,86 +90,30 @@ class Dnsmasq:
         port: int = 0,
         ready_timeout: float = 10,
     ) -> None:
+        super().__init__()
         self._tmp = tempfile.TemporaryDirectory(prefix="dnsmasq-")
-        self.log: list[str] = []
-        self.proc: subprocess.Popen[str] | None = None
-        for _ in range(3 if port == 0 else 1):
-            self.port = port or free_port()
-            self.argv = dnsmasq_argv(
-                self.port, f"{self._tmp.name}/dnsmasq.pid", a=a, aaaa=aaaa, mx=mx, txt=txt,
-                cname=cname, local=local, extra_args=extra_args)
-            self.log = []
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         text=True)
-            self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
-            self._reader.start()
-            try:
-                self.wait_ready(ready_timeout)
-                return
-            except BaseException:
-                self._terminate()
-                if not any("Address already in use" in line for line in self.log):
-                    self._tmp.cleanup()
-                    raise
+        self._argv = functools.partial(
+            dnsmasq_argv, pid_file=f"{self._tmp.name}/dnsmasq.pid", a=a, aaaa=aaaa, mx=mx,
+            txt=txt, cname=cname, local=local, extra_args=extra_args)
+        self._ready_query = dns.message.make_query("ready.invalid.", "A").to_wire()
+        # free_port is looked up at each call, so that a test can replace it.
+        self.start(lambda: free_port(), port, ready_timeout)
+
+    def argv_for(self, port: int) -> list[str]:
+        return self._argv(port)
+
+    def answers(self) -> bool:
+        # A connected socket sees "refused" at once while nothing listens.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
+            sock.connect(("127.0.0.1", self.port))
+            sock.send(self._ready_query)
+            dns.message.from_wire(sock.recv(65536))
+        return True
+
+    def cleanup(self) -> None:
         self._tmp.cleanup()
-        raise RuntimeError(f"dnsmasq could not bind a port in 3 tries:\n{self.logs}")
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def logs(self) -> str:
-        return "\n".join(self.log)
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.log.append(line.rstrip("\n"))
-
-    def wait_ready(self, timeout: float = 10) -> None:
-        """Send real DNS queries (0.2 s each) until dnsmasq answers; raise if it exits or not."""
-        assert self.proc is not None
-        wire = dns.message.make_query("ready.invalid.", "A").to_wire()
-        deadline = time.monotonic() + timeout
-        for _ in range(500):  # a connected socket sees "refused" at once while nothing listens
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                raise RuntimeError(f"dnsmasq exited with {self.proc.returncode}:\n{self.logs}")
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                sock.settimeout(0.2)
-                try:
-                    sock.connect(("127.0.0.1", self.port))
-                    sock.send(wire)
-                    dns.message.from_wire(sock.recv(65536))
-                    return
-                except (OSError, dns.exception.DNSException):
-                    pass
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        raise RuntimeError(f"dnsmasq did not answer on {self.address}:\n{self.logs}")
-
-    def stop(self) -> None:
-        self._terminate()
-        self._tmp.cleanup()
-
-    def _terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None:
-            self._reader.join(2)
-            assert self.proc.stderr is not None
-            self.proc.stderr.close()
-
-    def __enter__(self) -> Dnsmasq:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -15,7 +15,6 @@ import http.client
 import json
 import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.daemon import Daemon
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -47,60 +48,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Prometheus:
+class Prometheus(Daemon):
+    name = "prometheus"
+    port_taken = ("address already in use",)
+    poll_seconds = 0.1
+
     def __init__(self, config: dict[str, Any], directory: Path, *,
                  ready_timeout: float = 30) -> None:
+        super().__init__()
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.config_file = directory / "prometheus.yml"
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.log: list[str] = []
-        self.proc: subprocess.Popen[str] | None = None
-        for _ in range(3):  # the free port may be taken before Prometheus binds it
-            self.port = _free_port()
-            self.proc = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={self.config_file}",
-                 f"--storage.tsdb.path={directory / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--web.enable-lifecycle", "--log.level=info"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                text=True)
-            self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
-            self._reader.start()
-            try:
-                self._wait_ready(ready_timeout)
-                return
-            except RuntimeError:
-                self.stop()
-                if not any("address already in use" in line for line in self.log):
-                    raise
-        raise RuntimeError("Prometheus could not bind a port in 3 tries:\n" + self.logs)
+        self.start(_free_port, ready_timeout=ready_timeout)
 
-    @property
-    def logs(self) -> str:
-        return "\n".join(self.log)
+    def argv_for(self, port: int) -> list[str]:
+        return [PROMETHEUS, f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
+                "--log.level=info"]
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.log.append(line.rstrip("\n"))
-
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        for _ in range(1000):
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n"
-                                   + self.logs)
-            try:
-                if self._get("/-/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus was not ready in {timeout:g}s:\n" + self.logs)
+    def answers(self) -> bool:
+        return self._get("/-/ready")[0] == 200
 
     def _get(self, path: str) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -140,20 +109,3 @@ class Prometheus:
                 break
             time.sleep(0.25)
         raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None:
-            self._reader.join(2)
-
-    def __enter__(self) -> Prometheus:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
