@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -74,8 +73,6 @@ class TcpSettings:
             found.append(("dialog", "starttls with tls = true: the connection is TLS already"))
         if starttls > 1:
             found.append(("dialog", "starttls more than once"))
-        if starttls and sys.version_info < (3, 11):
-            found.append(("dialog", "starttls needs Python 3.11 or newer"))
         return found
 
 
