@@ -26,6 +26,27 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
 
     async def within(awaitable: Awaitable[T], deadline: float) -> T:
-        """Await `awaitable` until `deadline` (event-loop time); TimeoutError after it."""
-        remaining = deadline - asyncio.get_running_loop().time()
-        return await asyncio.wait_for(awaitable, max(remaining, 0))
+        """Await `awaitable` until `deadline` (event-loop time); TimeoutError after it.
+
+        What asyncio.timeout_at does on 3.11, in its simplest form: cancel this very task at
+        the deadline and turn that cancellation into a timeout (wait_for would wrap the
+        awaitable in a task of its own and leave the same reference cycle behind)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        fired = False
+
+        def fire() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        handle = loop.call_at(deadline, fire)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not fired:
+                raise
+        finally:
+            handle.cancel()
+        raise asyncio.TimeoutError

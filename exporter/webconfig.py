@@ -347,7 +347,11 @@ def _tls(reader: _Reader, node: Node | None, directory: Path) -> ssl.SSLContext 
         except ssl.SSLError as exc:
             add("cipher_suites", f"OpenSSL refuses these suites: {_ssl_reason(exc)}")
     if curves:
-        context.set_ecdh_curve(CURVES[curves[0]])
+        try:
+            context.set_ecdh_curve(CURVES[curves[0]])
+        except (ssl.SSLError, ValueError):  # Python 3.10 knows only the NIST curves here
+            add("curve_preferences", f"this Python's ssl module cannot limit TLS to "
+                f"{curves[0]}; use CurveP256, CurveP384 or CurveP521 (or Python 3.11+)")
     if verify is not None and verify is not ssl.CERT_NONE:
         try:
             context.load_verify_locations(cafile=files["client_ca_file"])

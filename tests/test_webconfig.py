@@ -94,7 +94,7 @@ ACCEPTED = {
           max_version: TLS13
           cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256]
           prefer_server_cipher_suites: false
-          curve_preferences: [X25519]
+          curve_preferences: [CurveP256]
         http_server_config:
           http2: false
           headers:
