@@ -31,6 +31,7 @@ from typing import Any
 from exporter import metrics, net
 from exporter.checks.base import UNTIL_RELOAD, Kind, Run, option
 from exporter.codecs import ntp as codec
+from exporter.deadline import within
 from exporter.durations import parse_duration
 from exporter.errors import CheckError, Reason
 from exporter.ntp_selection import Candidate, combine, select
@@ -243,10 +244,9 @@ async def _ask(address: net.Address, wait_until: float,
     def foreign(source: tuple[Any, ...]) -> None:
         ignored.append(f"a datagram from {source[0]} port {source[1]}, not the server")
 
-    loop = asyncio.get_running_loop()
-    reply = await asyncio.wait_for(
+    reply = await within(
         net.timed_udp_exchange(address, codec.build_request(transmit), accept, foreign=foreign),
-        max(wait_until - loop.time(), 0))
+        wait_until)
     verdict = verdicts[-1]
     if isinstance(verdict, codec.NtpCodecError):
         raise verdict
