@@ -19,7 +19,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from exporter import __version__, config, exposition, pages, process_metrics, status
@@ -32,7 +32,7 @@ from exporter.probe_endpoint import ProbeEndpoint
 from exporter.runner import Runner
 from exporter.scheduler import Scheduler
 from exporter.shard import ALL, Shard
-from exporter.store import Result, Store
+from exporter.store import CheckState, Result, Store
 from exporter.watch import FileWatcher
 from exporter.web import Request, Response, Route, WebServer, parse_listen_address
 from exporter.webconfig import WebConfig
@@ -211,22 +211,9 @@ class Agent:
         )
 
     async def handle_metrics(self, request: Request) -> Response:
-        states = self.store.snapshot()
-        agent = self.agent_snapshot()
-        use_gzip = "gzip" in request.headers.get("accept-encoding", "")
-        compressor = zlib.compressobj(GZIP_LEVEL, wbits=31) if use_gzip else None  # gzip
-        body = bytearray()
-        for text in exposition.render_slices(states, agent):
-            data = text.encode()
-            body += compressor.compress(data) if compressor else data
-            await asyncio.sleep(0)  # a scrape of 10,000 checks must not hold up their runs
-        tail = process_metrics.render().encode()
-        if compressor:
-            body += compressor.compress(tail) + compressor.flush()
-        else:
-            body += tail
-        headers = (("Content-Encoding", "gzip"),) if use_gzip else ()
-        return Response(200, bytes(body), exposition.CONTENT_TYPE, headers)
+        parts = _metrics_parts(self.store.snapshot(), self.agent_snapshot())
+        body, encoding = await _encode_between_runs(parts, request)
+        return Response(200, body, exposition.CONTENT_TYPE, encoding)
 
     async def handle_healthy(self, request: Request) -> Response:
         return Response(200, b"Healthy.\n")
@@ -258,6 +245,12 @@ class Agent:
         body, encoding = await _encode_between_runs(parts, request)
         return Response(200, body, "application/json", (
             ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"), *encoding))
+
+
+def _metrics_parts(states: tuple[CheckState, ...],
+                   agent: exposition.AgentSnapshot) -> Iterator[str]:
+    yield from exposition.render_slices(states, agent)
+    yield process_metrics.render()  # last, read once the agent's own are rendered
 
 
 async def _encode_between_runs(
