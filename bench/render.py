@@ -1,10 +1,12 @@
 """/metrics rendering of N checks: netsentry's renderer beside prometheus_client's generic one.
 
-    .venv/bin/python bench/render.py [--checks 10000] [--repeat 7]
+    .venv/bin/python bench/render.py [--checks 10000] [--repeat 7] [--mixed]
 
-Builds a results store of N tcp checks that have run, then times (median of --repeat) the
-full exposition through `exporter.exposition.render` + encode, and the same families through
-a prometheus_client custom collector and `generate_latest`, in this process. No network.
+Builds a results store of N tcp checks that have run (with --mixed: a third each tcp, dns and
+http, as bench/reliability.py loads them), each with what a run of its kind records on
+Linux, then times (median of --repeat) the full exposition through
+`exporter.exposition.render` + encode, and the same families through a prometheus_client
+custom collector and `generate_latest`, in this process. No network.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,21 +33,43 @@ from exporter import config, metrics
 from exporter.exposition import AgentSnapshot, render
 from exporter.store import CheckState, Result, Store
 
+# What a run of each kind records on Linux (tcp: resolve and connect times and TCP_INFO; dns:
+# a direct query answered NOERROR; http: a plain GET answered 200), as (spec, labels, value).
+TCP_INFO = ((metrics.TCP_RTT, (), 2.8e-05), (metrics.TCP_RTTVAR, (), 1.4e-05),
+            (metrics.TCP_RETRANSMITS, (), 0), (metrics.TCP_SND_CWND, (), 10),
+            (metrics.TCP_PMTU, (), 65535))
+OBSERVED: dict[str, tuple[Any, ...]] = {
+    "tcp": ((metrics.DNS_LOOKUP, (), 1.2e-05), (metrics.TCP_CONNECT, (), 0.00021), *TCP_INFO),
+    "dns": ((metrics.DNS_LOOKUP, (), 0.000312), (metrics.DNS_ANSWERS, (), 1),
+            (metrics.DNS_MIN_TTL, (), 0), (metrics.DNS_AUTHENTICATED, (), 0)),
+    "http": (*((metrics.HTTP_PHASE, (phase,), 0.00017)
+               for phase in ("resolve", "connect", "processing", "transfer")),
+             (metrics.HTTP_REDIRECTS, (), 0), (metrics.HTTP_STATUS, (), 200),
+             (metrics.HTTP_RESPONSE_BYTES, (), 3), (metrics.HTTP_VERSION, ("1.1",), 1),
+             *TCP_INFO),
+}
+COUNTED: dict[str, tuple[Any, ...]] = {
+    "dns": ((metrics.DNS_RESPONSES, ("NOERROR",), 1), (metrics.DNS_ANSWER_CHANGES, (), 0)),
+}
+TABLES = {
+    "tcp": lambda i: f'target = "127.0.0.2:{40000 + i % 16}"\n',
+    "dns": lambda i: 'target = "host.test"\nserver = "127.0.0.1:5353"\n',
+    "http": lambda i: f'target = "http://127.0.0.2:{40000 + i % 16}/"\n',
+}
 
-def store_of(n: int) -> Store:
-    text = "".join(f'[[checks]]\nname = "tcp-{i:05d}"\nkind = "tcp"\n'
-                   f'target = "127.0.0.2:{40000 + i % 16}"\n' for i in range(n))
+
+def store_of(n: int, kinds: tuple[str, ...] = ("tcp",)) -> Store:
+    text = "".join(f'[[checks]]\nname = "{kinds[i % len(kinds)]}-{i:05d}"\n'
+                   f'kind = "{kinds[i % len(kinds)]}"\n' + TABLES[kinds[i % len(kinds)]](i)
+                   for i in range(n))
     store = Store()
     store.load(config.load_text(text, "bench").checks)
-    # What a tcp run records on Linux: resolve and connect times, and TCP_INFO.
-    observed = ((metrics.DNS_LOOKUP, (), 1.2e-05), (metrics.TCP_CONNECT, (), 0.00021),
-                (metrics.TCP_RTT, (), 2.8e-05), (metrics.TCP_RTTVAR, (), 1.4e-05),
-                (metrics.TCP_RETRANSMITS, (), 0), (metrics.TCP_SND_CWND, (), 10),
-                (metrics.TCP_PMTU, (), 65535))
     for name, state in list(store.states.items()):
+        kind = state.check.kind
         for _ in range(3):
             store.record(name, state.check,
-                         Result(True, None, "", 0.0004, time.time(), observations=observed))
+                         Result(True, None, "", 0.0004, time.time(),
+                                observations=OBSERVED[kind], counts=COUNTED.get(kind, ())))
     return store
 
 
@@ -66,9 +91,8 @@ class GenericCollector:
                                        labels=[*labels, "reason"])
         simple = {spec.name: GaugeMetricFamily(spec.name, spec.help, labels=labels)
                   for spec in (metrics.CHECK_LAST_RUN, metrics.CHECK_LAST_SUCCESS,
-                               metrics.CHECK_INTERVAL, metrics.DNS_LOOKUP, metrics.TCP_CONNECT,
-                               metrics.TCP_RTT, metrics.TCP_RTTVAR, metrics.TCP_RETRANSMITS,
-                               metrics.TCP_SND_CWND, metrics.TCP_PMTU)}
+                               metrics.CHECK_INTERVAL)}
+        kinds: dict[str, Metric] = {}  # the kinds' families, as the checks recorded them
         info = GaugeMetricFamily(metrics.CHECK_INFO.name, metrics.CHECK_INFO.help,
                                  labels=[*labels, "target"])
         missed = CounterMetricFamily(metrics.SCHEDULER_MISSED.name, metrics.SCHEDULER_MISSED.help,
@@ -88,12 +112,18 @@ class GenericCollector:
             simple[metrics.CHECK_LAST_RUN.name].add_metric(values, s.last.finished)
             simple[metrics.CHECK_LAST_SUCCESS.name].add_metric(values, s.last_success or 0)
             simple[metrics.CHECK_INTERVAL.name].add_metric(values, s.check.interval)
-            for spec, _, value in s.last.observations:
-                simple[spec.name].add_metric(values, value)
+            for spec, extra, value in (*s.last.observations, *s.counters):
+                family = kinds.get(spec.name)
+                if family is None:
+                    make = CounterMetricFamily if spec.type == "counter" else GaugeMetricFamily
+                    family = kinds[spec.name] = make(spec.name, spec.help,
+                                                     labels=[*labels, *spec.labels])
+                family.add_metric([*values, *extra], value)
             info.add_metric([*values, s.check.target], 1)
             missed.add_metric(values, 0)
             skipped.add_metric(values, 0)
-        yield from (success, duration, runs, failures, *simple.values(), info, missed, skipped)
+        yield from (success, duration, runs, failures, *simple.values(), info, missed, skipped,
+                    *kinds.values())
 
 
 def timed(func: object, repeat: int) -> tuple[float, int]:
@@ -110,16 +140,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--mixed", action="store_true",
+                        help="a third each tcp, dns and http checks (default: tcp only)")
     args = parser.parse_args()
-    states = store_of(args.checks).snapshot()
+    kinds = tuple(OBSERVED) if args.mixed else ("tcp",)
+    states = store_of(args.checks, kinds).snapshot()
+    configured = {kind: sum(s.check.kind == kind for s in states) for kind in kinds}
     agent = AgentSnapshot("bench", sys.version.split()[0], "bench", True, None, 0,
-                          {"tcp": args.checks}, (0,) * (len(metrics.LAG_BUCKETS) + 1), 0.0, 0)
+                          configured, (0,) * (len(metrics.LAG_BUCKETS) + 1), 0.0, 0)
     registry = CollectorRegistry()
     registry.register(GenericCollector(states))  # type: ignore[arg-type]
     ours, our_size = timed(lambda: render(states, agent).encode(), args.repeat)
     generic, generic_size = timed(lambda: generate_latest(registry), args.repeat)
     series = render(states, agent).count("\n") - 2 * render(states, agent).count("# TYPE")
-    print(f"checks {args.checks}, series {series}, python {sys.version.split()[0]}")
+    print(f"checks {args.checks} ({', '.join(kinds)}), series {series}, "
+          f"python {sys.version.split()[0]}")
     print(f"netsentry exposition   median {ours * 1000:8.1f} ms  {our_size / 2**20:6.1f} MiB  "
           f"{ours / series * 1e6:.2f} us/series")
     print(f"prometheus_client      median {generic * 1000:8.1f} ms  {generic_size / 2**20:6.1f} "

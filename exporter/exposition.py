@@ -72,8 +72,9 @@ _LAG_LE = [format_value(float(b)) for b in LAG_BUCKETS] + ["+Inf"]
 class _Text:
     """Every series of one loaded check, rendered up to the value."""
 
-    __slots__ = ("base", "buckets", "count", "failures", "info", "interval", "kind", "last_run",
-                 "last_success", "missed", "runs", "skipped", "success", "sum")
+    __slots__ = ("base", "buckets", "count", "counted", "failures", "failures_text", "info",
+                 "interval", "kind", "last_run", "last_success", "missed", "runs", "skipped",
+                 "success", "sum")
 
     def __init__(self, state: CheckState) -> None:
         check = state.check
@@ -86,6 +87,10 @@ class _Text:
         self.runs = f"{metrics.CHECK_RUNS.name}{{{base}}} "
         self.failures = tuple(f'{metrics.CHECK_FAILURES.name}{{{base},reason="{r.value}"}} '
                               for r in state.reasons)
+        # The failure counters' lines for the counts in `counted`: a run that succeeds keeps
+        # its state's very tuple of counts, so most checks reuse these lines scrape after scrape.
+        self.counted: tuple[int, ...] | None = None
+        self.failures_text = ""
         self.last_run = f"{metrics.CHECK_LAST_RUN.name}{{{base}}} "
         self.last_success = f"{metrics.CHECK_LAST_SUCCESS.name}{{{base}}} "
         self.interval = (f"{metrics.CHECK_INTERVAL.name}{{{base}}} "
@@ -133,10 +138,7 @@ def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot) -> Itera
 
     yield _header(metrics.CHECK_FAILURES)
     for part in slices:
-        out = []
-        for s, t in part:
-            out += map("{}{}\n".format, t.failures, s.failures)
-        yield "".join(out)
+        yield "".join(_failures_text(s, t) for s, t in part)
 
     yield _header(metrics.CHECK_LAST_RUN)
     for part in slices:
@@ -162,6 +164,13 @@ def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot) -> Itera
 
     yield from _kind_metrics(slices)
     yield _agent_metrics(agent)
+
+
+def _failures_text(state: CheckState, text: _Text) -> str:
+    if state.failures is not text.counted:
+        text.failures_text = "".join(map("{}{}\n".format, text.failures, state.failures))
+        text.counted = state.failures
+    return text.failures_text
 
 
 def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]:

@@ -148,6 +148,29 @@ def test_metrics_gzip_when_asked(tmp_path: Path, server: AcceptServer) -> None:
         assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
+def test_metrics_gzip_of_many_checks_carries_every_series(
+    tmp_path: Path, server: AcceptServer
+) -> None:
+    """Parts of 64 KiB and more are deflated on the agent's gzip thread, in order, while the
+    loop renders the next: the compressed scrape holds the same series as the plain one."""
+    always = ("netsentry_check_runs_total", "netsentry_check_failures_total",
+              "netsentry_check_duration_seconds_bucket", "netsentry_check_info")
+    path = tmp_path / "netsentry.toml"
+    path.write_text(tcp_checks([f"c{i:03d}" for i in range(600)], server.target))
+    with Agent(path) as agent:
+        _, _, plain = agent.fetch("GET", "/metrics")
+        status, headers, body = agent.fetch("GET", "/metrics",
+                                            headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and headers["Content-Encoding"] == "gzip"
+        assert len(plain) > 4 * 65536  # large enough for parts to go to the thread
+
+        def series(text: str) -> list[str]:  # of the families every loaded check has
+            return [line.rsplit(" ", 1)[0] for line in text.splitlines()
+                    if line.startswith(always)]
+
+        assert series(gzip.decompress(body).decode()) == series(plain.decode())
+
+
 def test_half_open_connections_block_neither_scrapes_nor_grow_threads(
     tmp_path: Path, server: AcceptServer
 ) -> None:

@@ -127,3 +127,27 @@ def test_undeclared_reason_is_still_counted() -> None:
     got = samples(render(store.snapshot(), agent()))
     key = frozenset({("check", "web"), ("kind", "tcp"), ("reason", "kiss_of_death")})
     assert got[("netsentry_check_failures_total", key)] == 1
+
+
+def test_failure_counts_follow_every_run_between_scrapes() -> None:
+    """The failure counters' lines are reused while a check's counts stay the same: a later
+    failure, of the same or another reason, still shows in the next scrape."""
+    store = loaded_store()
+    web = store.states["web"].check
+    labels = frozenset({("check", "web"), ("kind", "tcp")})
+
+    def failures(reason: Reason) -> float:
+        got = samples(render(store.snapshot(), agent()))
+        return got[("netsentry_check_failures_total", labels | {("reason", reason.value)})]
+
+    def run(reason: Reason | None) -> None:
+        store.record("web", web, Result(reason is None, reason, "", 0.001, 1700000001.0))
+
+    assert failures(Reason.REFUSED) == 0
+    run(Reason.REFUSED)
+    assert failures(Reason.REFUSED) == 1
+    run(None)  # a success keeps the counts (and their rendered lines)
+    assert failures(Reason.REFUSED) == 1
+    run(Reason.REFUSED)
+    run(Reason.TIMEOUT)
+    assert (failures(Reason.REFUSED), failures(Reason.TIMEOUT)) == (2, 1)
