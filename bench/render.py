@@ -136,6 +136,22 @@ def timed(func: object, repeat: int) -> tuple[float, int]:
     return statistics.median(times), size
 
 
+def snapshot_of(n: int, kinds: tuple[str, ...]) -> tuple[tuple[CheckState, ...], AgentSnapshot]:
+    states = store_of(n, kinds).snapshot()
+    configured = {kind: sum(s.check.kind == kind for s in states) for kind in kinds}
+    agent = AgentSnapshot("bench", sys.version.split()[0], "bench", True, None, 0,
+                          configured, (0,) * (len(metrics.LAG_BUCKETS) + 1), 0.0, 0)
+    return states, agent
+
+
+def render_seconds(n: int, kinds: tuple[str, ...], repeat: int = 5) -> tuple[float, int]:
+    """Median seconds to render and encode n checks of `kinds` that have run; the series."""
+    states, agent = snapshot_of(n, kinds)
+    seconds, _ = timed(lambda: render(states, agent).encode(), repeat)
+    text = render(states, agent)
+    return seconds, text.count("\n") - 2 * text.count("# TYPE")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", type=int, default=10_000)
@@ -144,10 +160,7 @@ def main() -> int:
                         help="a third each tcp, dns and http checks (default: tcp only)")
     args = parser.parse_args()
     kinds = tuple(OBSERVED) if args.mixed else ("tcp",)
-    states = store_of(args.checks, kinds).snapshot()
-    configured = {kind: sum(s.check.kind == kind for s in states) for kind in kinds}
-    agent = AgentSnapshot("bench", sys.version.split()[0], "bench", True, None, 0,
-                          configured, (0,) * (len(metrics.LAG_BUCKETS) + 1), 0.0, 0)
+    states, agent = snapshot_of(args.checks, kinds)
     registry = CollectorRegistry()
     registry.register(GenericCollector(states))  # type: ignore[arg-type]
     ours, our_size = timed(lambda: render(states, agent).encode(), args.repeat)

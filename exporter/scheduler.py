@@ -7,7 +7,12 @@ This is the only module that imports APScheduler, and it knows nothing of protoc
   10,000 checks never fire at once and a restart keeps each check's phase. Keys whose phases
   fall in the same 50 ms slot of the same interval share one APScheduler job: APScheduler's
   bookkeeping per job run (some 50 µs of datetime arithmetic, job-store updates and events)
-  is then paid once per slot, not once per check.
+  is then paid once per slot, not once per check, and the process wakes once for them all
+  (on a VM, a wake-up after a few ms asleep costs more CPU than a tcp check). A slot holds
+  few keys unless the agent runs hundreds of checks a second; then its keys start in groups
+  of `BATCH`, spread over the slot: runs started together share the loop, and each one's
+  timings would include the others' work: at 10,000 checks every 10 s, 50 started together
+  and 14 % of loopback tcp checks (29 % of http) reported over 10 ms; in groups, 0.3 %.
 - UTC everywhere; `max_instances=1`, `coalesce=False` and `misfire_grace_time` are set
   explicitly on every job. Coalescing happens here: of the overdue run times APScheduler hands
   over, the newest runs and the older ones are counted as missed, per key.
@@ -44,7 +49,8 @@ log = logging.getLogger(__name__)
 logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 EXECUTOR = "netsentry"
-SLOT = 0.05  # seconds: keys whose phases fall this close together start together
+SLOT = 0.05  # seconds: keys whose phases fall this close together share a job
+BATCH = 10  # keys started at the same moment, at most; a fuller slot starts in groups
 # Steps smaller than this are left alone: reading two clocks is not atomic, and NTP slews
 # (which move both clocks together on Linux) must not count.
 STEP_THRESHOLD = 0.25
@@ -105,6 +111,7 @@ class _Executor(BaseExecutor):  # type: ignore[misc]
         super().__init__()
         self._owner = owner
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.stopped = False  # groups of a slot still waiting to start then start nothing
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         owner = self._owner
@@ -115,10 +122,27 @@ class _Executor(BaseExecutor):  # type: ignore[misc]
         planned = run_times[-1].timestamp()
         missed = len(run_times) - 1
         late = now - planned > job.misfire_grace_time
-        for key in owner.slots.get(job.id, ()):
-            if missed or late:
+        keys = list(owner.slots.get(job.id, ()))
+        if missed or late:
+            for key in keys:
                 owner.missed[key] += missed + late
-            if late:
+        if late:
+            return
+        groups = [keys[i:i + BATCH] for i in range(0, len(keys), BATCH)]
+        spacing = SLOT / max(len(groups), 1)
+        for number, group in enumerate(groups):
+            if number == 0:
+                self._start(job.id, group, planned)
+            else:
+                owner.loop.call_later(number * spacing, self._start, job.id, group,
+                                      planned + number * spacing)
+
+    def _start(self, job_id: str, keys: list[str], planned: float) -> None:
+        owner = self._owner
+        if self.stopped:
+            return
+        for key in keys:
+            if owner.job_of(key) != job_id:  # unscheduled or re-planned meanwhile
                 continue
             if key in self.tasks:
                 owner.skipped[key] += 1
@@ -132,6 +156,7 @@ class _Executor(BaseExecutor):  # type: ignore[misc]
             del self.tasks[key]
 
     def shutdown(self, wait: bool = True) -> None:
+        self.stopped = True
         for task in self.tasks.values():
             task.cancel()
 
@@ -194,6 +219,10 @@ class Scheduler:
 
     def keys(self) -> list[str]:
         return list(self._slot_of)
+
+    def job_of(self, key: str) -> str | None:
+        """The id of the APScheduler job (the slot) that runs `key`."""
+        return self._slot_of.get(key)
 
     def update(self, schedule: dict[str, float]) -> None:
         """Make `schedule` (key → interval) the plan: add, re-plan and remove keys as needed.

@@ -4,8 +4,19 @@ answered by rescheduling — tested with an injected clock, never the system clo
 import asyncio
 import time
 from collections import Counter
+from itertools import pairwise
 
-from exporter.scheduler import SLOT, Scheduler, StepDetector, first_run, phase, slot_of
+import pytest
+
+from exporter.scheduler import (
+    BATCH,
+    SLOT,
+    Scheduler,
+    StepDetector,
+    first_run,
+    phase,
+    slot_of,
+)
 
 
 class FakeClock:
@@ -116,6 +127,36 @@ def test_runs_on_schedule_and_counts_lag() -> None:
     assert all(3 <= n <= 4 for n in runs.values()), runs
     assert sum(scheduler.lag.counts) == sum(runs.values())
     assert not scheduler.missed and not scheduler.skipped
+
+
+def test_a_full_slot_starts_in_groups_spread_over_it() -> None:
+    """Keys sharing a slot start at most BATCH at a time, the groups spread over the slot, so
+    that no run's timings include forty others' work; each group's lag is from its own
+    planned start."""
+    names = [f"c{i}" for i in range(2000)]
+    crowd = [n for n in names if slot_of(n, 1.0) == (1.0, 3)][:3 * BATCH + 2]
+    assert len(crowd) == 3 * BATCH + 2
+    planned: dict[str, float] = {}
+
+    async def scenario() -> None:
+        scheduler = Scheduler(_noop)
+
+        async def start_run(key: str, when: float) -> None:
+            planned.setdefault(key, when)
+
+        scheduler.start_run = start_run  # type: ignore[method-assign]
+        scheduler.start()
+        scheduler.update({name: 1.0 for name in crowd})
+        await asyncio.sleep(1.3)
+        scheduler.shutdown()
+
+    asyncio.run(scenario())
+    assert set(planned) == set(crowd)
+    groups = Counter(planned.values())
+    assert sorted(groups.values(), reverse=True) == [BATCH, BATCH, BATCH, 2]
+    starts = sorted(groups)
+    assert starts[-1] - starts[0] == pytest.approx(SLOT * 3 / 4, abs=1e-6)
+    assert [b - a for a, b in pairwise(starts)] == pytest.approx([SLOT / 4] * 3, abs=1e-6)
 
 
 def test_update_keeps_unchanged_and_removes_dropped() -> None:
