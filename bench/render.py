@@ -144,12 +144,18 @@ def snapshot_of(n: int, kinds: tuple[str, ...]) -> tuple[tuple[CheckState, ...],
     return states, agent
 
 
+def time_render(states: tuple[CheckState, ...], agent: AgentSnapshot,
+                repeat: int) -> tuple[float, int, int]:
+    """Median seconds to render and encode `states`; the series and the bytes."""
+    seconds, size = timed(lambda: render(states, agent).encode(), repeat)
+    text = render(states, agent)
+    return seconds, text.count("\n") - 2 * text.count("# TYPE"), size
+
+
 def render_seconds(n: int, kinds: tuple[str, ...], repeat: int = 5) -> tuple[float, int]:
     """Median seconds to render and encode n checks of `kinds` that have run; the series."""
-    states, agent = snapshot_of(n, kinds)
-    seconds, _ = timed(lambda: render(states, agent).encode(), repeat)
-    text = render(states, agent)
-    return seconds, text.count("\n") - 2 * text.count("# TYPE")
+    seconds, series, _ = time_render(*snapshot_of(n, kinds), repeat)
+    return seconds, series
 
 
 def main() -> int:
@@ -163,9 +169,8 @@ def main() -> int:
     states, agent = snapshot_of(args.checks, kinds)
     registry = CollectorRegistry()
     registry.register(GenericCollector(states))  # type: ignore[arg-type]
-    ours, our_size = timed(lambda: render(states, agent).encode(), args.repeat)
+    ours, series, our_size = time_render(states, agent, args.repeat)
     generic, generic_size = timed(lambda: generate_latest(registry), args.repeat)
-    series = render(states, agent).count("\n") - 2 * render(states, agent).count("# TYPE")
     print(f"checks {args.checks} ({', '.join(kinds)}), series {series}, "
           f"python {sys.version.split()[0]}")
     print(f"netsentry exposition   median {ours * 1000:8.1f} ms  {our_size / 2**20:6.1f} MiB  "
