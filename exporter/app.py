@@ -24,7 +24,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from exporter import __version__, config, exposition, pages, process_metrics, status
-from exporter.basic_auth import BasicAuth
 from exporter.blocking import BlockingPool
 from exporter.config import CheckConfig, Config
 from exporter.errors import ConfigError
@@ -37,6 +36,7 @@ from exporter.store import CheckState, Result, Store
 from exporter.watch import FileWatcher
 from exporter.web import Request, Response, Route, WebServer, parse_listen_address
 from exporter.webconfig import WebConfig
+from exporter.webreload import LiveWebConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,13 @@ class Agent:
         self.runner = Runner(Resolver(self._blocking))
         self.probe = ProbeEndpoint(lambda: self.config, self.runner.resolver, self.store)
         self.scheduler = Scheduler(self.run_scheduled)
-        web = options.web or WebConfig()
-        self._auth = BasicAuth(web.users, open_paths=OPEN_PATHS) if web.users else None
-        self.web = WebServer(self.routes(), ssl=web.tls, guard=self._auth, headers=web.headers)
-        self._watch: asyncio.Task[None] | None = None
+        # With --web.config.file, TLS, users and headers follow the file while serving.
+        live = self.live_web = (LiveWebConfig(options.web, open_paths=OPEN_PATHS)
+                                if options.web else None)
+        self.web = (WebServer(self.routes(), ssl=live.tls, guard=live.guard,
+                              headers=lambda: live.headers) if live
+                    else WebServer(self.routes()))
+        self._watches: list[asyncio.Task[None]] = []  # polling the config and web config files
         self.bound: list[str] = []
         self._stop = asyncio.Event()
         self._ready = False
@@ -103,7 +106,9 @@ class Agent:
         self.scheduler.start()
         self.apply(first)
         if watcher is not None:
-            self._watch = asyncio.create_task(watcher.run(self.reload))
+            self._watches.append(asyncio.create_task(watcher.run(self.reload)))
+        if self.live_web is not None:
+            self._watches.append(asyncio.create_task(self.live_web.run()))
         _tune_gc()
         self._ready = True
 
@@ -125,14 +130,14 @@ class Agent:
 
     async def close(self) -> None:
         self._ready = False
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in self._watches:
+            task.cancel()
         self.scheduler.shutdown()
         await self.web.close()
         self._blocking.close()
         self._gzip.close()
-        if self._auth is not None:
-            self._auth.close()
+        if self.live_web is not None:
+            self.live_web.close()
         log.info("stopped")
 
     # --- config -----------------------------------------------------------------------------
@@ -212,6 +217,7 @@ class Agent:
             missed=dict(self.scheduler.missed),
             skipped=dict(self.scheduler.skipped),
             shard=(self.options.shard.index, self.options.shard.count),
+            web_reload_ok=self.live_web.ok if self.live_web else None,
         )
 
     async def handle_metrics(self, request: Request) -> Response:

@@ -44,6 +44,7 @@ class AgentSnapshot:
     missed: Mapping[str, int] = field(default_factory=dict)
     skipped: Mapping[str, int] = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # this agent's shard I of N (--shard I/N)
+    web_reload_ok: bool | None = None  # None: no --web.config.file
 
 
 def escape_label(value: str) -> str:
@@ -216,6 +217,9 @@ def _agent_metrics(agent: AgentSnapshot) -> str:
     if agent.reload_time is not None:
         out += [_header(metrics.CONFIG_RELOAD_TIME),
                 f"{metrics.CONFIG_RELOAD_TIME.name} {format_value(agent.reload_time)}\n"]
+    if agent.web_reload_ok is not None:
+        out += [_header(metrics.WEB_CONFIG_RELOAD_OK),
+                f"{metrics.WEB_CONFIG_RELOAD_OK.name} {int(agent.web_reload_ok)}\n"]
     out += [_header(metrics.CHECKS_IN_FLIGHT),
             f"{metrics.CHECKS_IN_FLIGHT.name} {agent.in_flight}\n",
             _header(metrics.CHECKS_CONFIGURED)]

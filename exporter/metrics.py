@@ -313,6 +313,13 @@ CONFIG_RELOAD_TIME = Spec(
     GAUGE,
     "Unix time of the last successful config load or reload.",
 )
+WEB_CONFIG_RELOAD_OK = Spec(
+    "netsentry_web_config_last_reload_successful",
+    GAUGE,
+    "1 if the web config file (--web.config.file) and the certificate, key and CA files it "
+    "names are in effect as they are on disk, 0 if a change failed to load and older ones "
+    "serve. Absent without a web config file.",
+)
 CHECKS_IN_FLIGHT = Spec("netsentry_checks_in_flight", GAUGE, "Check runs in progress right now.")
 CHECKS_CONFIGURED = Spec(
     "netsentry_checks_configured", GAUGE, "Checks in the running config, by kind.", ("kind",)
@@ -356,6 +363,7 @@ AGENT_SPECS: tuple[Spec, ...] = (
     HOST_INFO,
     CONFIG_RELOAD_OK,
     CONFIG_RELOAD_TIME,
+    WEB_CONFIG_RELOAD_OK,
     CHECKS_IN_FLIGHT,
     CHECKS_CONFIGURED,
     SCHEDULER_LAG,

@@ -133,7 +133,7 @@ class WebServer:
         max_request_bytes: int = 1 << 20,
         ssl: SSLContext | None = None,
         guard: Guard | None = None,
-        headers: Sequence[tuple[str, str]] = (),
+        headers: Callable[[], Sequence[tuple[str, str]]] = tuple,
     ) -> None:
         if max_connections < 1 or max_handlers < 1:
             raise ValueError("max_connections and max_handlers must be at least 1")
@@ -146,7 +146,9 @@ class WebServer:
         self._max_request_bytes = max_request_bytes
         self._ssl = ssl
         self._guard = guard
-        self._headers = tuple(headers)  # added to every response that does not set them itself
+        # Asked at every response (the web config may change while serving): headers added to
+        # every response that does not set them itself.
+        self._headers = headers
         self._servers: list[asyncio.Server] = []
         self._clients: set[_Client] = set()
         self._closing = False
@@ -337,11 +339,11 @@ class WebServer:
     async def _send(self, client: _Client, conn: h11.Connection, response: Response, *,
                     head_only: bool = False, close: bool = False) -> None:
         try:
-            head = _response_head(response, close, self._headers)
+            head = _response_head(response, close, self._headers())
         except (h11.LocalProtocolError, UnicodeError):
             log.exception("invalid response with status %r", response.status)
             response = Response(500, b"internal server error\n")
-            head = _response_head(response, close, self._headers)
+            head = _response_head(response, close, self._headers())
         client.writer.write(conn.send(head) or b"")
         if response.body and not head_only:
             # Passed through, not copied: a scrape of 10,000 checks is 26 MiB.
@@ -410,7 +412,7 @@ def _make_request(head: h11.Request, body: bytes, peer: str) -> Request:
 
 
 def _response_head(response: Response, close: bool,
-                   defaults: tuple[tuple[str, str], ...] = ()) -> h11.Response:
+                   defaults: Sequence[tuple[str, str]] = ()) -> h11.Response:
     headers = [("Content-Type", response.content_type),
                ("Content-Length", str(len(response.body)))]
     headers += [(k, v) for k, v in response.headers if k.lower() not in _FRAMING_HEADERS]

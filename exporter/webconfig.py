@@ -43,6 +43,19 @@ class WebConfig:
     tls: ssl.SSLContext | None = field(default=None, compare=False)
     users: Mapping[str, bytes] = field(default_factory=dict)  # user name -> bcrypt hash
     headers: tuple[tuple[str, str], ...] = ()
+    # What a listener keeps from its start to its end, as (key, value): whether it serves TLS,
+    # and the TLS settings OpenSSL copies into each connection before a handshake can switch
+    # to a newer context (versions, client authentication, suites, curve). See webreload.
+    fixed: tuple[tuple[str, str], ...] = (("tls_server_config", "off"),)
+    tls_files: tuple[str, ...] = ()  # the certificate, key and client CA files it was built from
+
+
+def needs_restart(running: WebConfig, new: WebConfig) -> list[str]:
+    """The settings of `new` a running listener cannot take, as "key: old -> new"."""
+    old, now = dict(running.fixed), dict(new.fixed)
+    key = "tls_server_config"
+    keys = [key] if old[key] != now[key] else [k for k in now if now[k] != old[k]]
+    return [f"{k}: {old[k]} -> {now[k]}" for k in keys]
 
 
 TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
@@ -211,14 +224,14 @@ def _suggest(word: str, options: tuple[str, ...]) -> str:
 
 def _build(reader: _Reader, root: Node | None, source: str, directory: Path) -> WebConfig:
     top = reader.mapping(root, (), TOP_KEYS)
-    tls = _tls(reader, top.get("tls_server_config"), directory)
+    tls, fixed, tls_files = _tls(reader, top.get("tls_server_config"), directory)
     http = reader.mapping(top.get("http_server_config"), ("http_server_config",), HTTP_KEYS)
     # HTTP/2 is accepted for compatibility and has no effect: the server speaks HTTP/1.1 and
     # says so in ALPN, so HTTP/2 clients (Prometheus among them) fall back to it.
     reader.flag(http.get("http2"), ("http_server_config", "http2"), True)
     headers = _headers(reader, http.get("headers"))
     users = _users(reader, top.get("basic_auth_users"))
-    return WebConfig(source, tls, users, headers)
+    return WebConfig(source, tls, users, headers, fixed, tls_files)
 
 
 def _headers(reader: _Reader, node: Node | None) -> tuple[tuple[str, str], ...]:
@@ -257,7 +270,12 @@ def _users(reader: _Reader, node: Node | None) -> dict[str, bytes]:
     return users
 
 
-def _tls(reader: _Reader, node: Node | None, directory: Path) -> ssl.SSLContext | None:
+_Tls = tuple[ssl.SSLContext | None, tuple[tuple[str, str], ...], tuple[str, ...]]
+_PLAIN: _Tls = (None, (("tls_server_config", "off"),), ())
+
+
+def _tls(reader: _Reader, node: Node | None, directory: Path) -> _Tls:
+    """The context, the settings fixed per listener (see WebConfig.fixed) and the files read."""
     base: PathKey = ("tls_server_config",)
     before = len(reader.problems.lines)
     table = reader.mapping(node, base, TLS_KEYS)
@@ -274,7 +292,7 @@ def _tls(reader: _Reader, node: Node | None, directory: Path) -> ssl.SSLContext 
         if others:
             reader.problems.add(base, f"{', '.join(others)} set without cert_file and "
                                 "key_file; set both to serve TLS")
-        return None  # plain HTTP, as exporter-toolkit serves an empty tls_server_config
+        return _PLAIN  # plain HTTP, as exporter-toolkit serves an empty tls_server_config
     problems = reader.problems
 
     def add(key: str, message: str) -> None:
@@ -328,7 +346,7 @@ def _tls(reader: _Reader, node: Node | None, directory: Path) -> ssl.SSLContext 
         except OSError as exc:
             add(k, f"cannot read {path}: {exc.strerror}")
     if len(problems.lines) > before:
-        return None
+        return _PLAIN
 
     assert minimum is not None and maximum is not None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -359,7 +377,16 @@ def _tls(reader: _Reader, node: Node | None, directory: Path) -> ssl.SSLContext 
             add("client_ca_file", f"{files['client_ca_file']} has no PEM certificate: "
                 f"{_ssl_reason(exc)}")
         context.verify_mode = verify
-    return None if len(problems.lines) > before else context
+    if len(problems.lines) > before:
+        return _PLAIN
+    fixed = (("tls_server_config", "on"),
+             ("tls_server_config.min_version", text["min_version"] or "TLS12"),
+             ("tls_server_config.max_version", text["max_version"] or "TLS13"),
+             ("tls_server_config.client_auth_type", auth_name),
+             ("tls_server_config.cipher_suites", ",".join(ciphers) or "default"),
+             ("tls_server_config.prefer_server_cipher_suites", str(prefer_server).lower()),
+             ("tls_server_config.curve_preferences", ",".join(curves) or "default"))
+    return context, fixed, tuple(files.values())
 
 
 def _version(name: str, key: str, add: Any) -> ssl.TLSVersion | None:

@@ -115,8 +115,8 @@ def timeseries(title: str, description: str, targets: list[Json], unit: str, *,
                  defaults=defaults, options=options)
 
 
-def state_timeline(title: str, description: str, target: Json, states: list[Json], *,
-                   width: int = 24, height: int = 8) -> Json:
+def state_timeline(title: str, description: str, target: Json | list[Json], states: list[Json],
+                   *, width: int = 24, height: int = 8) -> Json:
     defaults: Json = {"color": {"mode": "thresholds"}, "mappings": states,
                       "thresholds": steps((None, "text")),
                       "custom": {"fillOpacity": 80, "lineWidth": 0}}
@@ -124,7 +124,8 @@ def state_timeline(title: str, description: str, target: Json, states: list[Json
                "showValue": "never", "legend": {"displayMode": "list", "placement": "bottom",
                                                 "showLegend": False},
                "tooltip": {"mode": "single", "sort": "none"}}
-    return panel("state-timeline", title, description, [target], "bool", width=width,
+    targets = target if isinstance(target, list) else [target]
+    return panel("state-timeline", title, description, targets, "bool", width=width,
                  height=height, defaults=defaults, options=options)
 
 
@@ -308,8 +309,13 @@ def overview() -> Json:
                    [query(f"sum by (kind) (netsentry_checks_configured{{{AGENT}}})", "{{kind}}")],
                    "short", stack=True),
         state_timeline("Config reloads", "1 = the last reload succeeded; 0 = it failed and an "
-                       "older config runs (NetsentryConfigReloadFailed).",
-                       query(f"netsentry_config_last_reload_successful{{{AGENT}}}", "{{instance}}"),
+                       "older config runs (NetsentryConfigReloadFailed). The same for the web "
+                       "config where one is given: its file, certificate, key and client CAs "
+                       "(NetsentryWebConfigReloadFailed).",
+                       [query(f"netsentry_config_last_reload_successful{{{AGENT}}}",
+                              "{{instance}}"),
+                        query(f"netsentry_web_config_last_reload_successful{{{AGENT}}}",
+                              "{{instance}} web config", ref="B")],
                        mapping((0, "reload failed", "red"), (1, "ok", "green")), width=12),
         table("Agents", "Versions and host names of the agents; `up` 0 means Prometheus "
               "cannot scrape it.", [

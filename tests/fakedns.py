@@ -456,3 +456,21 @@ class FakeDoh:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def make_client_cert(directory: Path, name: str = "prometheus") -> CertFiles:
+    """A CA of its own (`.ca`) and a client certificate it signed (extendedKeyUsage clientAuth)."""
+    ca_key, ca, key, csr, cert = (directory / n for n in
+                                  ("ca.key", "ca.pem", "client.key", "client.csr", "client.pem"))
+    ext = directory / "client.ext"
+    ext.write_text("basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
+                   "extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\n"
+                   "authorityKeyIdentifier = keyid\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+             "-subj", "/CN=netsentry client CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+    _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "0x1234",
+             "-days", "2", "-extfile", ext, "-out", cert)
+    return CertFiles(cert, key)

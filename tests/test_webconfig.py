@@ -23,7 +23,7 @@ from exporter.basic_auth import BasicAuth
 from exporter.errors import ConfigError
 from exporter.web import Request, Response, Route, WebServer
 from tests.agent import ROOT, Agent
-from tests.fakedns import CertFiles, _openssl, make_cert
+from tests.fakedns import CertFiles, make_cert, make_client_cert
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,22 +39,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
 
 @pytest.fixture(scope="module")
 def client_certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
-    """A CA of its own and a client certificate it signed (extendedKeyUsage clientAuth)."""
-    directory = tmp_path_factory.mktemp("client")
-    ca_key, ca, key, csr, cert = (directory / n for n in
-                                  ("ca.key", "ca.pem", "client.key", "client.csr", "client.pem"))
-    ext = directory / "client.ext"
-    ext.write_text("basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
-                   "extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\n"
-                   "authorityKeyIdentifier = keyid\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
-             "-subj", "/CN=netsentry client CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    _openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=prometheus")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "0x1234",
-             "-days", "2", "-extfile", ext, "-out", cert)
-    return CertFiles(cert, key)
+    return make_client_cert(tmp_path_factory.mktemp("client"))
 
 
 def write(directory: Path, text: str, name: str = "web.yml") -> Path:
@@ -391,7 +376,7 @@ def test_configured_headers_do_not_override_a_handlers_own() -> None:
 
     async def main() -> None:
         server = WebServer([Route("/own", own), Route("/plain", plain)],
-                           headers=(("X-Frame-Options", "deny"),))
+                           headers=lambda: (("X-Frame-Options", "deny"),))
         (address,) = await server.start(["127.0.0.1:0"])
         try:
             for path, want in (("/own", ["sameorigin"]), ("/plain", ["deny"]),

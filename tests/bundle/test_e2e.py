@@ -51,6 +51,10 @@ MAY_BE_EMPTY = {
     "netsentry.rules.yml: alert NetsentrySchedulerMissedRuns":
         "no run misses its grace time on an agent with a few dozen checks",
     "netsentry.rules.yml: alert NetsentryClockStepped": "the wall clock does not step meanwhile",
+    "netsentry.rules.yml: alert NetsentryWebConfigReloadFailed":
+        "the agent runs without --web.config.file, so the gauge is absent",
+    "netsentry-overview.json: Config reloads [B]":
+        "the agent runs without --web.config.file, so the gauge is absent",
     "netsentry.rules.yml: alert NetsentryClockNotSynchronised":
         "empty where this host's kernel clock is synchronised (in gVisor it never is)",
     "netsentry-clock.json: TAI offset [A]":
@@ -58,6 +62,8 @@ MAY_BE_EMPTY = {
 }
 # Metrics a selector may find no series of, and why.
 MAY_BE_ABSENT = {
+    "netsentry_web_config_last_reload_successful":
+        "exported with --web.config.file only, which this scenario does not use",
     "netsentry_clock_tai_offset_seconds":
         "the kernel's TAI offset is unset (0) unless a time daemon set it: absent, not 0",
 }

@@ -1,0 +1,127 @@
+"""The web config kept current while the agent runs, as exporter-toolkit keeps it.
+
+exporter-toolkit reads its web config on every request, so a certificate renewed on disk
+(cert-manager, certbot, a Vault agent) is served without a restart. netsentry does the same
+by polling: every second it stats the web config file and the certificate, key and client CA
+files it names (`watch.fingerprint`, through symlinks, as Kubernetes swaps secret volumes),
+and loads the whole file again once what changed has stood still for a poll, so that a
+certificate and its key replaced one after the other are read as a pair.
+
+- A file that loads applies at once: new TLS handshakes get the new certificate, key and
+  client CAs (the listener's context hands every handshake to the newest one in its SNI
+  callback, which each ClientHello goes through, with or without a server name), requests are
+  checked against the new users, responses carry the new headers. Connections already open
+  keep what they were accepted with.
+- Some settings stay as the listener started: whether it speaks TLS at all, and what OpenSSL
+  copies into a connection before that callback (TLS versions, client_auth_type, cipher
+  suites, curve). A new file that changes any of them is refused, naming them: restart to
+  apply it.
+- A file that does not load, or is refused, changes nothing: the running settings stay, the
+  problems are logged once, and `netsentry_web_config_last_reload_successful` is 0 until a
+  file that loads is seen. While it is 0 the file is tried again every poll (a missing key
+  file may appear without the web config changing), quietly unless the problems change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from exporter import webconfig
+from exporter.basic_auth import BasicAuth
+from exporter.blocking import BlockingPool
+from exporter.errors import ConfigError
+from exporter.watch import Fingerprint, fingerprint
+from exporter.web import Request, Response
+from exporter.webconfig import WebConfig
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+
+
+class LiveWebConfig:
+    """The running web config: a guard, headers and TLS contexts that follow the file."""
+
+    def __init__(self, first: WebConfig, *, open_paths: frozenset[str] = frozenset(),
+                 poll: float = POLL_SECONDS) -> None:
+        self.current = first
+        self.ok = True  # whether the newest file seen is the one in effect
+        self.poll = poll
+        self._open_paths = open_paths
+        self._pool: BlockingPool | None = None  # bcrypt's thread, from the first user on
+        self._auth = self._guard_for(first)
+        self._loaded = self._fingerprints(first)  # the files as the running config read them
+        self._previous = self._loaded  # as the last poll saw them
+        self._problems: list[str] = []
+        if first.tls is not None:
+            first.tls.sni_callback = self._newest_context
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The context the listeners start with; handshakes move on to the newest one."""
+        return self.current.tls
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return self.current.headers
+
+    async def guard(self, request: Request) -> Response | None:
+        auth = self._auth
+        return None if auth is None else await auth(request)
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            await asyncio.sleep(self.poll)
+            self.poll_once()
+
+    def poll_once(self) -> None:
+        now = self._fingerprints(self.current)
+        settled, self._previous = now == self._previous, now
+        if settled and (now != self._loaded or not self.ok):
+            self.reload()
+
+    def reload(self) -> list[str]:
+        """Load the file again; apply it, or keep the running config and return the problems."""
+        path = self.current.source
+        try:
+            new = webconfig.load_file(path)
+            problems = [f"{path}: {change}: cannot change while running; restart netsentry "
+                        "to apply it" for change in webconfig.needs_restart(self.current, new)]
+        except ConfigError as exc:
+            problems = exc.problems
+        if problems:
+            if not self.ok and problems == self._problems:
+                return problems  # the same failure as at the last poll: said already
+            self.ok, self._problems = False, problems
+            log.error("web config reload failed; keeping the running web config",
+                      extra={"problems": "; ".join(problems)})
+            return problems
+        self._loaded = self._previous = self._fingerprints(new)
+        self.current, self.ok, self._problems = new, True, []
+        self._auth = self._guard_for(new)
+        log.info("web config loaded", extra={"source": path, "users": len(new.users),
+                                             "tls": new.tls is not None})
+        return []
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def _guard_for(self, config: WebConfig) -> BasicAuth | None:
+        if not config.users:
+            return None
+        if self._pool is None:
+            self._pool = BlockingPool(workers=1, name="netsentry-bcrypt")
+        return BasicAuth(config.users, open_paths=self._open_paths, pool=self._pool)
+
+    def _fingerprints(self, config: WebConfig) -> tuple[Fingerprint | None, ...]:
+        return tuple(fingerprint(path) for path in (config.source, *config.tls_files))
+
+    def _newest_context(self, connection: ssl.SSLObject, server_name: str | None,
+                        context: ssl.SSLContext) -> None:
+        newest = self.current.tls
+        if newest is not None and newest is not context:
+            connection.context = newest
