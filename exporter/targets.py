@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +48,37 @@ def parse_host_port(text: str, protocol: str = "tcp") -> HostPort:
     if not port_text:
         raise ValueError(f"invalid target {text!r}: the port is empty")
     return HostPort(host, parse_port(port_text, protocol))
+
+
+def parse_server(text: str, protocol: str, default_port: int) -> HostPort:
+    """A server as `host`, `host:port`, `[IPv6]:port`, `[IPv6]` or a bare IPv6 address (with a
+    `%scope` where link-local); `default_port` where no port is written."""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if not text:
+        raise ValueError("the server is empty")
+    if text.startswith("[") or text.count(":") == 1:
+        return parse_host_port(text, protocol)
+    if ":" in text:
+        try:
+            ipaddress.IPv6Address(text.partition("%")[0])
+        except ValueError:
+            raise ValueError(f"invalid target {text!r}: not an IPv6 address; write host, "
+                             "host:port or [IPv6]:port") from None
+    return HostPort(text, default_port)
+
+
+def parse_servers(raw: str | list[Any], protocol: str, default_port: int) -> tuple[HostPort, ...]:
+    """One server or a list of them (see parse_server), none listed twice."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not items:
+        raise ValueError("the server list is empty; give one or more host[:port]")
+    servers: list[HostPort] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected host[:port] strings, got {item!r}")
+        server = parse_server(item, protocol, default_port)
+        if server in servers:
+            raise ValueError(f"{item!r} is listed twice")
+        servers.append(server)
+    return tuple(servers)

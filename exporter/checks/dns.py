@@ -23,7 +23,7 @@ from exporter.checks.connection import tls_context
 from exporter.codecs import dns as codec
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
-from exporter.targets import HostPort, parse_port
+from exporter.targets import HostPort, parse_servers
 
 TRANSPORTS = ("udp", "tcp", "tls", "https")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
@@ -47,32 +47,7 @@ def _name_problem(text: str) -> str | None:
 
 def _servers(raw: str | list[str]) -> tuple[HostPort, ...]:
     """`host[:port]` or a list of them; port 0 stands for the transport's default."""
-    items = [raw] if isinstance(raw, str) else raw
-    if not items:
-        raise ValueError("the server list is empty")
-    servers = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(f"expected host[:port] strings, got {item!r}")
-        servers.append(_server(item))
-    return tuple(servers)
-
-
-def _server(text: str) -> HostPort:
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"invalid server {text!r}: write an IPv6 address as [::1]:port")
-        port_text = rest[1:]
-    elif text.count(":") > 1:
-        host, port_text = text, ""  # a bare IPv6 address
-    else:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ValueError(f"invalid server {text!r}: the host is empty")
-    if port_text and not port_text.isdigit():
-        raise ValueError(f"invalid server {text!r}: the port must be a number")
-    return HostPort(host, parse_port(port_text, "udp") if port_text else 0)
+    return parse_servers(raw, "udp", 0)
 
 
 def _regex(text: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import ipaddress
 import secrets
 import socket
 import time
@@ -35,7 +34,7 @@ from exporter.deadline import within
 from exporter.durations import parse_duration
 from exporter.errors import CheckError, Reason
 from exporter.ntp_selection import Candidate, combine, select
-from exporter.targets import HostPort, parse_host_port
+from exporter.targets import HostPort, parse_server, parse_servers
 
 SAMPLE_SPACING = 2.0  # seconds between two requests to one server in a run, at the least
 # RFC 4330 §10: "A client MUST NOT under any conditions use a poll interval less than 15 s."
@@ -55,34 +54,11 @@ _LEAP = {0: "none", 1: "a second is inserted at the end of the day",
 
 
 def _server(text: str) -> HostPort:
-    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address; the port defaults to 123."""
-    if not text:
-        raise ValueError("the server is empty")
-    if text.startswith("[") and text.endswith("]"):
-        return _server(text[1:-1])
-    if text.startswith("[") or text.count(":") == 1:
-        return parse_host_port(text, "udp")
-    if ":" in text:
-        try:
-            ipaddress.IPv6Address(text.partition("%")[0])
-        except ValueError:
-            raise ValueError(f"invalid target {text!r}: not an IPv6 address; write host, "
-                             "host:port or [IPv6]:port") from None
-    return HostPort(text, codec.PORT)
+    return parse_server(text, "udp", codec.PORT)
 
 
 def _servers(raw: list[Any]) -> tuple[HostPort, ...]:
-    if not raw:
-        raise ValueError("the server list is empty; give one or more host[:port]")
-    servers = []
-    for item in raw:
-        if not isinstance(item, str):
-            raise ValueError(f"expected host[:port] strings, got {item!r}")
-        server = _server(item)
-        if server in servers:
-            raise ValueError(f"{item!r} is listed twice")
-        servers.append(server)
-    return tuple(servers)
+    return parse_servers(raw, "udp", codec.PORT)
 
 
 def _seconds(raw: float | str) -> float:
