@@ -22,8 +22,8 @@ import socket
 import sys
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from ssl import SSLContext
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
 _LINGER_SECONDS = 1.0
+_STREAM_QUEUE_BYTES = 1 << 20  # a streamed response queued beyond this waits for the client
 _CLOSE_GRACE_SECONDS = 1.0
 # The server frames every response itself; a handler's copy of these would contradict it.
 _FRAMING_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding", "connection"})
@@ -55,6 +56,9 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+    # Sent as it comes instead of `body`: chunked to HTTP/1.1 clients, up to the close to
+    # HTTP/1.0 ones. A page of 10,000 checks need not be held whole (26 MiB, and copies).
+    stream: AsyncGenerator[bytes, None] | None = field(default=None, compare=False)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -345,12 +349,24 @@ class WebServer:
             response = Response(500, b"internal server error\n")
             head = _response_head(response, close, self._headers())
         client.writer.write(conn.send(head) or b"")
-        if response.body and not head_only:
-            # Passed through, not copied: a scrape of 10,000 checks is 26 MiB.
-            client.writer.writelines(conn.send_with_data_passthrough(h11.Data(data=response.body))
-                                     or ())
+        if response.stream is not None:
+            async with contextlib.aclosing(response.stream) as stream:
+                if not head_only:
+                    async for chunk in stream:
+                        if chunk:
+                            await self._write(client, conn, chunk)
+        elif response.body and not head_only:
+            await self._write(client, conn, response.body)
         client.writer.write(conn.send(h11.EndOfMessage()) or b"")
         if client.writer.transport.get_write_buffer_size():  # else drain() has nothing to wait for
+            await asyncio.wait_for(client.writer.drain(), self._write_timeout)
+
+    async def _write(self, client: _Client, conn: h11.Connection, data: bytes) -> None:
+        # Passed through, not copied. With more than _STREAM_QUEUE_BYTES queued, waits until the
+        # client has taken most of it: a slow client holds a stream's next chunk back, and the
+        # memory it costs stays bounded.
+        client.writer.writelines(conn.send_with_data_passthrough(h11.Data(data=data)) or ())
+        if client.writer.transport.get_write_buffer_size() > _STREAM_QUEUE_BYTES:
             await asyncio.wait_for(client.writer.drain(), self._write_timeout)
 
     async def _refuse(self, client: _Client, conn: h11.Connection, status: int) -> None:
@@ -413,8 +429,9 @@ def _make_request(head: h11.Request, body: bytes, peer: str) -> Request:
 
 def _response_head(response: Response, close: bool,
                    defaults: Sequence[tuple[str, str]] = ()) -> h11.Response:
-    headers = [("Content-Type", response.content_type),
-               ("Content-Length", str(len(response.body)))]
+    headers = [("Content-Type", response.content_type)]
+    if response.stream is None:  # else h11 frames it: chunked, or up to the close
+        headers.append(("Content-Length", str(len(response.body))))
     headers += [(k, v) for k, v in response.headers if k.lower() not in _FRAMING_HEADERS]
     own = {k.lower() for k, _ in response.headers}
     headers += [(k, v) for k, v in defaults if k.lower() not in own]

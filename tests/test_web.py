@@ -570,3 +570,125 @@ def test_tls_with_idle_plain_connections(certificate: tuple[Path, Path]) -> None
 
     run(main())
 
+
+
+# --- streamed responses -------------------------------------------------------------------------
+
+
+class Chunks:
+    """A streamed response of `count` chunks of `size` bytes; counts what the server pulled
+    and whether the stream was closed; raises after `fail_after` chunks if set."""
+
+    def __init__(self, count: int, size: int, fail_after: int | None = None) -> None:
+        self.count, self.size, self.fail_after = count, size, fail_after
+        self.pulled = 0
+        self.closed = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        try:
+            for i in range(self.count):
+                if i == self.fail_after:
+                    raise RuntimeError("render bug")
+                self.pulled += 1
+                yield bytes([65 + i % 26]) * self.size
+                await asyncio.sleep(0)
+        finally:
+            self.closed = True
+
+    def route(self) -> Route:
+        async def handler(request: Request) -> Response:
+            return Response(200, stream=self.stream())  # type: ignore[arg-type]
+        return Route("/big", handler)
+
+    def body(self) -> bytes:
+        return b"".join(bytes([65 + i % 26]) * self.size for i in range(self.count))
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+        body += await reader.readexactly(size)
+        assert await reader.readexactly(2) == b"\r\n"
+        if size == 0:
+            return bytes(body)
+
+
+def test_a_streamed_response_is_chunked_and_keeps_the_connection() -> None:
+    chunks = Chunks(40, 10_000)
+
+    async def main() -> None:
+        async with serving([*ROUTES, chunks.route()]) as (_, address):
+            reader, writer = await connect(address)
+            writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert "transfer-encoding: chunked" in head and "content-length" not in head
+            assert await read_chunked(reader) == chunks.body()
+            status, _, body = await read_response(reader)  # the same connection goes on
+            assert (status, body) == (200, METRICS)
+            # HTTP/1.0 has no chunks: the body runs to the close.
+            reader, writer = await connect(address)
+            writer.write(b"GET /big HTTP/1.0\r\n\r\n")
+            response = await reader.read()
+            assert response.split(b"\r\n\r\n", 1)[1] == chunks.body()
+            # HEAD: the stream is closed without being run.
+            before = chunks.pulled
+            reader, writer = await connect(address)
+            writer.write(b"HEAD /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (await reader.read()).endswith(b"\r\n\r\n")
+            assert chunks.pulled == before
+
+    run(main())
+
+
+def test_a_client_that_does_not_read_holds_the_stream_back() -> None:
+    chunks = Chunks(200, 256 * 1024)  # 50 MiB
+
+    async def main() -> None:
+        async with serving([chunks.route()]) as (_, address):
+            host, _, port = address.rpartition(":")
+            sock = socket.create_connection((host, int(port)))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            # The server pulls until the socket and its own queue are full, then waits.
+            loop = asyncio.get_running_loop()
+            last, settled_at = -1, loop.time()
+            while loop.time() - settled_at < 0.5:
+                if chunks.pulled != last:
+                    last, settled_at = chunks.pulled, loop.time()
+                await asyncio.sleep(0.05)
+            # At most what the kernel's send buffer can take (it grows up to tcp_wmem's
+            # maximum), the client's small receive buffer, and the server's own 1 MiB queue.
+            wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+            bound = (wmem_max + 2 * 64 * 1024 + (1 << 20)) // chunks.size + 2
+            assert 0 < chunks.pulled <= min(bound, chunks.count - 1), (chunks.pulled, bound)
+            # Reading it all gets all of it.
+            reader, writer = await asyncio.open_connection(sock=sock)
+            OPENED.append(writer)
+            await reader.readuntil(b"\r\n\r\n")
+            assert await read_chunked(reader) == chunks.body()
+            assert chunks.pulled == chunks.count and chunks.closed
+
+    run(main())
+
+
+def test_a_stream_that_fails_cuts_the_response_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chunks = Chunks(10, 1000, fail_after=3)
+
+    async def main() -> None:
+        async with serving([*ROUTES, chunks.route()]) as (_, address):
+            reader, writer = await connect(address)
+            writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")
+            with pytest.raises((asyncio.IncompleteReadError, ValueError)):
+                await read_chunked(reader)  # cut short: never a complete, wrong body
+            assert chunks.closed
+            status, _, body = await fetch(address)
+            assert (status, body) == (200, METRICS)
+
+    with caplog.at_level(logging.ERROR, logger="exporter.web"):
+        run(main())
+    assert any("render bug" in str(r.exc_info) for r in caplog.records if r.exc_info)
