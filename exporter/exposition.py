@@ -73,18 +73,21 @@ _LAG_LE = [format_value(float(b)) for b in LAG_BUCKETS] + ["+Inf"]
 class _Text:
     """Every series of one loaded check, rendered up to the value."""
 
-    __slots__ = ("base", "buckets", "count", "counted", "failures", "failures_text", "info",
+    __slots__ = ("base", "counted", "failures", "failures_text", "histogram", "info",
                  "interval", "kind", "last_run", "last_success", "missed", "runs", "skipped",
-                 "success", "sum")
+                 "success")
 
     def __init__(self, state: CheckState) -> None:
         check = state.check
         base = self.base = f'check="{escape_label(check.name)}",kind="{check.kind}"'
         self.success = f"{metrics.CHECK_SUCCESS.name}{{{base}}} "
         name = metrics.CHECK_DURATION.name
-        self.buckets = tuple(f'{name}_bucket{{{base},le="{le}"}} ' for le in _DURATION_LE)
-        self.sum = f"{name}_sum{{{base}}} "
-        self.count = f"{name}_count{{{base}}} "
+        # The whole histogram as one %-template (bucket counts, the sum, the count): one
+        # formatting per check instead of twelve, a tenth of the whole exposition's time.
+        lines = [(f'{name}_bucket{{{base},le="{le}"}} ', "%d") for le in _DURATION_LE]
+        lines += [(f"{name}_sum{{{base}}} ", "%r"), (f"{name}_count{{{base}}} ", "%d")]
+        self.histogram = "".join(prefix.replace("%", "%%") + directive + "\n"
+                                 for prefix, directive in lines)
         self.runs = f"{metrics.CHECK_RUNS.name}{{{base}}} "
         self.failures = tuple(f'{metrics.CHECK_FAILURES.name}{{{base},reason="{r.value}"}} '
                               for r in state.reasons)
@@ -127,11 +130,8 @@ def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot) -> Itera
 
     yield _header(metrics.CHECK_DURATION)
     for part in slices:
-        out: list[str] = []
-        for s, t in part:
-            out += map("{}{}\n".format, t.buckets, s.buckets)
-            out.append(f"{t.sum}{s.duration_sum!r}\n{t.count}{s.buckets[-1]}\n")
-        yield "".join(out)
+        yield "".join([t.histogram % (*s.buckets, s.duration_sum, s.buckets[-1])
+                       for s, t in part])
 
     yield _header(metrics.CHECK_RUNS)
     for part in slices:

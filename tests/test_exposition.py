@@ -15,7 +15,7 @@ kind = "tcp"
 target = "127.0.0.1:80"
 
 [[checks]]
-name = 'we"ird\\\\ <name>'
+name = 'we"ird\\\\ <name> 100%d'
 kind = "tcp"
 target = "127.0.0.1:81"
 """
@@ -86,8 +86,10 @@ def test_every_reason_of_the_kind_starts_at_zero() -> None:
 
 def test_label_values_are_escaped() -> None:
     got = samples(render(loaded_store().snapshot(), agent()))
-    assert ("netsentry_check_runs_total",
-            frozenset({("check", 'we"ird\\\\ <name>'), ("kind", "tcp")})) in got
+    labels = frozenset({("check", 'we"ird\\\\ <name> 100%d'), ("kind", "tcp")})
+    assert ("netsentry_check_runs_total", labels) in got
+    # The histogram is rendered through a %-template: a % in a label stays a %.
+    assert got[("netsentry_check_duration_seconds_bucket", labels | {("le", "+Inf")})] == 0
 
 
 def test_unrun_check_has_no_success_sample() -> None:
