@@ -31,7 +31,7 @@ from prometheus_client.core import (
 
 from exporter import config, metrics
 from exporter.exposition import AgentSnapshot, render
-from exporter.store import CheckState, Result, Store
+from exporter.store import CheckState, Result, Store, split
 
 # What a run of each kind records on Linux (tcp: resolve and connect times and TCP_INFO; dns:
 # a direct query answered NOERROR; http: a plain GET answered 200), as (spec, labels, value).
@@ -67,9 +67,10 @@ def store_of(n: int, kinds: tuple[str, ...] = ("tcp",)) -> Store:
     for name, state in list(store.states.items()):
         kind = state.check.kind
         for _ in range(3):
+            series, values = split(OBSERVED[kind])  # new tuples each run, as the runner's
             store.record(name, state.check,
-                         Result(True, None, "", 0.0004, time.time(),
-                                observations=OBSERVED[kind], counts=COUNTED.get(kind, ())))
+                         Result(True, None, "", 0.0004, time.time(), series, values,
+                                counts=COUNTED.get(kind, ())))
     return store
 
 

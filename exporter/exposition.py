@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from exporter import metrics
 from exporter.errors import Reason
 from exporter.metrics import DURATION_BUCKETS, LAG_BUCKETS, Spec
-from exporter.store import CheckState, Result
+from exporter.store import CheckState, Result, Series
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SLICE = 250  # checks per slice of one metric family
@@ -74,8 +74,8 @@ class _Text:
     """Every series of one loaded check, rendered up to the value."""
 
     __slots__ = ("base", "counted", "failures", "failures_text", "histogram", "info",
-                 "interval", "kind", "last_run", "last_success", "missed", "runs", "skipped",
-                 "success")
+                 "interval", "kind", "last_run", "last_success", "missed", "plan", "runs",
+                 "skipped", "success")
 
     def __init__(self, state: CheckState) -> None:
         check = state.check
@@ -105,6 +105,7 @@ class _Text:
         self.skipped = f"{metrics.SCHEDULER_SKIPPED.name}{{{base}}} "
         # Kind metrics' text up to the value, by (name, label values): rendered once.
         self.kind: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.plan: _Plan | None = None  # the last run's gauges' families and prefixes
 
 
 def _text(state: CheckState) -> _Text:
@@ -175,26 +176,50 @@ def _failures_text(state: CheckState, text: _Text) -> str:
 
 
 def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]:
-    families: dict[str, list[str]] = {}
+    families: list[list[str]] = [[] for _ in range(len(metrics.KIND_SPECS) + 1)]  # +1: unknown
     for part in slices:
         for state, text in part:
-            observed = state.last.observations if state.last else ()
-            prefixes = text.kind
-            for spec, extra, value in (*observed, *state.counters):
-                key = (spec.name, extra)
-                prefix = prefixes.get(key)
-                if prefix is None:
-                    prefix = prefixes[key] = _kind_prefix(spec, extra, text.base)
-                lines = families.get(spec.name)
-                if lines is None:
-                    lines = families[spec.name] = []
-                # value - value is 0.0 for finite floats only (inf and NaN give NaN).
-                lines.append(f"{prefix}{value!r}\n" if type(value) is float and value - value == 0
-                             else f"{prefix}{format_value(value)}\n")
+            last = state.last
+            if last is not None and last.series:
+                plan = text.plan
+                if plan is None or plan[0] is not last.series:  # the check's series changed
+                    plan = text.plan = _plan(last.series, text)
+                for index, prefix, value in zip(plan[1], plan[2], last.values, strict=True):
+                    families[index].append(_line(prefix, value))
+            for spec, extra, value in state.counters:
+                families[_FAMILY.get(spec.name, -1)].append(
+                    _line(_prefix(text, spec, extra), value))
         yield ""  # a slice boundary: let the loop run
-    for spec in metrics.KIND_SPECS:
-        if spec.name in families:
-            yield _header(spec) + "".join(families[spec.name])
+    for spec, lines in zip(metrics.KIND_SPECS, families, strict=False):
+        if lines:
+            yield _header(spec) + "".join(lines)
+
+
+# Each kind metric's place in the exposition (families are rendered in this order).
+_FAMILY = {spec.name: index for index, spec in enumerate(metrics.KIND_SPECS)}
+_Plan = tuple[Series, tuple[int, ...], tuple[str, ...]]
+
+
+def _plan(series: Series, text: _Text) -> _Plan:
+    """Where each of a check's gauges goes and its text up to the value: made once per check
+    (the store keeps one `series` tuple per check while its gauges stay the same)."""
+    return (series, tuple(_FAMILY.get(spec.name, -1) for spec, _ in series),
+            tuple(_prefix(text, spec, extra) for spec, extra in series))
+
+
+def _prefix(text: _Text, spec: Spec, extra: tuple[str, ...]) -> str:
+    key = (spec.name, extra)
+    prefix = text.kind.get(key)
+    if prefix is None:
+        prefix = text.kind[key] = _kind_prefix(spec, extra, text.base)
+    return prefix
+
+
+def _line(prefix: str, value: float) -> str:
+    # value - value is 0.0 for finite floats only (inf and NaN give NaN).
+    if type(value) is float and value - value == 0:
+        return f"{prefix}{value!r}\n"
+    return f"{prefix}{format_value(value)}\n"
 
 
 def _kind_prefix(spec: Spec, extra: tuple[str, ...], base: str) -> str:

@@ -23,7 +23,7 @@ from exporter.config import CheckConfig
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
 from exporter.net import Resolver
-from exporter.store import Result
+from exporter.store import Result, split
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,15 @@ class Runner:
                           exc_info=exc)
             _forget_frames(exc)
         duration = time.perf_counter() - started
+        series, values = split(run.observations)
         return Result(
             success=reason is None,
             reason=reason,
             message=message,
             duration=duration,
             finished=time.time(),
-            observations=tuple(run.observations),
+            series=series,
+            values=values,
             counts=tuple(run.counts),
             details=tuple(run.details),
         )

@@ -6,7 +6,7 @@ from exporter import config, metrics
 from exporter.checks import KINDS
 from exporter.errors import Reason
 from exporter.exposition import AgentSnapshot, render
-from exporter.store import Result, Store
+from exporter.store import Result, Store, split
 
 TEXT = """
 [[checks]]
@@ -50,7 +50,7 @@ def test_render_parses_and_carries_values() -> None:
     store = loaded_store()
     web = store.states["web"].check
     store.record("web", web, Result(True, None, "", 0.003, 1700000001.0,
-                                    observations=((metrics.TCP_CONNECT, (), 0.002),)))
+                                    *split(((metrics.TCP_CONNECT, (), 0.002),))))
     store.record("web", web, Result(False, Reason.REFUSED, "connection refused", 0.0004,
                                     1700000002.0))
     got = samples(render(store.snapshot(), agent()))

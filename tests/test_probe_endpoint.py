@@ -21,7 +21,7 @@ from exporter.exposition import render_probe
 from exporter.metrics import DNS_RESPONSES, HTTP_PHASE, TCP_CONNECT
 from exporter.net import Resolver
 from exporter.probe_endpoint import BadRequest, ProbeEndpoint, probe_timeout
-from exporter.store import Result, Store
+from exporter.store import Result, Store, split
 from exporter.web import Request
 from tests.agent import Agent
 from tests.httpservers import HttpServer, Reply
@@ -340,7 +340,7 @@ def test_probe_timeout_rejects_nonsense(header: str) -> None:
 
 def test_render_probe_parses_and_sums_counts() -> None:
     result = Result(False, Reason.SERVFAIL, "rcode SERVFAIL", 0.25, 0.0,
-                    observations=((TCP_CONNECT, (), 0.001), (HTTP_PHASE, ('con"nect',), 0.5)),
+                    *split(((TCP_CONNECT, (), 0.001), (HTTP_PHASE, ('con"nect',), 0.5))),
                     counts=((DNS_RESPONSES, ("SERVFAIL",), 1), (DNS_RESPONSES, ("SERVFAIL",), 2)))
     got = samples(render_probe(result, (Reason.TIMEOUT,)))
     assert got == {
