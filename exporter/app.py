@@ -180,7 +180,7 @@ class Agent:
         if state is None:
             return
         check = state.check  # the very object the store holds, to detect reloads meanwhile
-        result = await self.runner.run(check, memory=state.memory)
+        result = await self.runner.run(check, memory=state.memory, previous=state.last)
         new = self.store.record(name, check, result)
         if new is not None:
             _log_transition(check, state.last.success if state.last else None, result)

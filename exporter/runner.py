@@ -86,10 +86,11 @@ class Runner:
         self.kinds = kinds
 
     async def run(self, check: CheckConfig, timeout: float | None = None,
-                  memory: dict[str, Any] | None = None) -> Result:
+                  memory: dict[str, Any] | None = None, previous: Result | None = None) -> Result:
         """Run `check` once; never raises except when cancelled from outside.
 
-        `memory` is the check's state carried from run to run (see `Run.memory`).
+        `memory` is the check's state carried from run to run (see `Run.memory`); `previous`,
+        its last result, whose `series` the new result shares while the gauges are the same.
         """
         loop = asyncio.get_running_loop()
         timeout = check.timeout if timeout is None else timeout
@@ -110,6 +111,8 @@ class Runner:
             _forget_frames(exc)
         duration = time.perf_counter() - started
         series, values = split(run.observations)
+        if previous is not None and series == previous.series:
+            series = previous.series  # one tuple per check, not per run (see Result)
         return Result(
             success=reason is None,
             reason=reason,

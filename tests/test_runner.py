@@ -134,3 +134,33 @@ def test_tcp_name_from_etc_hosts() -> None:
 )
 def test_classify(exc: BaseException, reason: Reason, message: str) -> None:
     assert classify(exc) == (reason, message)
+
+
+def test_results_of_one_check_share_their_series_while_the_gauges_stay() -> None:
+    from exporter import metrics
+
+    labels = iter([("a",), ("a",), ("b",)])
+
+    async def gauges(run: Run) -> None:
+        run.gauge(metrics.TCP_CONNECT, time.perf_counter())
+        run.gauge(metrics.HTTP_PHASE, 0.5, *next(labels))
+
+    kinds = {**KINDS, "gauges": fake_kind("gauges", gauges)}
+    check = CheckConfig("c", "gauges", "", 10.0, 1.0, Nothing())
+
+    async def go() -> list[Result]:
+        pool = BlockingPool(2)
+        runner, results = Runner(Resolver(pool), kinds), []
+        try:
+            previous = None
+            for _ in range(3):
+                previous = await runner.run(check, previous=previous)
+                results.append(previous)
+        finally:
+            pool.close()
+        return results
+
+    first, second, third = asyncio.run(go())
+    assert second.series is first.series  # the same gauges: one tuple for both
+    assert second.values != first.values  # their values are each run's own
+    assert third.series != first.series and third.series[1] == (metrics.HTTP_PHASE, ("b",))
