@@ -1,6 +1,7 @@
 """DNS benchmark: N scheduled `dns` checks in netsentry vs. blackbox_exporter's dns /probe.
 
-    .venv/bin/python bench/dns_query.py [--checks 1000] [--interval 10] [--window 30] [--json PATH]
+    .venv/bin/python bench/dns_query.py [--checks 1000] [--interval 10] [--window 30]
+                                        [--rounds 1] [--json PATH]
 
 What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else:
 
@@ -18,7 +19,9 @@ What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else
 4. blackbox_exporter 0.23, module `dns_a` (the same query to the same dnsmasq): /probe paced
    at N / interval per second for min(window, 20) s — the like-for-like reference — and once
    at full speed; CPU per probe from /proc.
-5. A table, the ratios netsentry / blackbox (paced) and DESIGN.md's goal (≤ 0.5).
+5. A table, the ratios netsentry / blackbox (paced) and DESIGN.md's goal (≤ 0.5). With
+   --rounds N, steps 4 and 2 alternate N times (blackbox first) and the goal is judged on the
+   medians of the rounds: the paced reference moved from 780 to 1,040 µs between single runs.
 
 It is a benchmark, not a test: it exits 0 whether or not the goal is met (1 on a harness error).
 """
@@ -34,6 +37,7 @@ import pwd
 import shlex
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -455,6 +459,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--blackbox-clients", type=int, default=4)
     parser.add_argument("--blackbox-max-seconds", type=float, default=300.0)
     parser.add_argument("--no-blackbox", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate blackbox paced and netsentry direct this many times "
+                             "and judge the goal by the medians (the machine's speed drifts "
+                             "between measurements; default 1)")
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
                         help="interpreter that runs the agent")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -465,6 +473,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--interval must be in [0.5, 600] s and --window in [1, 3600] s")
     if args.scrape_every and not 1 <= args.scrape_every <= 3600:
         parser.error("--scrape-every: 0 (off) or in [1, 3600] s")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds in [1, 20]")
     if not 1 <= args.blackbox_probes <= 1_000_000 or not 1 <= args.blackbox_clients <= 64:
         parser.error("--blackbox-probes in [1, 1e6], --blackbox-clients in [1, 64]")
     return args
@@ -486,17 +496,24 @@ def main(argv: list[str] | None = None) -> int:
             check=False).stdout.split("\n", 1)[0].replace("Copyright", "").split("  ")[0]
     results: list[dict[str, Any]] = []
     bb: dict[str, Any] | None = None
+    rounds: list[tuple[float, float]] = []  # (netsentry direct, blackbox paced) µs per run
     error: str | None = None
     try:
         with Children() as children:
             dns = start_dnsmasq(children, workdir)
             info["dns_port"] = dns.port
             try:
-                if not args.no_blackbox:
-                    bb = {}
-                    bb = bench_blackbox(children, args, dns, workdir)
-                time.sleep(2.0)
-                results.append(bench_agent(children, "direct", args, dns, workdir))
+                for number in range(1, args.rounds + 1):
+                    if args.rounds > 1:
+                        print(f"\n== round {number} of {args.rounds}", flush=True)
+                    if not args.no_blackbox:
+                        bb = {}
+                        bb = bench_blackbox(children, args, dns, workdir)
+                    time.sleep(2.0)
+                    direct = bench_agent(children, "direct", args, dns, workdir)
+                    rounds.append((direct.get("cpu_us_per_check", math.nan),
+                                   bb["paced"]["cpu_us_per_probe"] if bb else math.nan))
+                results.append(direct)
                 print(f"\n== system-resolver case: checking that {SYSTEM_NAME} stays local",
                       flush=True)
                 problem = system_case_problem()
@@ -521,8 +538,21 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"
         print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+    if len(rounds) > 1 and results and bb and "paced" in bb:
+        # The goal is judged on the medians of the rounds; the tables show the last round.
+        ours, theirs = (statistics.median(v) for v in zip(*rounds, strict=True))
+        results[0] = {**results[0], "cpu_us_per_check": ours}
+        bb = {**bb, "paced": {**bb["paced"], "cpu_us_per_probe": theirs}}
+        info["rounds"] = [{"netsentry_us": a, "blackbox_paced_us": b, "ratio": a / b}
+                          for a, b in rounds]
     goals = evaluate(results, bb)
     print(report(info, args, results, bb, goals), flush=True)
+    if "rounds" in info:
+        print("rounds (netsentry direct / blackbox paced, µs per run): " + "; ".join(
+            f"{r['netsentry_us']:.0f} / {r['blackbox_paced_us']:.0f} = {r['ratio']:.2f}"
+            for r in info["rounds"]) + f"; the goal above is judged on their medians, "
+            f"{results[0]['cpu_us_per_check']:.0f} / {bb['paced']['cpu_us_per_probe']:.0f} "
+            f"(the tables show the last round's other figures)", flush=True)
     if error:
         print(f"INCOMPLETE: {error}", flush=True)
     if args.json:
