@@ -6,8 +6,9 @@ does the protocol. Every client is bounded in time (header, idle and write timeo
 handshake), in size (`max_request_bytes`) and in number (`max_connections`, evicting the
 connection that has waited longest for a request), and handlers run at most `max_handlers` at a
 time. A response is a body, or a stream sent as it is produced (chunked), which a client that
-does not read holds back once 1 MiB is queued for it. The client (`request`) sends one request on a stream that `net` opened (DNS over HTTPS,
-the http check). This is the only module that imports h11.
+does not read holds back once 1 MiB is queued for it. The client (`request`) sends one request
+on a stream that `net` opened (DNS over HTTPS, the http check). This is the only module that
+imports h11.
 """
 
 from __future__ import annotations
