@@ -213,8 +213,10 @@ def test_blocked_loop_counts_missed_runs() -> None:
 
 def test_unschedule_cancels_the_run_in_flight() -> None:
     cancelled = []
+    started = []
 
     async def run(key: str) -> None:
+        started.append(key)
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
@@ -225,10 +227,13 @@ def test_unschedule_cancels_the_run_in_flight() -> None:
         scheduler = Scheduler(run)
         scheduler.start()
         scheduler.update({"gone": 1.0})
+        # Until the run is under way: a task counted in flight but not yet stepped would be
+        # cancelled before its first line (CI once caught it in that instant).
         for _ in range(80):
             await asyncio.sleep(0.05)
-            if scheduler.in_flight:
+            if started:
                 break
+        assert scheduler.in_flight == 1
         scheduler.update({})
         await asyncio.sleep(0.05)
         scheduler.shutdown()
