@@ -272,7 +272,7 @@ def render_probe(result: Result, reasons: tuple[Reason, ...]) -> str:
            "\n", _probe_reasons(reasons, result.reason)]
     # Keyed by name, not by Spec: hashing a dataclass costs more than the rest of a line.
     values: dict[tuple[str, tuple[str, ...]], tuple[Spec, float]] = {}
-    for spec, extra, value in result.observations:
+    for (spec, extra), value in zip(result.series, result.values, strict=True):
         values[(spec.name, extra)] = (spec, value)  # a gauge recorded twice: the last value
     for spec, extra, n in result.counts:
         _, before = values.get((spec.name, extra), (spec, 0))

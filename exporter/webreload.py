@@ -55,13 +55,10 @@ class LiveWebConfig:
         self._loaded = self._fingerprints(first)  # the files as the running config read them
         self._previous = self._loaded  # as the last poll saw them
         self._problems: list[str] = []
-        if first.tls is not None:
-            first.tls.sni_callback = self._newest_context
-
-    @property
-    def tls(self) -> ssl.SSLContext | None:
-        """The context the listeners start with; handshakes move on to the newest one."""
-        return self.current.tls
+        # The context the listeners start with; each handshake moves on to the newest one.
+        self.tls = first.tls
+        if self.tls is not None:
+            self.tls.sni_callback = self._newest_context
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
