@@ -1,0 +1,100 @@
+"""The exposition of a fixed store, byte for byte: a layout change must not move a byte.
+
+Every kind records every metric it declares, with fixed values, and `/probe` renders each
+kind's run; the text is compared with `tests/golden/`. After a deliberate change of the
+exposition, write the files anew with `NETSENTRY_WRITE_GOLDEN=1 pytest tests/test_exposition_golden.py`
+and review the diff.
+"""
+
+import os
+from pathlib import Path
+
+from exporter import config, metrics
+from exporter.checks import KINDS
+from exporter.exposition import AgentSnapshot, render, render_probe
+from exporter.store import Result, Store, split
+
+GOLDEN = Path(__file__).parent / "golden"
+
+TEXT = """
+[[checks]]
+name = "tcp"
+kind = "tcp"
+target = "127.0.0.1:80"
+
+[[checks]]
+name = "dns"
+kind = "dns"
+target = "localhost"
+
+[[checks]]
+name = "http"
+kind = "http"
+target = "http://127.0.0.1/"
+
+[[checks]]
+name = "socket"
+kind = "socket"
+
+[[checks]]
+name = "ntp"
+kind = "ntp"
+target = "127.0.0.1"
+interval = "1m"
+
+[[checks]]
+name = "clock"
+kind = "clock"
+"""
+
+
+def agent() -> AgentSnapshot:
+    return AgentSnapshot(
+        version="1.2.3", python_version="3.11.7", hostname="host-1", reload_ok=True,
+        reload_time=1700000000.5, in_flight=3, configured={"tcp": 1, "dns": 1},
+        lag_buckets=(1, 2) + (0,) * (len(metrics.LAG_BUCKETS) - 1), lag_sum=0.0001,
+        clock_steps=1, missed={"tcp": 2}, skipped={"dns": 1}, shard=(0, 1), web_reload_ok=True,
+    )
+
+
+def result(kind: str, success: bool, finished: float) -> Result:
+    gauges = []
+    counts = []
+    for index, spec in enumerate(KINDS[kind].specs):
+        labels = tuple(f"{label}-{index}" for label in spec.labels)
+        if spec.type == metrics.COUNTER:
+            counts.append((spec, labels, index + 1))
+        else:
+            gauges.append((spec, labels, index * 0.25 + 0.001))
+    series, values = split(gauges)
+    reason = None if success else KINDS[kind].reasons[0]
+    return Result(success, reason, "" if success else "failed", 0.004 * (len(gauges) + 1),
+                  finished, series, values, tuple(counts), (("detail", "x"),))
+
+
+def store() -> Store:
+    store = Store()
+    store.load(config.load_text(TEXT, "golden.toml").checks)
+    for n, (name, state) in enumerate(list(store.states.items())):
+        store.record(name, state.check, result(state.check.kind, True, 1700000001.0 + n))
+        store.record(name, state.check, result(state.check.kind, n % 2 == 0, 1700000002.0 + n))
+    return store
+
+
+def compare(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("NETSENTRY_WRITE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+def test_metrics_of_a_fixed_store_are_unchanged() -> None:
+    compare("metrics.txt", render(store().snapshot(), agent()))
+
+
+def test_probe_of_every_kind_is_unchanged() -> None:
+    parts = []
+    for kind in sorted(KINDS):
+        parts.append(render_probe(result(kind, True, 1.0), KINDS[kind].reasons))
+        parts.append(render_probe(result(kind, False, 1.0), KINDS[kind].reasons))
+    compare("probe.txt", "".join(parts))
