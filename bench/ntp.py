@@ -11,7 +11,7 @@ touches the clock), so the true offset of every measurement is zero. Each round,
 1. netsentry: the `ntp` check run --per-round times by netsentry's own runner, in this
    process (one request each; kernel timestamps, as the agent runs it);
 2. netsentry with user-space timestamps: the same exchange with the kernel's timestamps
-   turned off (`net.timed_udp_exchange(kernel_timestamps=False)`), to show what they buy;
+   turned off (`timed_udp_exchange(kernel_timestamps=False)`), to show what they buy;
 3. `chronyd -Q 'server 127.0.0.1 iburst'`: chrony's own client, which prints the offset and
    exits; its measurements log gives each request's offset and delay (about 3 per run);
 4. `ntpdig -d 127.0.0.1`, --per-round times: its debug output gives T1..T4 (to the µs).
@@ -48,9 +48,12 @@ from common import Children, StreamLog, Table, fmt, machine, sigterm_as_keyboard
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from exporter import config, net  # noqa: E402
-from exporter.blocking import BlockingPool  # noqa: E402
+
 from exporter.codecs import ntp as codec  # noqa: E402
+from exporter.config.load import load_check  # noqa: E402
+from exporter.net.blocking import BlockingPool  # noqa: E402
+from exporter.net.resolve import Address, Resolver  # noqa: E402
+from exporter.net.udp import timed_udp_exchange  # noqa: E402
 from exporter.runner import Runner  # noqa: E402
 
 CHRONYD = "/usr/sbin/chronyd"
@@ -96,14 +99,14 @@ def start_chronyd(children: Children, workdir: Path) -> subprocess.Popen[bytes]:
 
 
 def netsentry_check(runs: int) -> list[Measurement]:
-    check = config.load_check({"name": "bench", "kind": "ntp", "target": f"{HOST}:123",
+    check = load_check({"name": "bench", "kind": "ntp", "target": f"{HOST}:123",
                                "interval": "1m", "timeout": "2s"}, "bench")
 
     async def go() -> list[Measurement]:
         pool = BlockingPool(2)
         out = []
         try:
-            runner = Runner(net.Resolver(pool))
+            runner = Runner(Resolver(pool))
             for _ in range(runs):
                 result = await runner.run(check)
                 if not result.success:
@@ -122,7 +125,7 @@ def netsentry_check(runs: int) -> list[Measurement]:
 
 def netsentry_user_space(runs: int) -> list[Measurement]:
     async def go() -> list[Measurement]:
-        address = net.Address(socket.AF_INET, (HOST, 123))
+        address = Address(socket.AF_INET, (HOST, 123))
         out = []
         for _ in range(runs):
             transmit = secrets.randbits(64) | 1
@@ -136,7 +139,7 @@ def netsentry_user_space(runs: int) -> list[Measurement]:
                     return False
                 return True
 
-            reply = await asyncio.wait_for(net.timed_udp_exchange(
+            reply = await asyncio.wait_for(timed_udp_exchange(
                 address, codec.build_request(transmit), accept, kernel_timestamps=False), 2)
             sample = codec.sample(replies[-1], reply.sent, reply.received)
             out.append((sample.offset, sample.delay))

@@ -70,6 +70,8 @@ from common import (
 from dns_query import QUERY_ADDRESS, QUERY_NAME, start_dnsmasq
 from render import render_seconds
 
+from exporter.config.load import load_text
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 KINDS = ("tcp", "dns", "http")
@@ -503,7 +505,7 @@ def fuzz(seconds: float, seed: int = 1) -> dict[str, Any]:
     """Random and mutated inputs into every codec entry point and the config loader, for
     `seconds`: how many were tried, and any exception that was not the module's own."""
     sys.path.insert(0, str(ROOT))
-    from exporter import config
+
     from exporter.errors import ConfigError
     from tests.reliability.test_hostile import CODECS
 
@@ -516,9 +518,9 @@ def fuzz(seconds: float, seed: int = 1) -> dict[str, Any]:
     valid = valid.replace("$hostname", "localhost").encode()
 
     def load(data: bytes) -> None:
-        config.load_text(data.decode("utf-8", "replace"), "fuzz.toml")
+        load_text(data.decode("utf-8", "replace"), "fuzz.toml")
 
-    entries.append(("config.load_text", ConfigError, load, valid))
+    entries.append(("load_text", ConfigError, load, valid))
     tried: Counter[str] = Counter()
     unexpected: list[str] = []
     deadline = time.monotonic() + seconds

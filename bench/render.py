@@ -29,7 +29,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from exporter import config, metrics
+from exporter import metrics
+from exporter.config.load import load_text
 from exporter.exposition import AgentSnapshot, render
 from exporter.store import CheckState, Result, Store, split
 
@@ -63,7 +64,7 @@ def store_of(n: int, kinds: tuple[str, ...] = ("tcp",)) -> Store:
                    f'kind = "{kinds[i % len(kinds)]}"\n' + TABLES[kinds[i % len(kinds)]](i)
                    for i in range(n))
     store = Store()
-    store.load(config.load_text(text, "bench").checks)
+    store.load(load_text(text, "bench").checks)
     for name, state in list(store.states.items()):
         kind = state.check.kind
         for _ in range(3):

@@ -44,11 +44,12 @@ from common import (
     start_listeners,
 )
 
-from exporter import config, pages
+from exporter.config.load import load_text
 from exporter.errors import Reason
 from exporter.history import POINTS, STEP, LatencyHistory
-from exporter.status import Filter, checks_json, checks_json_parts, overview
 from exporter.store import Result, Store
+from exporter.web import pages
+from exporter.web.status import Filter, checks_json, checks_json_parts, overview
 
 
 def rss_bytes() -> int:
@@ -91,7 +92,7 @@ def store_of(n: int, now: float) -> Store:
     text = "".join(f'[[checks]]\nname = "tcp-{i:05d}"\nkind = "tcp"\n'
                    f'target = "127.0.0.2:{40000 + i % 16}"\n' for i in range(n))
     store = Store()
-    store.load(config.load_text(text, "bench").checks)
+    store.load(load_text(text, "bench").checks)
     for i, (name, state) in enumerate(list(store.states.items())):
         failed = i % 10 == 0
         store.record(name, state.check, Result(

@@ -17,33 +17,29 @@ import signal
 import socket
 import sys
 import time
-import zlib
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from exporter import __version__, config, exposition, pages, process_metrics, status
-from exporter.blocking import BlockingPool
-from exporter.config import CheckConfig, Config
+from exporter import __version__, exposition
+from exporter.config.load import load_default, load_file
+from exporter.config.model import CheckConfig, Config
 from exporter.errors import ConfigError
-from exporter.net import Resolver
-from exporter.probe_endpoint import ProbeEndpoint
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.scheduler import Scheduler
 from exporter.shard import ALL, Shard
-from exporter.store import CheckState, Result, Store
+from exporter.store import Result, Store
 from exporter.watch import FileWatcher
-from exporter.web import Request, Response, Route, WebServer, parse_listen_address
-from exporter.webconfig import WebConfig
-from exporter.webreload import LiveWebConfig
+from exporter.web import status
+from exporter.web.probe import ProbeEndpoint
+from exporter.web.reload import LiveWebConfig
+from exporter.web.routes import OPEN_PATHS, Routes
+from exporter.web.server import WebServer, parse_listen_address
+from exporter.web.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-# A gzip level of 1 compresses metrics text about 10:1 at a fraction of level 6's cost.
-GZIP_LEVEL = 1
-STREAM_PIECE = 64 * 1024  # bytes of a streamed page sent at once, at least (but the last)
-# Open without basic auth, for load balancers' health checks; everything else needs it.
-OPEN_PATHS = frozenset({"/-/healthy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +75,11 @@ class Agent:
         # With --web.config.file, TLS, users and headers follow the file while serving.
         live = self.live_web = (LiveWebConfig(options.web, open_paths=OPEN_PATHS)
                                 if options.web else None)
-        self.web = (WebServer(self.routes(), ssl=live.tls, guard=live.guard,
+        routes = Routes(self.store, self.probe, self.agent_snapshot, self.status_overview,
+                        lambda: self._ready and self.scheduler.running, self.reload).table()
+        self.web = (WebServer(routes, ssl=live.tls, guard=live.guard,
                               headers=lambda: live.headers) if live
-                    else WebServer(self.routes()))
+                    else WebServer(routes))
         self._watches: list[asyncio.Task[None]] = []  # polling the config and web config files
         self.bound: list[str] = []
         self._stop = asyncio.Event()
@@ -95,12 +93,12 @@ class Agent:
         if self.options.config_file is not None:
             if self.options.watch:  # before the load, so that no change can slip by
                 watcher = FileWatcher(self.options.config_file)
-            first = config.load_file(self.options.config_file)
+            first = load_file(self.options.config_file)
         self.bound = await self.web.start(self.options.listen_addresses)
         for address in self.bound:
             log.info("listening", extra={"address": address})
         if self.options.config_file is None:
-            first = config.load_default(self_target(self.bound[0]))
+            first = load_default(self_target(self.bound[0]))
         self.scheduler.start()
         self.apply(first)
         if watcher is not None:
@@ -164,7 +162,7 @@ class Agent:
             log.info("reload requested; running the embedded default config, nothing to reload")
             return []
         try:
-            new = config.load_file(self.options.config_file)
+            new = load_file(self.options.config_file)
         except ConfigError as exc:
             self.reload_ok = False
             log.error("config reload failed; keeping the running config",
@@ -185,18 +183,7 @@ class Agent:
         if new is not None:
             _log_transition(check, state.last.success if state.last else None, result)
 
-    # --- web --------------------------------------------------------------------------------
-
-    def routes(self) -> list[Route]:
-        return [
-            Route("/metrics", self.handle_metrics),
-            Route("/-/healthy", self.handle_healthy),
-            Route("/-/ready", self.handle_ready),
-            Route("/-/reload", self.handle_reload, frozenset({"POST", "PUT"})),
-            Route("/probe", self.probe.handle),
-            Route("/", self.handle_index),
-            Route("/api/v1/checks", self.handle_checks),
-        ]
+    # --- what the pages show ------------------------------------------------------------------
 
     def agent_snapshot(self) -> exposition.AgentSnapshot:
         lag = self.scheduler.lag
@@ -217,84 +204,9 @@ class Agent:
             web_reload_ok=self.live_web.ok if self.live_web else None,
         )
 
-    async def handle_metrics(self, request: Request) -> Response:
-        parts = _metrics_parts(self.store.snapshot(), self.agent_snapshot())
-        stream, encoding = _stream_between_runs(parts, request)
-        return Response(200, b"", exposition.CONTENT_TYPE, encoding, stream)
-
-    async def handle_healthy(self, request: Request) -> Response:
-        return Response(200, b"Healthy.\n")
-
-    async def handle_ready(self, request: Request) -> Response:
-        if self._ready and self.scheduler.running:
-            return Response(200, b"Ready.\n")
-        return Response(503, b"Not ready: the config is not loaded or the scheduler is stopped.\n")
-
-    async def handle_reload(self, request: Request) -> Response:
-        problems = self.reload()
-        if problems:
-            return Response(500, ("\n".join(problems) + "\n").encode())
-        return Response(200, b"Reloaded.\n")
-
     def status_overview(self) -> status.Overview:
         source = self.config.source if self.config else ""
         return status.overview(self.store, time.time(), __version__, source, self.reload_ok)
-
-    async def handle_index(self, request: Request) -> Response:
-        parts = pages.status_page_parts(self.status_overview(),
-                                        status.Filter.from_query(request.query))
-        stream, encoding = _stream_between_runs(parts, request)
-        return Response(200, b"", "text/html; charset=utf-8", pages.HEADERS + encoding, stream)
-
-    async def handle_checks(self, request: Request) -> Response:
-        parts = status.checks_json_parts(self.status_overview(),
-                                         status.Filter.from_query(request.query))
-        stream, encoding = _stream_between_runs(parts, request)
-        return Response(200, b"", "application/json", (
-            ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"), *encoding),
-            stream)
-
-
-def _metrics_parts(states: tuple[CheckState, ...],
-                   agent: exposition.AgentSnapshot) -> Iterator[str]:
-    yield from exposition.render_slices(states, agent)
-    yield process_metrics.render()  # last, read once the agent's own are rendered
-
-
-def _stream_between_runs(
-    parts: Iterable[str], request: Request
-) -> tuple[AsyncGenerator[bytes, None], tuple[tuple[str, str], ...]]:
-    """A page streamed as it is rendered, part by part, gzipped when asked; and its headers.
-
-    Between parts the loop runs (10,000 checks take a fifth of a second to render: their runs
-    must not wait for it), and no part is kept once sent: the page is never whole in memory
-    (a scrape of 10,000 checks held 26 MiB several times over, 150 MiB at its peak). Parts
-    are deflated on the loop, as they come: a thread for the large ones (zlib lets go of the
-    GIL) measured slower, 175 against 159 ms for 10,000 checks, in its hand-offs."""
-    gzip = "gzip" in request.headers.get("accept-encoding", "")
-    return _encoded(parts, gzip), ((("Content-Encoding", "gzip"),) if gzip else ())
-
-
-async def _encoded(parts: Iterable[str], gzip: bool) -> AsyncGenerator[bytes, None]:
-    """The parts encoded, deflated if asked, and sent in pieces of at least STREAM_PIECE bytes:
-    zlib hands out a few hundred bytes at a time, and each piece is a write and, for the
-    client, a chunk to parse."""
-    compressor = zlib.compressobj(GZIP_LEVEL, wbits=31) if gzip else None  # wbits: gzip
-    pending: list[bytes] = []
-    size = 0
-    for text in parts:
-        data = text.encode()
-        if compressor is not None:
-            data = compressor.compress(data)
-        pending.append(data)
-        size += len(data)
-        if size >= STREAM_PIECE:
-            yield b"".join(pending)
-            pending, size = [], 0
-        await asyncio.sleep(0)
-    if compressor is not None:
-        pending.append(compressor.flush())
-    yield b"".join(pending)
 
 
 def _tune_gc() -> None:

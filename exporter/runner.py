@@ -19,10 +19,10 @@ from typing import Any
 
 from exporter.checks import KINDS
 from exporter.checks.base import Kind, Run
-from exporter.config import CheckConfig
+from exporter.config.model import CheckConfig
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
-from exporter.net import Resolver
+from exporter.net.resolve import Resolver
 from exporter.store import Result, split
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 
 from exporter.checks import KINDS
 from exporter.checks.base import UNTIL_RELOAD, Observation
-from exporter.config import CheckConfig
+from exporter.config.model import CheckConfig
 from exporter.errors import Reason
 from exporter.history import LatencyHistory
 from exporter.metrics import DURATION_BUCKETS, Spec

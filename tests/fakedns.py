@@ -421,7 +421,7 @@ class FakeDoh:
         import asyncio
 
         from exporter.codecs import dns as codec
-        from exporter.web import Request, Response, Route, WebServer
+        from exporter.web.server import Request, Response, Route, WebServer
 
         async def answer(request: Request) -> Response:
             query = dns.message.from_wire(request.body)

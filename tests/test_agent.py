@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import config
+from exporter.config.load import load_default
 from tests.agent import Agent
 from tests.netns import run_in_netns
 from tests.servers import AcceptServer, closed_port
@@ -66,7 +66,7 @@ def test_default_config_reports_success_within_one_interval() -> None:
     # checks (this host's port, its name and localhost through the system resolver) must all
     # succeed within one interval, the kernel clock check must run, and nothing can leave the
     # machine.
-    names = sorted(check.name for check in config.load_default("127.0.0.1:10025").checks)
+    names = sorted(check.name for check in load_default("127.0.0.1:10025").checks)
     assert {"self-clock", "self-resolve-hostname", "self-resolve-localhost",
             "self-tcp"} <= set(names)
     proc = run_in_netns([sys.executable, "-c", DEFAULT_RUN, str(len(names))],

@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from exporter import config
-from exporter.allow import AllowedResolver, AllowList, parse_allow, parse_entry
+from exporter.config.allow import AllowList, parse_allow, parse_entry
+from exporter.config.model import CheckConfig
+from exporter.config.settings import adhoc_check
 from exporter.errors import CheckError, Reason
-from exporter.net import Address, Resolver, literal_address
+from exporter.net.resolve import Address, Resolver, literal_address
 from exporter.runner import Runner
 from exporter.store import Result
+from exporter.web.probe import AllowedResolver
 
 # --- entries --------------------------------------------------------------------------------
 
@@ -167,15 +169,15 @@ def twins() -> Iterator[tuple[Listener, Listener]]:
     pytest.fail("no port free on both 127.0.0.1 and 127.0.0.2")
 
 
-def probe(check: config.CheckConfig, inner: Resolver, allow: AllowList,
+def probe(check: CheckConfig, inner: Resolver, allow: AllowList,
           ) -> tuple[Result, AllowedResolver]:
     guard = AllowedResolver(inner, allow)
     result = asyncio.run(Runner(guard).run(check, timeout=2))
     return result, guard
 
 
-def tcp(target: str) -> config.CheckConfig:
-    return config.adhoc_check("tcp", None, target, 2.0)
+def tcp(target: str) -> CheckConfig:
+    return adhoc_check("tcp", None, target, 2.0)
 
 
 def test_a_name_that_flips_to_loopback_between_probes_gets_no_connection(

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter import config
 from exporter.checks import KINDS
 from exporter.checks.tcp import TcpSettings
+from exporter.config.load import load_check, load_default, load_file, load_text
+from exporter.config.locate import locate
+from exporter.config.targets import HostPort
 from exporter.errors import ConfigError
-from exporter.targets import HostPort
 
 GOOD = """
 [defaults]
@@ -32,12 +33,12 @@ family = "ipv4"
 
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        config.load_text(text, "f.toml")
+        load_text(text, "f.toml")
     return info.value.problems
 
 
 def test_good_config_is_typed() -> None:
-    loaded = config.load_text(GOOD, "f.toml")
+    loaded = load_text(GOOD, "f.toml")
     web, mail = loaded.checks
     assert (web.name, web.kind, web.interval, web.timeout) == ("web", "tcp", 15.0, 2.0)
     assert web.settings == TcpSettings(target=HostPort("127.0.0.1", 8080))
@@ -48,7 +49,7 @@ def test_good_config_is_typed() -> None:
 
 
 def test_equal_text_gives_equal_checks() -> None:
-    assert config.load_text(GOOD, "a").checks == config.load_text(GOOD, "b").checks
+    assert load_text(GOOD, "a").checks == load_text(GOOD, "b").checks
 
 
 CHECK = '[[checks]]\nname = "a"\nkind = "tcp"\ntarget = "127.0.0.1:1"\n'
@@ -184,7 +185,7 @@ def test_syntax_error_has_line_and_column() -> None:
 
 def test_missing_file() -> None:
     with pytest.raises(ConfigError) as info:
-        config.load_file("/nonexistent/netsentry.toml")
+        load_file("/nonexistent/netsentry.toml")
     assert info.value.problems == [
         "/nonexistent/netsentry.toml: cannot read the config file: No such file or directory"
     ]
@@ -194,11 +195,11 @@ def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_bytes(b'[defaults]\ninterval = "\xff"\n')
     with pytest.raises(ConfigError, match="not UTF-8"):
-        config.load_file(str(path))
+        load_file(str(path))
 
 
 def test_embedded_default_is_valid_and_local() -> None:
-    loaded = config.load_default("127.0.0.1:4321")
+    loaded = load_default("127.0.0.1:4321")
     assert loaded.source == "<embedded default>"
     tcp, hostname, localhost, clock, sockets = loaded.checks
     assert (tcp.kind, tcp.target) == ("tcp", "127.0.0.1:4321")
@@ -211,7 +212,7 @@ def test_embedded_default_is_valid_and_local() -> None:
 
 def test_load_check_without_lines() -> None:
     with pytest.raises(ConfigError) as info:
-        config.load_check({"name": "probe", "kind": "tcp", "target": "x"}, "command line")
+        load_check({"name": "probe", "kind": "tcp", "target": "x"}, "command line")
     assert info.value.problems == [
         "command line: target: invalid target 'x': expected host:port"
     ]
@@ -222,7 +223,7 @@ def test_locate_skips_multiline_strings_and_arrays() -> None:
         '[defaults]\nx = """\nname = "fake"\n"""\ny = [\n  1,\n  2,\n]\n'
         "[[checks]]\nname = 'a'\n[[checks]]\n  name = \"b\"\n[checks.sub]\nk = 1\n"
     )
-    lines = config.locate(text)
+    lines = locate(text)
     assert lines[("defaults",)] == 1
     assert lines[("defaults", "x")] == 2
     assert ("defaults", "name") not in lines

@@ -7,11 +7,12 @@ import ipaddress
 
 import pytest
 
-from exporter import config
 from exporter.checks import KINDS
 from exporter.checks.http import BasicAuth, Secret
+from exporter.config.load import load_text
+from exporter.config.settings import adhoc_check
+from exporter.config.targets import HostPort
 from exporter.errors import ConfigError
-from exporter.targets import HostPort
 
 GOOD = """
 [defaults]
@@ -36,12 +37,12 @@ dialog = [{ expect = "^220 " }]
 
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        config.load_text(text, "f.toml")
+        load_text(text, "f.toml")
     return info.value.problems
 
 
 def test_good_probe_section_is_typed() -> None:
-    probe = config.load_text(GOOD, "f.toml").probe
+    probe = load_text(GOOD, "f.toml").probe
     assert probe.allow.patterns == ("*.example.org",)
     assert probe.allow.networks == (ipaddress.ip_network("10.0.0.0/8"),
                                     ipaddress.ip_network("192.0.2.7/32"))
@@ -57,7 +58,7 @@ def test_good_probe_section_is_typed() -> None:
 
 
 def test_without_a_probe_section_ad_hoc_probes_are_off() -> None:
-    probe = config.load_text('[defaults]\ntimeout = "2s"\n', "f.toml").probe
+    probe = load_text('[defaults]\ntimeout = "2s"\n', "f.toml").probe
     assert not probe.allow
     assert (probe.templates, probe.max_in_flight, probe.timeout, probe.timeout_offset) == (
         (), 16, 2.0, 0.5)
@@ -157,13 +158,13 @@ def test_problems(text: str, expected: list[str]) -> None:
 
 
 def test_adhoc_check_takes_the_template_and_the_target() -> None:
-    probe = config.load_text(GOOD, "f.toml").probe
-    check = config.adhoc_check("tcp", probe.template("smtp"), "mx.example.org:25", 9.0)
+    probe = load_text(GOOD, "f.toml").probe
+    check = adhoc_check("tcp", probe.template("smtp"), "mx.example.org:25", 9.0)
     assert (check.name, check.kind, check.target, check.timeout) == (
         "smtp", "tcp", "mx.example.org:25", 4.0)
     assert check.settings.target == HostPort("mx.example.org", 25)
     assert [step.text for step in check.settings.dialog] == ["^220 "]
-    bare = config.adhoc_check("tcp", None, "10.0.0.1:22", 9.0)
+    bare = adhoc_check("tcp", None, "10.0.0.1:22", 9.0)
     assert (bare.name, bare.timeout, bare.settings.dialog) == ("tcp", 9.0, ())
 
 
@@ -176,5 +177,5 @@ def test_adhoc_check_takes_the_template_and_the_target() -> None:
 ])
 def test_adhoc_check_problems(kind: str, target: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config.adhoc_check(kind, None, target, 5.0)
+        adhoc_check(kind, None, target, 5.0)
     assert info.value.problems == [message]

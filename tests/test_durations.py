@@ -1,6 +1,6 @@
 import pytest
 
-from exporter.durations import format_duration, parse_duration
+from exporter.config.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

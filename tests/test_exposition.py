@@ -2,8 +2,9 @@
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import config, metrics
+from exporter import metrics
 from exporter.checks import KINDS
+from exporter.config.load import load_text
 from exporter.errors import Reason
 from exporter.exposition import AgentSnapshot, render
 from exporter.store import Result, Store, split
@@ -42,7 +43,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def loaded_store() -> Store:
     store = Store()
-    store.load(config.load_text(TEXT, "t.toml").checks)
+    store.load(load_text(TEXT, "t.toml").checks)
     return store
 
 
@@ -100,7 +101,7 @@ def test_unrun_check_has_no_success_sample() -> None:
 def test_removed_check_leaves_no_series() -> None:
     store = loaded_store()
     only_web = TEXT[: TEXT.index("[[checks]]", 10)]
-    store.load(config.load_text(only_web, "t.toml").checks)
+    store.load(load_text(only_web, "t.toml").checks)
     text = render(store.snapshot(), agent(missed={}))
     assert 'check="web"' in text
     assert "ird" not in text
@@ -109,7 +110,7 @@ def test_removed_check_leaves_no_series() -> None:
 def test_stale_result_of_a_changed_check_is_dropped() -> None:
     store = loaded_store()
     old = store.states["web"].check
-    store.load(config.load_text(TEXT.replace("127.0.0.1:80", "127.0.0.1:8080"), "t").checks)
+    store.load(load_text(TEXT.replace("127.0.0.1:80", "127.0.0.1:8080"), "t").checks)
     assert store.record("web", old, Result(True, None, "", 0.001, 1.0)) is None
     assert store.states["web"].runs == 0
 
@@ -118,7 +119,7 @@ def test_unchanged_check_keeps_counters_across_load() -> None:
     store = loaded_store()
     web = store.states["web"].check
     store.record("web", web, Result(True, None, "", 0.001, 1.0))
-    store.load(config.load_text(TEXT, "again.toml").checks)
+    store.load(load_text(TEXT, "again.toml").checks)
     assert store.states["web"].runs == 1
 
 

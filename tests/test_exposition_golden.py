@@ -2,15 +2,16 @@
 
 Every kind records every metric it declares, with fixed values, and `/probe` renders each
 kind's run; the text is compared with `tests/golden/`. After a deliberate change of the
-exposition, write the files anew with `NETSENTRY_WRITE_GOLDEN=1 pytest tests/test_exposition_golden.py`
-and review the diff.
+exposition, write the files anew with `NETSENTRY_WRITE_GOLDEN=1` set for this test, and review
+the diff.
 """
 
 import os
 from pathlib import Path
 
-from exporter import config, metrics
+from exporter import metrics
 from exporter.checks import KINDS
+from exporter.config.load import load_text
 from exporter.exposition import AgentSnapshot, render, render_probe
 from exporter.store import Result, Store, split
 
@@ -74,7 +75,7 @@ def result(kind: str, success: bool, finished: float) -> Result:
 
 def store() -> Store:
     store = Store()
-    store.load(config.load_text(TEXT, "golden.toml").checks)
+    store.load(load_text(TEXT, "golden.toml").checks)
     for n, (name, state) in enumerate(list(store.states.items())):
         store.record(name, state.check, result(state.check.kind, True, 1700000001.0 + n))
         store.record(name, state.check, result(state.check.kind, n % 2 == 0, 1700000002.0 + n))

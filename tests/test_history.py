@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter import config
+from exporter.config.load import load_text
 from exporter.history import POINTS, STEP, LatencyHistory
 from exporter.store import Result, Store
 
@@ -112,18 +112,18 @@ target = "127.0.0.1:81"
 
 def test_the_store_keeps_a_history_as_long_as_the_check_is_unchanged() -> None:
     store = Store()
-    store.load(config.load_text(TEXT, "t.toml").checks)
+    store.load(load_text(TEXT, "t.toml").checks)
     for name in ("a", "b"):
         store.record(name, store.states[name].check, Result(True, None, "", 0.003, T0))
     assert store.histories["a"].window(T0).slowest[-1] == us(0.003)
     # b changes and starts a fresh hour; a is unchanged and keeps its hour.
-    store.load(config.load_text(TEXT.replace(":81", ":82"), "t.toml").checks)
+    store.load(load_text(TEXT.replace(":81", ":82"), "t.toml").checks)
     assert store.histories["a"].window(T0).slowest[-1] == us(0.003)
     assert store.histories["b"].window(T0).slowest == (None,) * POINTS
     # A run of the old b, finishing after the reload, is not counted.
-    old_b = config.load_text(TEXT, "t.toml").checks[1]
+    old_b = load_text(TEXT, "t.toml").checks[1]
     assert store.record("b", old_b, Result(True, None, "", 0.003, T0)) is None
     assert store.histories["b"].window(T0).slowest == (None,) * POINTS
     # A removed check takes its hour along.
-    store.load(config.load_text(TEXT.split("[[checks]]\nname = \"b\"")[0], "t.toml").checks)
+    store.load(load_text(TEXT.split("[[checks]]\nname = \"b\"")[0], "t.toml").checks)
     assert set(store.histories) == {"a"}

@@ -1,4 +1,4 @@
-"""The DNS transports of exporter/net.py against the fake servers of tests/fakedns.py."""
+"""The DNS transports of exporter/net/ (udp, stream) against the fake servers of tests/fakedns.py."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import dns.message
 import dns.rcode
 import pytest
 
-from exporter import net
 from exporter.errors import Reason
-from exporter.net import Address, stream_exchange, tls_client_context, udp_exchange
+from exporter.net.resolve import Address
+from exporter.net.stream import stream_exchange
+from exporter.net.tls import tls_client_context
+from exporter.net.udp import _recvfrom, _sendto, udp_exchange
 from exporter.runner import classify
 from tests.fakedns import (
     DEFAULT_ANSWER,
@@ -195,8 +197,8 @@ def test_python310_fallbacks() -> None:
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            await net._sendto(loop, sock, q.to_wire(), ("127.0.0.1", fake.port))
-            data, source = await net._recvfrom(loop, sock, 65535)
+            await _sendto(loop, sock, q.to_wire(), ("127.0.0.1", fake.port))
+            data, source = await _recvfrom(loop, sock, 65535)
             # The waits left no registration behind on the fd.
             assert not loop.remove_reader(sock.fileno())
             assert not loop.remove_writer(sock.fileno())

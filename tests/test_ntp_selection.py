@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.ntp_selection import Candidate, combine, select
+from exporter.checks.ntp_selection import Candidate, combine, select
 
 HOUR = 3600.0
 

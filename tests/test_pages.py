@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter import config, pages
+from exporter.config.load import load_text
 from exporter.errors import Reason
 from exporter.history import POINTS, STEP, Window
-from exporter.status import Filter, Overview, checks_json, checks_json_parts, overview
 from exporter.store import Result, Store
+from exporter.web import pages
+from exporter.web.status import Filter, Overview, checks_json, checks_json_parts, overview
 from tests.agent import Agent
 from tests.servers import AcceptServer, closed_port
 
@@ -48,7 +49,7 @@ target = "http://127.0.0.1/?a=\\"><script>alert(2)</script>"
 
 def make_overview(reload_ok: bool = True) -> Overview:
     store = Store()
-    store.load(config.load_text(TEXT, "t.toml").checks)
+    store.load(load_text(TEXT, "t.toml").checks)
     states = store.states
     store.record("web", states["web"].check, Result(True, None, "", 0.004, NOW - 70))
     store.record("web", states["web"].check, Result(True, None, "", 0.002, NOW - 2))

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import config
-from exporter.blocking import BlockingPool
 from exporter.checks.base import UNTIL_RELOAD
+from exporter.config.load import load_text
+from exporter.config.model import Config
+from exporter.config.settings import adhoc_check
 from exporter.errors import Reason
 from exporter.exposition import render_probe
 from exporter.metrics import DNS_RESPONSES, HTTP_PHASE, TCP_CONNECT
-from exporter.net import Resolver
-from exporter.probe_endpoint import BadRequest, ProbeEndpoint, probe_timeout
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Resolver
 from exporter.store import Result, Store, split
-from exporter.web import Request
+from exporter.web.probe import BadRequest, ProbeEndpoint, probe_timeout
+from exporter.web.server import Request
 from tests.agent import Agent
 from tests.httpservers import HttpServer, Reply
 from tests.servers import AcceptServer, closed_port
@@ -260,8 +262,8 @@ def test_bad_requests_are_400_with_the_reason(agent: Agent, query: str, message:
 # --- in-process: the bound, the arithmetic, the rendering ---------------------------------------
 
 
-def endpoint_config(allow: str, max_in_flight: int = 16) -> config.Config:
-    return config.load_text(f'[probe]\nallow = [{allow}]\nmax_in_flight = {max_in_flight}\n'
+def endpoint_config(allow: str, max_in_flight: int = 16) -> Config:
+    return load_text(f'[probe]\nallow = [{allow}]\nmax_in_flight = {max_in_flight}\n'
                             '[probe.templates.slow]\nkind = "http"\ntimeout = "5s"\n', "t")
 
 
@@ -295,7 +297,7 @@ def test_one_probe_more_than_max_in_flight_is_503_at_once() -> None:
 
 
 def test_a_probe_shares_with_its_check_only_what_lasts_until_a_reload() -> None:
-    loaded = config.load_text('[[checks]]\nname = "tcp"\nkind = "tcp"\ntarget = "x:1"\n', "t")
+    loaded = load_text('[[checks]]\nname = "tcp"\nkind = "tcp"\ntarget = "x:1"\n', "t")
     store = Store()
     store.load(loaded.checks)
     state = store.states["tcp"]
@@ -305,12 +307,12 @@ def test_a_probe_shares_with_its_check_only_what_lasts_until_a_reload() -> None:
     assert memory == {UNTIL_RELOAD: {}}
     assert memory[UNTIL_RELOAD] is state.memory[UNTIL_RELOAD]  # e.g. NTP Kiss-o'-Death backoff
     # An ad-hoc check of the same name is not that check.
-    assert endpoint.memory(config.adhoc_check("tcp", None, "x:1", 1.0)) == {}
+    assert endpoint.memory(adhoc_check("tcp", None, "x:1", 1.0)) == {}
 
 
 def test_without_an_allow_list_ad_hoc_probes_are_off() -> None:
     async def go() -> tuple[int, bytes]:
-        empty = config.load_text('[[checks]]\nname = "a"\nkind = "tcp"\ntarget = "x:1"\n', "t")
+        empty = load_text('[[checks]]\nname = "a"\nkind = "tcp"\ntarget = "x:1"\n', "t")
         pool = BlockingPool(1)
         response = await ProbeEndpoint(lambda: empty, Resolver(pool)).handle(
             request({"kind": "tcp", "target": "127.0.0.1:1"}))

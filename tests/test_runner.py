@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.blocking import BlockingPool
 from exporter.checks import KINDS
 from exporter.checks.base import Kind, Run
-from exporter.config import CheckConfig
+from exporter.config.model import CheckConfig
 from exporter.errors import CheckError, Reason
-from exporter.net import Resolver
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Resolver
 from exporter.runner import Runner, classify
 from exporter.store import Result
 from tests.servers import AcceptServer, closed_port
@@ -94,7 +94,7 @@ def test_check_error_keeps_its_reason() -> None:
 
 def test_tcp_success_and_refused() -> None:
     from exporter.checks.tcp import TcpSettings
-    from exporter.targets import HostPort
+    from exporter.config.targets import HostPort
 
     with AcceptServer() as server:
         ok, _ = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", server.port)))
@@ -109,7 +109,7 @@ def test_tcp_success_and_refused() -> None:
 
 def test_tcp_name_from_etc_hosts() -> None:
     from exporter.checks.tcp import TcpSettings
-    from exporter.targets import HostPort
+    from exporter.config.targets import HostPort
 
     with AcceptServer() as server:
         ok, _ = run_once("tcp", settings=TcpSettings(HostPort("localhost", server.port), "ipv4"))

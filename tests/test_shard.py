@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import config, shard
+from exporter import shard
+from exporter.config.load import load_text
 from exporter.shard import Shard
 from tests.agent import ROOT, Agent
 from tests.servers import AcceptServer
@@ -140,5 +141,5 @@ def test_the_kubernetes_example() -> None:
     (env,) = [e for e in container["env"] if e["name"] == match[1]]
     assert env["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['apps.kubernetes.io/pod-index']")
-    loaded_config = config.load_text(documents["ConfigMap"]["data"]["netsentry.toml"], "cm")
+    loaded_config = load_text(documents["ConfigMap"]["data"]["netsentry.toml"], "cm")
     assert len(loaded_config.checks) == 3

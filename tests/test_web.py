@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from exporter.web import Request, Response, Route, WebServer, parse_listen_address
+from exporter.web.server import Request, Response, Route, WebServer, parse_listen_address
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -263,7 +263,7 @@ def test_handler_exception_is_a_500(caplog: pytest.LogCaptureFixture) -> None:
             writer.close()
             assert (await fetch(address))[0] == 200
 
-    with caplog.at_level(logging.ERROR, logger="exporter.web"):
+    with caplog.at_level(logging.ERROR, logger="exporter.web.server"):
         run(main())
     failures = [r for r in caplog.records if r.exc_info and "/boom" in r.getMessage()]
     assert failures and isinstance(failures[0].exc_info[1], RuntimeError)  # type: ignore[index]
@@ -689,6 +689,6 @@ def test_a_stream_that_fails_cuts_the_response_and_the_server_goes_on(
             status, _, body = await fetch(address)
             assert (status, body) == (200, METRICS)
 
-    with caplog.at_level(logging.ERROR, logger="exporter.web"):
+    with caplog.at_level(logging.ERROR, logger="exporter.web.server"):
         run(main())
     assert any("render bug" in str(r.exc_info) for r in caplog.records if r.exc_info)

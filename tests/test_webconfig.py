@@ -18,10 +18,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter import webconfig
-from exporter.basic_auth import BasicAuth
 from exporter.errors import ConfigError
-from exporter.web import Request, Response, Route, WebServer
+from exporter.web import webconfig
+from exporter.web.auth import BasicAuth
+from exporter.web.server import Request, Response, Route, WebServer
 from tests.agent import ROOT, Agent
 from tests.fakedns import CertFiles, make_cert, make_client_cert
 

@@ -24,9 +24,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from exporter import webconfig
-from exporter.web import Request, Response, Route, WebServer
-from exporter.webreload import LiveWebConfig
+from exporter.web import webconfig
+from exporter.web.reload import LiveWebConfig
+from exporter.web.server import Request, Response, Route, WebServer
 from tests.agent import Agent
 from tests.fakedns import CertFiles, make_cert, make_client_cert
 
@@ -143,12 +143,12 @@ def test_a_broken_change_keeps_the_running_certificate(
         async with serving(tmp_path / "web.yml") as (live, port):
             # The new certificate with the old key: a pair that does not match.
             shutil.copyfile(new.cert, tmp_path / "server.pem")
-            with caplog.at_level(logging.ERROR, logger="exporter.webreload"):
+            with caplog.at_level(logging.ERROR, logger="exporter.web.reload"):
                 settle(live)
                 for _ in range(3):  # tried again each poll, said once
                     live.poll_once()
             assert not live.ok
-            [record] = [r for r in caplog.records if r.name == "exporter.webreload"]
+            [record] = [r for r in caplog.records if r.name == "exporter.web.reload"]
             assert "keeping the running web config" in record.getMessage()
             assert "are not a PEM certificate and its key" in str(vars(record)["problems"])
             assert await in_thread(lambda: served_name(port)) == "old.test"

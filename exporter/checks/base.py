@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from exporter.errors import Reason
 from exporter.metrics import Spec
-from exporter.net import Resolver
+from exporter.net.resolve import Resolver
 
 S = TypeVar("S")
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from exporter import kernel_clock, metrics
+from exporter import metrics
 from exporter.checks.base import CheckFunc, Kind, Run
 from exporter.codecs import timex
 from exporter.codecs.timex import Timex
 from exporter.errors import CheckError, Reason
-from exporter.kernel_clock import ClockUnavailable, Syscall
+from exporter.net import kernel_clock
+from exporter.net.kernel_clock import ClockUnavailable, Syscall
 
 log = logging.getLogger(__name__)
 

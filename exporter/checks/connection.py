@@ -13,9 +13,11 @@ import time
 import weakref
 from typing import Any
 
-from exporter import metrics, net
+from exporter import metrics
 from exporter.checks.base import Run
 from exporter.codecs import tcp_info, x509
+from exporter.net.tcp import read_tcp_info
+from exporter.net.tls import tls_client_context
 
 # What record_tcp_info and record_tls may record: a kind that calls them lists these.
 TCP_INFO_SPECS = (metrics.TCP_RTT, metrics.TCP_RTTVAR, metrics.TCP_RETRANSMITS,
@@ -39,7 +41,7 @@ def tls_context(run: Run, ca_file: str, insecure_skip_verify: bool) -> ssl.SSLCo
         key = (ca_file, insecure_skip_verify, _file_version(ca_file))
         context = _CONTEXTS.get(key)
         if context is None:
-            context = _CONTEXTS[key] = net.tls_client_context(ca_file or None,
+            context = _CONTEXTS[key] = tls_client_context(ca_file or None,
                                                               insecure_skip_verify)
         run.memory["tls"] = context
     return context
@@ -58,7 +60,7 @@ def record_tcp_info(run: Run, sock: socket.socket | Any) -> tcp_info.TcpInfo | N
 
     Returns what it read, for a kind that records more of it (the socket check: the MSS).
     """
-    raw = net.tcp_info(sock, tcp_info.REQUEST_SIZE)
+    raw = read_tcp_info(sock, tcp_info.REQUEST_SIZE)
     if raw is None:
         return None
     try:

@@ -17,13 +17,17 @@ import ssl
 import time
 from dataclasses import dataclass, fields
 
-from exporter import metrics, net, web
+from exporter import metrics
 from exporter.checks.base import Kind, Run, option, readable_file
 from exporter.checks.connection import tls_context
 from exporter.codecs import dns as codec
+from exporter.config.targets import HostPort, parse_servers
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
-from exporter.targets import HostPort, parse_servers
+from exporter.net import http_client
+from exporter.net.resolve import FAMILIES, Address
+from exporter.net.stream import open_stream, stream_exchange
+from exporter.net.udp import udp_exchange
 
 TRANSPORTS = ("udp", "tcp", "tls", "https")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
@@ -75,7 +79,7 @@ class DnsSettings:
     server: tuple[HostPort, ...] = option((), parse=_servers, raw=(str, list))
     transport: str = option("udp", choices=TRANSPORTS)
     record: str = option("A", parse=_record, raw=str)
-    family: str = option("any", choices=tuple(net.FAMILIES))
+    family: str = option("any", choices=tuple(FAMILIES))
     recursion_desired: bool = option(True)
     dnssec_ok: bool = option(False)
     expect_rcode: str = option("NOERROR", parse=_rcode, raw=str)
@@ -131,7 +135,7 @@ async def _system_addresses(run: Run, name: str, family: int) -> list[str]:
 
 async def _ask_system(settings: DnsSettings, run: Run) -> list[str]:
     started = time.perf_counter()
-    answers = await _system_addresses(run, settings.target, net.FAMILIES[settings.family])
+    answers = await _system_addresses(run, settings.target, FAMILIES[settings.family])
     run.gauge(metrics.DNS_LOOKUP, time.perf_counter() - started)
     run.gauge(metrics.DNS_ANSWERS, len(answers))
     run.detail("answers", " ".join(answers))
@@ -216,14 +220,14 @@ async def _ask(settings: DnsSettings, run: Run, server: HostPort, query: codec.Q
                deadline: float) -> codec.Reply:
     port = server.port or DEFAULT_PORTS[settings.transport]
     kind = socket.SOCK_DGRAM if settings.transport == "udp" else socket.SOCK_STREAM
-    address = (await run.resolver.resolve(server.host, port, net.FAMILIES[settings.family],
+    address = (await run.resolver.resolve(server.host, port, FAMILIES[settings.family],
                                           kind))[0]
     if settings.transport == "udp":
         reply = await _ask_udp(run, address, query, deadline)
         if not reply.truncated:
             return reply
         run.detail("truncated", "the UDP reply had TC set; asked again over TCP")
-        return _parse(await net.stream_exchange(address, query.wire), query)
+        return _parse(await stream_exchange(address, query.wire), query)
     context = None
     if settings.transport in ("tls", "https"):
         context = tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
@@ -232,28 +236,28 @@ async def _ask(settings: DnsSettings, run: Run, server: HostPort, query: codec.Q
     if settings.transport == "https":
         wire = await _ask_https(settings, address, server, query, context, timings)
     else:
-        wire = await net.stream_exchange(address, query.wire, ssl_context=context,
+        wire = await stream_exchange(address, query.wire, ssl_context=context,
                                          server_hostname=server_name, timings=timings)
     if "tls" in timings:
         run.gauge(metrics.TLS_HANDSHAKE, timings["tls"])
     return _parse(wire, query)
 
 
-async def _ask_https(settings: DnsSettings, address: net.Address, server: HostPort,
+async def _ask_https(settings: DnsSettings, address: Address, server: HostPort,
                      query: codec.Query, context: ssl.SSLContext | None,
                      timings: dict[str, float]) -> bytes:
     """DNS over HTTPS (RFC 8484 §4.1): the query as the body of a POST."""
     port = server.port or DEFAULT_PORTS["https"]
     host = server.host if port == 443 else str(HostPort(server.host, port))
-    async with net.open_stream(address, ssl_context=context,
+    async with open_stream(address, ssl_context=context,
                                server_hostname=settings.server_name or server.host,
                                timings=timings) as stream:
         try:
-            response = await web.request(
+            response = await http_client.request(
                 stream, "POST", settings.server_name or host, settings.path,
                 headers=[("Content-Type", DOH_TYPE), ("Accept", DOH_TYPE)],
                 body=query.wire, max_body=65535)
-        except web.ResponseError as exc:
+        except http_client.ResponseError as exc:
             raise CheckError(Reason.MALFORMED_RESPONSE, str(exc)) from None
     if response.status != 200:
         raise CheckError(Reason.BAD_STATUS, f"HTTP status {response.status} from the DoH server")
@@ -264,7 +268,7 @@ async def _ask_https(settings: DnsSettings, address: net.Address, server: HostPo
     return response.body
 
 
-async def _ask_udp(run: Run, address: net.Address, query: codec.Query,
+async def _ask_udp(run: Run, address: Address, query: codec.Query,
                    deadline: float) -> codec.Reply:
     rejected: list[str] = []  # why each datagram from the server was not the reply
     replies: list[codec.Reply] = []
@@ -278,7 +282,7 @@ async def _ask_udp(run: Run, address: net.Address, query: codec.Query,
         return True
 
     try:
-        _, ignored = await within(net.udp_exchange(address, query.wire, accept),
+        _, ignored = await within(udp_exchange(address, query.wire, accept),
                                   deadline - _REPLY_MARGIN)
     except asyncio.TimeoutError:
         if rejected:

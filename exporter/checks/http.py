@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from exporter import __version__, metrics, net, web
+from exporter import __version__, metrics
 from exporter.checks.base import Kind, Run, option, read_file, readable_file
 from exporter.checks.connection import (
     TCP_INFO_SPECS,
@@ -27,6 +27,9 @@ from exporter.checks.connection import (
     tls_context,
 )
 from exporter.errors import CheckError, Reason
+from exporter.net import http_client
+from exporter.net.resolve import FAMILIES
+from exporter.net.stream import open_stream
 
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -198,7 +201,7 @@ class HttpSettings:
     max_redirects: int = option(10, check=lambda n: "must be 0 or more" if n < 0 else None)
     max_body_bytes: int = option(1 << 20, check=lambda n: "must be more than 0" if n <= 0
                                  else None)
-    family: str = option("any", choices=tuple(net.FAMILIES))
+    family: str = option("any", choices=tuple(FAMILIES))
     server_name: str = option("")
     ca_file: str = option("", check=readable_file)
     tls_insecure_skip_verify: bool = option(False)
@@ -250,11 +253,11 @@ async def check(settings: HttpSettings, run: Run) -> None:
 
 
 async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: bytes,
-               phases: dict[str, float]) -> tuple[web.ClientResponse, Url | None]:
+               phases: dict[str, float]) -> tuple[http_client.ClientResponse, Url | None]:
     """One request; the response and, if it is a redirect to follow, where to."""
     started = time.perf_counter()
     address = (await run.resolver.resolve(url.host, url.port,
-                                          net.FAMILIES[settings.family]))[0]
+                                          FAMILIES[settings.family]))[0]
     _add(phases, "resolve", time.perf_counter() - started)
     own = url.origin == settings.target.origin
     context = (tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
@@ -263,19 +266,19 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
                    ) if context is not None else None
     timings: dict[str, float] = {}
     try:
-        async with net.open_stream(address, ssl_context=context, server_hostname=server_name,
+        async with open_stream(address, ssl_context=context, server_hostname=server_name,
                                    timings=timings) as stream:
             for phase, seconds in timings.items():
                 _add(phases, phase, seconds)
             timings.clear()
             try:
-                response = await web.request(
+                response = await http_client.request(
                     stream, method, url.authority, url.target,
                     headers=_request_headers(settings, own), body=body,
                     max_body=settings.max_body_bytes, decode=True, timings=timings)
-            except web.ResponseTooLarge as exc:
+            except http_client.ResponseTooLarge as exc:
                 raise CheckError(Reason.UNEXPECTED_RESPONSE, str(exc)) from None
-            except web.ResponseError as exc:
+            except http_client.ResponseError as exc:
                 raise CheckError(Reason.MALFORMED_RESPONSE, str(exc)) from None
             for phase, seconds in timings.items():
                 _add(phases, phase, seconds)
@@ -313,7 +316,7 @@ def _request_headers(settings: HttpSettings, own: bool) -> list[tuple[str, str]]
     return headers
 
 
-def _location(settings: HttpSettings, url: Url, response: web.ClientResponse) -> Url | None:
+def _location(settings: HttpSettings, url: Url, response: http_client.ClientResponse) -> Url | None:
     if not settings.follow_redirects or response.status not in REDIRECTS:
         return None
     location = dict(response.headers).get("location")
@@ -326,7 +329,7 @@ def _location(settings: HttpSettings, url: Url, response: web.ClientResponse) ->
                          ) from None
 
 
-def _expect(settings: HttpSettings, response: web.ClientResponse) -> None:
+def _expect(settings: HttpSettings, response: http_client.ClientResponse) -> None:
     status = response.status
     if not any(status == v if isinstance(v, int) else str(status)[0] == v[0]
                for v in settings.valid_status):

@@ -8,7 +8,7 @@ The times the request left and the reply arrived are the kernel's where it tells
 
 `samples = N` requests go to a server 2 s apart (servers rate-limit bursts), and the sample
 with the least delay is used: it is the one least skewed by queueing. With `servers = [...]`,
-every server is measured at once and RFC 5905's selection (`exporter/ntp_selection.py`) marks
+every server is measured at once and RFC 5905's selection (`ntp_selection.py` beside it) marks
 the falsetickers; the truechimers' combined offset is exported, and the other values are the
 system peer's (the truechimer of lowest stratum and root distance).
 
@@ -27,14 +27,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from exporter import metrics, net
+from exporter import metrics
 from exporter.checks.base import UNTIL_RELOAD, Kind, Run, option
+from exporter.checks.ntp_selection import Candidate, combine, select
 from exporter.codecs import ntp as codec
+from exporter.config.durations import parse_duration
+from exporter.config.targets import HostPort, parse_server, parse_servers
 from exporter.deadline import within
-from exporter.durations import parse_duration
 from exporter.errors import CheckError, Reason
-from exporter.ntp_selection import Candidate, combine, select
-from exporter.targets import HostPort, parse_server, parse_servers
+from exporter.net.resolve import FAMILIES, Address
+from exporter.net.udp import timed_udp_exchange
 
 SAMPLE_SPACING = 2.0  # seconds between two requests to one server in a run, at the least
 # RFC 4330 §10: "A client MUST NOT under any conditions use a poll interval less than 15 s."
@@ -77,7 +79,7 @@ class NtpSettings:
     # ntpd's step threshold: a clock that far off is one a time daemon would step, not slew.
     max_offset: float = option(0.128, parse=_seconds, raw=(float, str))
     max_root_distance: float = option(MAXDIST, parse=_seconds, raw=(float, str))
-    family: str = option("any", choices=tuple(net.FAMILIES))
+    family: str = option("any", choices=tuple(FAMILIES))
 
     def problems(self) -> list[tuple[str, str]]:
         if self.target is None and not self.servers:
@@ -157,7 +159,7 @@ async def _measure(settings: NtpSettings, run: Run, server: HostPort,
     ignored: list[str] = []
     try:
         address = (await run.resolver.resolve(server.host, server.port,
-                                              net.FAMILIES[settings.family],
+                                              FAMILIES[settings.family],
                                               socket.SOCK_DGRAM))[0]
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -201,7 +203,7 @@ async def _measure(settings: NtpSettings, run: Run, server: HostPort,
     return outcome
 
 
-async def _ask(address: net.Address, wait_until: float,
+async def _ask(address: Address, wait_until: float,
                ignored: list[str]) -> tuple[codec.Sample, bool]:
     """One request and its reply; raises KissOfDeath, Unsynchronized or TimeoutError."""
     transmit = secrets.randbits(64) or 1
@@ -221,7 +223,7 @@ async def _ask(address: net.Address, wait_until: float,
         ignored.append(f"a datagram from {source[0]} port {source[1]}, not the server")
 
     reply = await within(
-        net.timed_udp_exchange(address, codec.build_request(transmit), accept, foreign=foreign),
+        timed_udp_exchange(address, codec.build_request(transmit), accept, foreign=foreign),
         wait_until)
     verdict = verdicts[-1]
     if isinstance(verdict, codec.NtpCodecError):

@@ -7,7 +7,7 @@ asked for (socket(7): the other half is bookkeeping) and clamps the request at
 twice the request; a clamp is a finding, not noise. With a `target` the socket then connects
 and its options are read again (TCP's autotuning shows there) with its TCP_INFO; with `bind`
 it binds and listens, as a server about to start would. The kernel settings behind the
-options come from /proc/sys (`exporter.sysctl`). No options at all is an audit of what a new
+options come from /proc/sys (`exporter.net.sysctl`). No options at all is an audit of what a new
 socket gets on this host.
 
 Every socket call is in `exporter.net`; this module imports the standard `socket` module for
@@ -24,11 +24,21 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from exporter import metrics, net, sysctl
+from exporter import metrics
 from exporter.checks.base import Kind, Observation, Run, option
 from exporter.checks.connection import TCP_INFO_SPECS, record_tcp_info
+from exporter.config.targets import HostPort, parse_host_port
 from exporter.errors import CheckError, Reason
-from exporter.targets import HostPort, parse_host_port
+from exporter.net import sysctl
+from exporter.net.resolve import FAMILIES, Address, literal_address
+from exporter.net.sockopt import (
+    SOCKET_TYPES,
+    bind_socket,
+    connect_socket,
+    get_int_option,
+    open_socket,
+    set_int_option,
+)
 
 # How an effective value is held against the request.
 BUFFER = "buffer"  # at least the request, doubled on Linux (socket(7))
@@ -118,9 +128,9 @@ def parse_options(raw: dict[str, Any], platform: Any = socket) -> tuple[tuple[st
     return tuple(parsed)
 
 
-def _bind_address(text: str) -> net.Address:
+def _bind_address(text: str) -> Address:
     target = parse_host_port(text)
-    address = net.literal_address(target.host, target.port, socket.AF_UNSPEC)
+    address = literal_address(target.host, target.port, socket.AF_UNSPEC)
     if address is None:
         raise ValueError(f"bind needs an IP address, not {target.host!r}: 0.0.0.0:PORT is "
                          "every IPv4 address, [::]:PORT every IPv6 one")
@@ -131,9 +141,9 @@ def _bind_address(text: str) -> net.Address:
 class SocketSettings:
     options: tuple[tuple[str, int], ...] = option((), parse=parse_options, raw=dict)
     protocol: str = option("tcp", choices=PROTOCOLS)
-    family: str = option("any", choices=tuple(net.FAMILIES))
+    family: str = option("any", choices=tuple(FAMILIES))
     target: HostPort | None = option(None, parse=parse_host_port, raw=str)
-    bind: net.Address | None = option(None, parse=_bind_address, raw=str)
+    bind: Address | None = option(None, parse=_bind_address, raw=str)
 
     def socket_family(self) -> str | None:
         """"ipv4" or "ipv6" when the config says which; None when resolution will tell."""
@@ -143,7 +153,7 @@ class SocketSettings:
             return self.family
         if self.target is None:
             return "ipv4"
-        literal = net.literal_address(self.target.host, self.target.port, socket.AF_UNSPEC)
+        literal = literal_address(self.target.host, self.target.port, socket.AF_UNSPEC)
         return None if literal is None else FAMILY_NAMES[literal.family]
 
     def problems(self) -> list[tuple[str, str]]:
@@ -212,8 +222,8 @@ async def check(settings: SocketSettings, run: Run) -> None:
     if settings.target is not None:
         target = settings.target
         address = (await run.resolver.resolve(target.host, target.port,
-                                              net.FAMILIES[settings.family],
-                                              net.SOCKET_TYPES[settings.protocol]))[0]
+                                              FAMILIES[settings.family],
+                                              SOCKET_TYPES[settings.protocol]))[0]
     if address is not None:
         family = address.family
     else:  # no target: "any" is IPv4
@@ -222,7 +232,7 @@ async def check(settings: SocketSettings, run: Run) -> None:
     if address is not None:
         run.detail("address", str(address))
     audited = _audited(settings.protocol, FAMILY_NAMES.get(family, ""))
-    sock = net.open_socket(family, settings.protocol)
+    sock = open_socket(family, settings.protocol)
     try:
         findings = _apply(settings.options, sock, run)
         effective = _read(sock, audited, run, metrics.SOCKET_OPTION_VALUE)
@@ -230,7 +240,7 @@ async def check(settings: SocketSettings, run: Run) -> None:
         if settings.bind is not None:
             _bind(sock, settings.bind, settings.protocol, findings)
         elif address is not None:
-            await net.connect_socket(sock, address)
+            await connect_socket(sock, address)
             _read(sock, audited, run, metrics.SOCKET_CONNECTED_OPTION_VALUE)
             if settings.protocol == "tcp":
                 info = record_tcp_info(run, sock)
@@ -247,7 +257,7 @@ def _apply(options: tuple[tuple[str, int], ...], sock: socket.socket, run: Run) 
     for name, value in options:
         run.gauge(metrics.SOCKET_OPTION_REQUESTED, value, name)
         try:
-            net.set_int_option(sock, getattr(socket, OPTIONS[name].level),
+            set_int_option(sock, getattr(socket, OPTIONS[name].level),
                                getattr(socket, name), value)
         except OSError as exc:
             findings.append(f"{name} = {value} refused by the kernel: {_errno(exc)}")
@@ -259,7 +269,7 @@ def _read(sock: socket.socket, audited: tuple[tuple[str, int, int], ...], run: R
     values = {}
     for name, level, number in audited:
         try:
-            values[name] = net.get_int_option(sock, level, number)
+            values[name] = get_int_option(sock, level, number)
         except OSError as exc:
             run.detail(f"{name} unreadable", _errno(exc))
             continue
@@ -291,9 +301,9 @@ def _compare(options: tuple[tuple[str, int], ...], effective: dict[str, int],
     return findings
 
 
-def _bind(sock: socket.socket, address: net.Address, protocol: str, findings: list[str]) -> None:
+def _bind(sock: socket.socket, address: Address, protocol: str, findings: list[str]) -> None:
     try:
-        net.bind_socket(sock, address, listen=protocol == "tcp")
+        bind_socket(sock, address, listen=protocol == "tcp")
     except OSError as exc:
         what = "bind and listen on" if protocol == "tcp" else "bind"
         message = f"cannot {what} {address}: {_errno(exc)}"

@@ -22,9 +22,12 @@ from exporter.checks.connection import (
     record_tls,
     tls_context,
 )
+from exporter.config.targets import HostPort, parse_host_port
 from exporter.errors import CheckError, Reason
-from exporter.net import FAMILIES, Stream, connect_tcp, open_stream, tls_handshake
-from exporter.targets import HostPort, parse_host_port
+from exporter.net.resolve import FAMILIES
+from exporter.net.stream import Stream, open_stream
+from exporter.net.tcp import connect_tcp
+from exporter.net.tls import tls_handshake
 
 
 @dataclass(frozen=True, slots=True)

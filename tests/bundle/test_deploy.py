@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from exporter import config
+from exporter.config.load import load_file, load_text
 from tests.bundle.promql import ROOT, RULES, rule_groups, rules
 from tests.prometheus import promtool
 
@@ -39,7 +39,7 @@ def test_the_shipped_agent_configs_are_valid() -> None:
                                        "central.toml"}
     kinds = set()
     for path in files:
-        kinds |= {check.kind for check in config.load_file(str(path)).checks}
+        kinds |= {check.kind for check in load_file(str(path)).checks}
     assert kinds >= {"clock", "dns", "tcp", "http"}
 
 
@@ -193,7 +193,7 @@ def test_the_configmaps_carry_valid_agent_configs() -> None:
             continue
         for key, text in obj["data"].items():
             if key.endswith(".toml"):
-                config.load_text(text, f"{path.name}:{key}")
+                load_text(text, f"{path.name}:{key}")
                 found += 1
     assert found >= 2
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from exporter.durations import parse_duration
+from exporter.config.durations import parse_duration
 from tests.bundle.promql import ROOT, RULES, rules
 from tests.prometheus import promtool
 

@@ -16,15 +16,18 @@ from typing import Any
 
 import pytest
 
-from exporter import config, kernel_clock, pages, status
-from exporter.blocking import BlockingPool
 from exporter.checks import KINDS, clock
 from exporter.codecs import timex
+from exporter.config.load import load_check, load_default, load_text
+from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
-from exporter.kernel_clock import ClockUnavailable, Syscall
-from exporter.net import Resolver
+from exporter.net import kernel_clock
+from exporter.net.blocking import BlockingPool
+from exporter.net.kernel_clock import ClockUnavailable, Syscall
+from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result, Store
+from exporter.web import pages, status
 from tests.agent import ROOT, Agent
 from tests.checks.test_dns import values
 from tests.codecs.test_timex import golden
@@ -35,8 +38,8 @@ NATIVE = ("LP64" if kernel_clock.NATIVE.size == 208 else "ILP32",
           "<" if sys.byteorder == "little" else ">")
 
 
-def clock_check() -> config.CheckConfig:
-    return config.load_check({"name": "c", "kind": "clock", "timeout": "1s"}, "test")
+def clock_check() -> CheckConfig:
+    return load_check({"name": "c", "kind": "clock", "timeout": "1s"}, "test")
 
 
 def run(syscall: Syscall, runs: int = 1) -> list[Result]:
@@ -235,12 +238,12 @@ def test_read_raises_only_clock_unavailable_for_a_platform() -> None:
 def test_config_problems(extra: str, expected: str) -> None:
     text = '[[checks]]\nname = "c"\nkind = "clock"\n' + extra
     with pytest.raises(ConfigError) as info:
-        config.load_text(text, "f.toml")
+        load_text(text, "f.toml")
     assert info.value.problems == [expected]
 
 
 def test_embedded_default_has_a_clock_check_and_no_ntp_server() -> None:
-    checks = config.load_default("127.0.0.1:4321").checks
+    checks = load_default("127.0.0.1:4321").checks
     [clock_checks] = [c for c in checks if c.kind == "clock"]
     assert (clock_checks.name, clock_checks.target) == ("self-clock", "")
     assert not [c for c in checks if c.kind == "ntp"]

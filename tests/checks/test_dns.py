@@ -10,21 +10,22 @@ from typing import Any
 
 import pytest
 
-from exporter import config
-from exporter.blocking import BlockingPool
+from exporter.config.load import load_check, load_text
+from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
-from exporter.net import Resolver
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
 from tests.fakedns import FakeDns, FakeDoh, FakeDot, make_cert, server_context
 
 
-def dns_check(**keys: Any) -> config.CheckConfig:
+def dns_check(**keys: Any) -> CheckConfig:
     table = {"name": "d", "kind": "dns", "interval": "1m", "timeout": "1s", **keys}
-    return config.load_check(table, "test")
+    return load_check(table, "test")
 
 
-def run(check: config.CheckConfig, memory: dict[str, Any] | None = None) -> tuple[Result, float]:
+def run(check: CheckConfig, memory: dict[str, Any] | None = None) -> tuple[Result, float]:
     async def go() -> Result:
         pool = BlockingPool(2)
         try:
@@ -215,14 +216,14 @@ CONFIG = '[[checks]]\nname = "d"\nkind = "dns"\ntarget = "host.test"\n'
 )
 def test_config_errors(extra: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config.load_text(CONFIG + extra, "f.toml")
+        load_text(CONFIG + extra, "f.toml")
     [problem] = info.value.problems
     assert problem.startswith(message) if "unknown rcode" not in message else message in problem
 
 
 def test_bad_target_name() -> None:
     with pytest.raises(ConfigError) as info:
-        config.load_text(CONFIG.replace("host.test", "a..b"), "f.toml")
+        load_text(CONFIG.replace("host.test", "a..b"), "f.toml")
     assert info.value.problems[0].startswith('f.toml:4: checks[0] "d".target: invalid DNS name')
 
 

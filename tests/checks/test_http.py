@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from exporter import config, probe
 from exporter.checks.http import Secret
+from exporter.cli import probe
+from exporter.config.load import load_check, load_text
+from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
 from exporter.store import Result
 from tests.agent import Agent
@@ -24,10 +26,10 @@ from tests.servers import closed_port
 SENTINEL = "s3ntinel-Zq7xW"
 
 
-def http_check(target: str, **keys: Any) -> config.CheckConfig:
+def http_check(target: str, **keys: Any) -> CheckConfig:
     table = {"name": "h", "kind": "http", "interval": "1m", "timeout": "2s", "target": target,
              **keys}
-    return config.load_check(table, "test")
+    return load_check(table, "test")
 
 
 def values(result: Result) -> dict[str, float]:
@@ -262,7 +264,7 @@ def test_basic_auth(tmp_path: Path) -> None:
 def config_problems(tmp_path: Path, body: str) -> list[str]:
     text = '[[checks]]\nname = "web"\nkind = "http"\n' + body
     with pytest.raises(ConfigError) as caught:
-        config.load_text(text, "f.toml")
+        load_text(text, "f.toml")
     return caught.value.problems
 
 

@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 
-from exporter import config, net
-from exporter.blocking import BlockingPool
 from exporter.checks.base import UNTIL_RELOAD
 from exporter.codecs import ntp as codec
+from exporter.config.load import load_check, load_text
+from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
-from exporter.net import Resolver
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Address, Resolver
+from exporter.net.udp import TimedDatagram, timed_udp_exchange
 from exporter.runner import Runner
 from exporter.store import Result, Store
 from tests.agent import ROOT
@@ -37,12 +39,12 @@ RECORDED = {OFFSET, "netsentry_ntp_rtt_seconds", "netsentry_ntp_stratum", "netse
             "netsentry_ntp_reference_info127.0.0.1", SANITY}
 
 
-def ntp_check(**keys: Any) -> config.CheckConfig:
+def ntp_check(**keys: Any) -> CheckConfig:
     table = {"name": "n", "kind": "ntp", "interval": "1m", "timeout": "1s", **keys}
-    return config.load_check(table, "test")
+    return load_check(table, "test")
 
 
-def run(check: config.CheckConfig, memory: dict[str, Any] | None = None,
+def run(check: CheckConfig, memory: dict[str, Any] | None = None,
         valid_offset: float = 1.0) -> tuple[Result, float]:
     """Run the check once; fail if it exports an offset over `valid_offset` seconds (only
     valid replies a test made that far off may give one)."""
@@ -362,7 +364,7 @@ def test_config_errors(line: str, message: str) -> None:
     target = "" if "servers" in line or "target" in line else 'target = "ntp.test"\n'
     text = f'[[checks]]\nname = "time"\nkind = "ntp"\n{target}{line}\n'
     with pytest.raises(ConfigError) as raised:
-        config.load_text(text, "ntp.toml")
+        load_text(text, "ntp.toml")
     key = message.partition(":")[0]
     line_number = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith(key))
     assert raised.value.problems == [f'ntp.toml:{line_number}: checks[0] "time".{message}']
@@ -372,11 +374,11 @@ def test_target_or_servers_but_one_of_them() -> None:
     both = '[[checks]]\nname = "t"\nkind = "ntp"\ntarget = "a"\nservers = ["b"]\n'
     neither = '[[checks]]\nname = "t"\nkind = "ntp"\n'
     with pytest.raises(ConfigError) as raised:
-        config.load_text(both, "ntp.toml")
+        load_text(both, "ntp.toml")
     assert raised.value.problems == ['ntp.toml:5: checks[0] "t".servers: set `target` (one '
                                      'server) or `servers` (several), not both']
     with pytest.raises(ConfigError) as raised:
-        config.load_text(neither, "ntp.toml")
+        load_text(neither, "ntp.toml")
     assert raised.value.problems == ['ntp.toml:1: checks[0] "t".target: missing: set `target` '
                                      'to one server (host[:port]), or `servers` to several']
 
@@ -385,7 +387,7 @@ def test_an_interval_from_the_defaults_is_checked_too() -> None:
     text = ('[defaults]\ninterval = "5s"\ntimeout = "1s"\n\n'
             '[[checks]]\nname = "t"\nkind = "ntp"\ntarget = "a"\n')
     with pytest.raises(ConfigError) as raised:
-        config.load_text(text, "ntp.toml")
+        load_text(text, "ntp.toml")
     assert raised.value.problems == ['ntp.toml:5: checks[0] "t".interval: 5s is too often for '
                                      'an NTP server: at least 15s (RFC 4330 §10)']
 
@@ -422,13 +424,13 @@ def test_probe_fails_on_a_kiss_and_on_bad_options() -> None:
     assert "samples: 4 samples 2s apart take 6s, but the timeout is 5s" in bad.stderr
 
 
-# --- the transport: net.timed_udp_exchange -------------------------------------------------------
+# --- the transport: timed_udp_exchange -------------------------------------------------------
 
 
-def exchange(server: FakeNtp, **options: Any) -> tuple[net.TimedDatagram, list[Any]]:
+def exchange(server: FakeNtp, **options: Any) -> tuple[TimedDatagram, list[Any]]:
     foreign: list[Any] = []
 
-    async def go() -> net.TimedDatagram:
+    async def go() -> TimedDatagram:
         transmit = 0x0123456789ABCDEF
 
         def accept(data: bytes) -> bool:
@@ -438,8 +440,8 @@ def exchange(server: FakeNtp, **options: Any) -> tuple[net.TimedDatagram, list[A
                 return False
             return True
 
-        return await asyncio.wait_for(net.timed_udp_exchange(
-            net.Address(socket.AF_INET, ("127.0.0.1", server.port)),
+        return await asyncio.wait_for(timed_udp_exchange(
+            Address(socket.AF_INET, ("127.0.0.1", server.port)),
             codec.build_request(transmit), accept, foreign=foreign.append, **options), 1)
 
     return asyncio.run(go()), foreign
@@ -468,7 +470,7 @@ def test_timed_exchange_closes_its_socket_when_cancelled() -> None:
     with FakeNtp("silent") as server:
         for _ in range(5):
             with pytest.raises(asyncio.TimeoutError):
-                asyncio.run(asyncio.wait_for(net.timed_udp_exchange(
-                    net.Address(socket.AF_INET, ("127.0.0.1", server.port)),
+                asyncio.run(asyncio.wait_for(timed_udp_exchange(
+                    Address(socket.AF_INET, ("127.0.0.1", server.port)),
                     codec.build_request(1), lambda data: True), 0.05))
         assert len(os.listdir("/proc/self/fd")) == fds + 3  # the server's own sockets

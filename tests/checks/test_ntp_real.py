@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from exporter import config, net
-from exporter.blocking import BlockingPool
 from exporter.codecs import ntp as codec
-from exporter.net import Resolver
+from exporter.config.load import load_check
+from exporter.config.model import CheckConfig
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Address, Resolver
+from exporter.net.udp import TimedDatagram, timed_udp_exchange
 from exporter.runner import Runner
 from exporter.scheduler import first_run, slot_of
 from exporter.store import Result
@@ -35,12 +37,12 @@ def chronyd() -> Iterator[Chronyd]:
         yield server
 
 
-def ntp_check(**keys: Any) -> config.CheckConfig:
+def ntp_check(**keys: Any) -> CheckConfig:
     table = {"name": "n", "kind": "ntp", "interval": "1m", "timeout": "1s", **keys}
-    return config.load_check(table, "test")
+    return load_check(table, "test")
 
 
-def run_many(check: config.CheckConfig, times: int) -> list[Result]:
+def run_many(check: CheckConfig, times: int) -> list[Result]:
     async def go() -> list[Result]:
         pool = BlockingPool(2)
         try:
@@ -83,9 +85,9 @@ def test_chronyd_two_samples(chronyd: Chronyd) -> None:
 
 
 def test_ntplib_decodes_chronyds_replies_as_we_do(chronyd: Chronyd) -> None:
-    async def exchange(transmit: int) -> net.TimedDatagram:
-        address = net.Address(2, ("127.0.0.1", chronyd.port))  # AF_INET
-        return await net.timed_udp_exchange(address, codec.build_request(transmit),
+    async def exchange(transmit: int) -> TimedDatagram:
+        address = Address(2, ("127.0.0.1", chronyd.port))  # AF_INET
+        return await timed_udp_exchange(address, codec.build_request(transmit),
                                             lambda data: True)
 
     for _ in range(3):
@@ -98,11 +100,11 @@ def test_ntplib_decodes_chronyds_replies_as_we_do(chronyd: Chronyd) -> None:
 def test_user_space_timestamps_against_chronyd(chronyd: Chronyd) -> None:
     """Where the kernel gives no timestamps, both ends are read in user space."""
     async def go() -> list[codec.Sample]:
-        address = net.Address(2, ("127.0.0.1", chronyd.port))
+        address = Address(2, ("127.0.0.1", chronyd.port))
         samples = []
         for _ in range(5):
             transmit = secrets.randbits(64) | 1
-            reply = await net.timed_udp_exchange(address, codec.build_request(transmit),
+            reply = await timed_udp_exchange(address, codec.build_request(transmit),
                                                  lambda data: True, kernel_timestamps=False)
             assert not reply.kernel
             assert reply.sent < reply.received

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from exporter import config, sysctl
 from exporter.checks import socket as socket_check
+from exporter.config.load import load_check, load_text
+from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
+from exporter.net import sysctl
 from exporter.store import Result
 from tests.agent import ROOT, Agent
 from tests.checks.test_dns import run
@@ -25,9 +27,9 @@ from tests.netns import run_in_netns
 from tests.servers import closed_port
 
 
-def check(**keys: Any) -> config.CheckConfig:
+def check(**keys: Any) -> CheckConfig:
     table = {"name": "s", "kind": "socket", "interval": "1m", "timeout": "2s", **keys}
-    return config.load_check(table, "test")
+    return load_check(table, "test")
 
 
 def series(result: Result) -> dict[tuple[str, str], float]:
@@ -307,7 +309,7 @@ HEAD = '[[checks]]\nname = "s"\nkind = "socket"\n'
 ])
 def test_config_errors(body: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config.load_text(HEAD + body, "f.toml")
+        load_text(HEAD + body, "f.toml")
     assert info.value.problems == [expected]
 
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from exporter import config
 from exporter.checks.base import Run
 from exporter.checks.connection import record_tcp_info, tls_context
+from exporter.config.load import load_check
+from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
-from exporter.net import Resolver
+from exporter.net.resolve import Resolver
 from tests.checks.test_dns import run
 from tests.codecs.test_tcp_info import golden
 from tests.fakedns import make_cert, server_context
@@ -72,8 +73,8 @@ SMTP_DIALOG = [{"expect": "^220 "}, {"send": "EHLO netsentry.test"}, {"expect": 
                {"expect": "^221 "}]
 
 
-def tcp_check(target: str, **keys: Any) -> config.CheckConfig:
-    return config.load_check({"name": "t", "kind": "tcp", "target": target, "timeout": "2s",
+def tcp_check(target: str, **keys: Any) -> CheckConfig:
+    return load_check({"name": "t", "kind": "tcp", "target": target, "timeout": "2s",
                               **keys}, "test")
 
 

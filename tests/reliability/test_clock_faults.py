@@ -19,7 +19,7 @@ import pytest
 
 from exporter.codecs import timex
 from exporter.errors import Reason
-from exporter.kernel_clock import Syscall
+from exporter.net.kernel_clock import Syscall
 from tests.agent import Agent
 from tests.checks.test_clock import NATIVE, golden, run, state_values
 from tests.reliability.agentwatch import counts

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from exporter import config
-from exporter.blocking import BlockingPool
+from exporter.config.load import load_check
+from exporter.config.model import CheckConfig
 from exporter.errors import Reason
-from exporter.net import Resolver
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
 from tests.httpservers import HttpServer, Reply
@@ -87,7 +88,7 @@ CASES: dict[str, tuple[Any, Reason]] = {
 }
 
 
-def _failing_runs(check: config.CheckConfig) -> tuple[list[Result], int, Counter[str]]:
+def _failing_runs(check: CheckConfig) -> tuple[list[Result], int, Counter[str]]:
     async def go() -> tuple[list[Result], int, Counter[str]]:
         pool = BlockingPool(1)
         try:
@@ -113,7 +114,7 @@ def _failing_runs(check: config.CheckConfig) -> tuple[list[Result], int, Counter
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_failed_run_leaves_no_cyclic_garbage(case: str, targets: Targets) -> None:
     table, reason = CASES[case]
-    check = config.load_check({"name": "c", "timeout": "300ms", **table(targets)}, "test")
+    check = load_check({"name": "c", "timeout": "300ms", **table(targets)}, "test")
     results, found, kinds = _failing_runs(check)
     assert [r.reason for r in results] == [reason] * 3, [r.message for r in results]
     assert found == 0, kinds.most_common(12)

@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 
-from exporter import config, metrics
-from exporter.blocking import BlockingPool
+from exporter import metrics
+from exporter.config.load import load_check
+from exporter.config.model import CheckConfig
 from exporter.errors import Reason
 from exporter.metrics import Spec
-from exporter.net import Resolver
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
 from tests.chronyd import Chronyd
@@ -39,15 +41,15 @@ def chronyd() -> Iterator[Chronyd]:
         yield server
 
 
-def ntp_check(target: str) -> config.CheckConfig:
-    return config.load_check({"name": "ntp", "kind": "ntp", "target": target,
+def ntp_check(target: str) -> CheckConfig:
+    return load_check({"name": "ntp", "kind": "ntp", "target": target,
                               "timeout": "1s"}, "test")
 
 
 class Runs:
     """Runs one check through the runner, its memory carried from run to run as the agent's."""
 
-    def __init__(self, check: config.CheckConfig) -> None:
+    def __init__(self, check: CheckConfig) -> None:
         self.check = check
         self.memory: dict[str, Any] = {}
 

@@ -22,7 +22,7 @@ from hashlib import sha256
 from html import escape
 
 from exporter.history import POINTS, Window
-from exporter.status import DOWN, PENDING, UP, CheckView, Filter, Overview
+from exporter.web.status import DOWN, PENDING, UP, CheckView, Filter, Overview
 
 REFRESH_SECONDS = 10
 

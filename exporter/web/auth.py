@@ -29,8 +29,8 @@ from typing import Any
 
 import bcrypt
 
-from exporter.blocking import BlockingPool
-from exporter.web import Request, Response
+from exporter.net.blocking import BlockingPool
+from exporter.web.server import Request, Response
 
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit
 CHALLENGE = 'Basic realm="netsentry", charset="UTF-8"'

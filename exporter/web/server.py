@@ -1,4 +1,4 @@
-"""HTTP/1.1 for netsentry: the server (listening, connections, framing, routing) and a client.
+"""The HTTP/1.1 server (listening, connections, framing, routing).
 
 It replaces prometheus_client's built-in server, which stalls under one idle TLS connection and
 keeps one thread per slow client. Everything here runs on the event loop, without threads; h11
@@ -6,9 +6,7 @@ does the protocol. Every client is bounded in time (header, idle and write timeo
 handshake), in size (`max_request_bytes`) and in number (`max_connections`, evicting the
 connection that has waited longest for a request), and handlers run at most `max_handlers` at a
 time. A response is a body, or a stream sent as it is produced (chunked), which a client that
-does not read holds back once 1 MiB is queued for it. The client (`request`) sends one request
-on a stream that `net` opened (DNS over HTTPS, the http check). This is the only module that
-imports h11.
+does not read holds back once 1 MiB is queued for it.
 """
 
 from __future__ import annotations
@@ -22,12 +20,10 @@ import math
 import os
 import socket
 import sys
-import time
-import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ssl import SSLContext
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
@@ -455,136 +451,3 @@ def _format_address(sockaddr: Any) -> str:
         return str(sockaddr)
     host, port = sockaddr[0], sockaddr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-# --- the client side: one request on an open stream ---------------------------------------------
-
-# Content-Encodings decoded (RFC 9110 §8.4.1); zlib's "+32" reads a gzip or a zlib header.
-_DECODED = frozenset({"gzip", "x-gzip", "deflate"})
-
-
-class ResponseError(Exception):
-    """The server's response broke HTTP/1.1 or our limits; str() says how."""
-
-
-class ResponseTooLarge(ResponseError):
-    """The body went over the caller's cap, as received or once decompressed."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientResponse:
-    status: int
-    headers: tuple[tuple[str, str], ...]  # lower-case names, in order
-    body: bytes  # decompressed when the request asked for it
-    http_version: str
-    received: int = 0  # body bytes as they came over the wire
-
-
-class ByteStream(Protocol):
-    """What the client needs of a connection (net.Stream is one)."""
-
-    async def read(self, size: int) -> bytes: ...
-
-    async def write(self, data: bytes) -> None: ...
-
-
-async def request(
-    stream: ByteStream,
-    method: str,
-    host: str,
-    target: str,
-    *,
-    headers: Sequence[tuple[str, str]] = (),
-    body: bytes = b"",
-    max_body: int = 1 << 20,
-    decode: bool = False,
-    timings: dict[str, float] | None = None,
-) -> ClientResponse:
-    """Send one HTTP/1.1 request on an open stream and read the whole response.
-
-    A response that breaks the protocol, or a body over `max_body` bytes (so that a hostile
-    server cannot make us buffer without bound), raises ResponseError. With `decode`, a gzip or
-    deflate body is decompressed as it arrives, under the same cap, so a gzip bomb stops there.
-    `timings`, if given, gets "processing" (request sent → first byte of the response) and
-    "transfer" (that byte → end of the body), in seconds. The caller's deadline bounds the time.
-    A `host` header in `headers` replaces the default one.
-    """
-    conn = h11.Connection(h11.CLIENT)
-    own = {name.lower() for name, _ in headers}
-    head = [*([("Host", host)] if "host" not in own else []), ("Connection", "close"), *headers]
-    if body or method in ("POST", "PUT"):
-        head.append(("Content-Length", str(len(body))))
-    try:
-        out = conn.send(h11.Request(method=method, target=target, headers=head)) or b""
-        if body:
-            out += conn.send(h11.Data(data=body)) or b""
-        out += conn.send(h11.EndOfMessage()) or b""
-    except h11.LocalProtocolError:
-        # h11's message would quote the offending header, and header values may be secrets.
-        raise ResponseError("cannot send the request: a header or the target is not valid "
-                            "HTTP/1.1") from None
-    await stream.write(out)
-    try:
-        return await _read_response(conn, stream, max_body, decode, timings)
-    except h11.ProtocolError as exc:
-        raise ResponseError(f"invalid HTTP response: {exc}") from None
-
-
-async def _read_response(conn: h11.Connection, stream: ByteStream, max_body: int,
-                         decode: bool, timings: dict[str, float] | None) -> ClientResponse:
-    sent = time.perf_counter()
-    first_byte: float | None = None
-    response: h11.Response | None = None
-    decoder: Any = None
-    encoding = ""
-    data = bytearray()
-    received = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            chunk = await stream.read(_READ_CHUNK)
-            if first_byte is None:
-                first_byte = time.perf_counter()
-            conn.receive_data(chunk)
-        elif isinstance(event, h11.Response):
-            response = event
-            encoding = dict(event.headers).get(b"content-encoding", b"").decode(
-                "latin-1").strip().lower()
-            if decode and encoding in _DECODED:
-                decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)
-        elif isinstance(event, h11.Data):
-            received += len(event.data)
-            if received > max_body:
-                raise ResponseTooLarge(f"response body larger than {max_body} bytes")
-            data += event.data if decoder is None else _inflate(decoder, encoding, event.data,
-                                                               max_body, len(data))
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            break
-    if response is None:
-        raise ConnectionResetError("connection closed before a response")
-    if decoder is not None and received:
-        data += _inflate(decoder, encoding, b"", max_body, len(data))
-        if not decoder.eof:
-            raise ResponseError(f"the {encoding} body is cut short")
-    if timings is not None and first_byte is not None:
-        timings["processing"] = first_byte - sent
-        timings["transfer"] = time.perf_counter() - first_byte
-    return ClientResponse(
-        status=response.status_code,
-        headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers),
-        body=bytes(data),
-        http_version=response.http_version.decode("ascii"),
-        received=received,
-    )
-
-
-def _inflate(decoder: Any, encoding: str, data: bytes, max_body: int, have: int) -> bytes:
-    """Decompress `data` to at most one byte over the cap, and raise if it got there."""
-    limit = max_body + 1 - have  # ≥ 1: the cap was not passed yet (0 would mean "no limit")
-    try:
-        out = decoder.decompress(data, limit) if data else decoder.flush(limit)
-    except zlib.error as exc:
-        raise ResponseError(f"invalid {encoding} body: {exc}") from None
-    if have + len(out) > max_body:
-        raise ResponseTooLarge(f"decompressed response body larger than {max_body} bytes")
-    return bytes(out)

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from exporter.config import PathKey, Problems
+from exporter.config.problems import PathKey, Problems
 from exporter.errors import ConfigError
 
 Node = yaml.Node
@@ -45,7 +45,7 @@ class WebConfig:
     headers: tuple[tuple[str, str], ...] = ()
     # What a listener keeps from its start to its end, as (key, value): whether it serves TLS,
     # and the TLS settings OpenSSL copies into each connection before a handshake can switch
-    # to a newer context (versions, client authentication, suites, curve). See webreload.
+    # to a newer context (versions, client authentication, suites, curve). See web.reload.
     fixed: tuple[tuple[str, str], ...] = (("tls_server_config", "off"),)
     tls_files: tuple[str, ...] = ()  # the certificate, key and client CA files it was built from
 

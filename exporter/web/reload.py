@@ -28,13 +28,13 @@ import asyncio
 import logging
 import ssl
 
-from exporter import webconfig
-from exporter.basic_auth import BasicAuth
-from exporter.blocking import BlockingPool
 from exporter.errors import ConfigError
+from exporter.net.blocking import BlockingPool
 from exporter.watch import Fingerprint, fingerprint
-from exporter.web import Request, Response
-from exporter.webconfig import WebConfig
+from exporter.web import webconfig
+from exporter.web.auth import BasicAuth
+from exporter.web.server import Request, Response
+from exporter.web.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 

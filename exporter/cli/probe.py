@@ -13,13 +13,13 @@ import asyncio
 import sys
 from typing import Any
 
-from exporter import config
-from exporter.blocking import BlockingPool
 from exporter.checks import KINDS
-from exporter.config import CheckConfig
+from exporter.config.load import load_check, load_file, toml_value
+from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError
-from exporter.exposition import format_value
-from exporter.net import Resolver
+from exporter.net.blocking import BlockingPool
+from exporter.net.resolve import Resolver
+from exporter.report import describe
 from exporter.runner import Runner
 from exporter.store import Result
 
@@ -51,7 +51,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
             else:
                 name = key.replace("-", "_")
                 given.setdefault(name, []).append(
-                    value if name == "timeout" else config.toml_value(value))
+                    value if name == "timeout" else toml_value(value))
         else:
             positional.append(arg)
         i += 1
@@ -80,8 +80,8 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         config_file, table = parse_args(argv)
-        checks = (config.load_file(config_file).checks if config_file
-                  else (config.load_check(table, "command line"),))
+        checks = (load_file(config_file).checks if config_file
+                  else (load_check(table, "command line"),))
     except ValueError as exc:
         print(f"netsentry probe: {exc}\n\n{USAGE.format(kinds=', '.join(KINDS))}",
               file=sys.stderr)
@@ -104,32 +104,6 @@ async def _run_all(checks: tuple[CheckConfig, ...]) -> list[Result]:
         return list(await asyncio.gather(*(runner.run(check) for check in checks)))
     finally:
         pool.close()
-
-
-def describe(check: CheckConfig, result: Result) -> str:
-    """Every fact of one run, one per line; then the kind's table, if it has one."""
-    verdict = "success" if result.success else f"FAILURE ({result.reason}): {result.message}"
-    rows = [("check", f"{check.kind} {check.target}".rstrip()), ("result", verdict),
-            ("duration", f"{result.duration * 1000:.3f} ms"), *result.details]
-    observations = result.observations
-    table: list[tuple[str, ...]] = []
-    probe_table = KINDS[check.kind].probe_table
-    if probe_table is not None:
-        table, observations = probe_table(observations)
-    for spec, labels, value in observations:
-        label_text = ",".join(f'{k}="{v}"' for k, v in zip(spec.labels, labels, strict=True))
-        name = spec.name + (f"{{{label_text}}}" if label_text else "")
-        rows.append((name, format_value(value)))
-    width = max(len(name) for name, _ in rows)
-    text = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-    return f"{text}\n\n{columns(table)}" if table else text
-
-
-def columns(rows: list[tuple[str, ...]]) -> str:
-    """Rows of cells as left-aligned columns, two spaces apart."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-                     .rstrip() for row in rows)
 
 
 def table_text(checks: tuple[CheckConfig, ...], results: list[Result]) -> str:

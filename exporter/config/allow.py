@@ -1,4 +1,4 @@
-"""What ad-hoc probes may reach: the `[probe] allow` list, and a resolver that enforces it.
+"""What ad-hoc probes may reach: the `[probe] allow` list (`web.probe` enforces it).
 
 An entry is a network (`10.0.0.0/8`, `2001:db8::/32`, or one address) or a host pattern
 (`db.example.org`, `*.example.org` for any name below it, `*` for any name). A connection that
@@ -11,7 +11,7 @@ a check makes for a host, to an address, is allowed when
 So a name that matches a pattern but resolves (or flips) to 127.0.0.1, 10.x or the cloud
 metadata address is refused unless a network entry allows that address too, and an IP
 literal needs a network entry. It is the address that is checked, after resolution, and
-`AllowedResolver` hands a check only addresses that passed: the check connects to exactly
+`web.probe.AllowedResolver` hands a check only addresses that passed: the check connects to exactly
 those, never resolving again behind the check's back — DNS rebinding gains nothing.
 """
 
@@ -20,12 +20,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from exporter.errors import CheckError, Reason
-from exporter.net import Address, Resolver
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -136,40 +132,3 @@ def _ip(text: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-class AllowedResolver(Resolver):
-    """A resolver for one ad-hoc probe: it resolves through `inner` and returns the addresses
-    only if the allow-list permits every one of them; else the run fails.
-
-    Checks connect to the addresses their resolver returns, for every hop (an http redirect
-    resolves its new host here too), so every connection of the run goes to an address that
-    passed. `refused_target` says why the run's first resolution — the target — was refused,
-    for the caller to answer 400 rather than report a failed probe; `trace` is the story for
-    `debug=true`.
-    """
-
-    def __init__(self, inner: Resolver, allow: AllowList) -> None:  # no pool of its own
-        self._inner = inner
-        self._allow = allow
-        self._resolutions = 0
-        self.refused_target: str | None = None
-        self.trace: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int, family: int = socket.AF_UNSPEC, type: int = socket.SOCK_STREAM
-    ) -> list[Address]:
-        first = self._resolutions == 0
-        self._resolutions += 1
-        addresses = await self._inner.resolve(host, port, family, type)
-        why = self._allow.refusal(host, [a.host for a in addresses])
-        if why is not None:
-            self.trace.append(f"{host}: refused: {why}")
-            if first:
-                self.refused_target = why
-            # Past the first resolution this is where the target led (an http redirect).
-            raise CheckError(Reason.UNEXPECTED_RESPONSE, f"not allowed by [probe] allow: {why}")
-        for address in addresses:
-            self.trace.append(f"{host} -> {address.host}: allowed, "
-                              f"{self._allow.explain(address.host)}")
-        return addresses

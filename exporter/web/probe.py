@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from exporter import config as config_module
-from exporter.allow import AllowedResolver, AllowList
 from exporter.checks import KINDS
 from exporter.checks.base import UNTIL_RELOAD
-from exporter.config import CheckConfig, Config
-from exporter.errors import ConfigError, Reason
+from exporter.config.allow import AllowList
+from exporter.config.model import CheckConfig, Config
+from exporter.config.settings import adhoc_check
+from exporter.errors import CheckError, ConfigError, Reason
 from exporter.exposition import CONTENT_TYPE, render_probe
-from exporter.net import Resolver
-from exporter.probe import describe
+from exporter.net.resolve import Address, Resolver
+from exporter.report import describe
 from exporter.runner import Runner
 from exporter.store import Result, Store
-from exporter.web import Request, Response
+from exporter.web.server import Request, Response
 
 TIMEOUT_HEADER = "x-prometheus-scrape-timeout-seconds"
 USAGE = "give check=NAME, or kind=K&target=T (and template=NAME)"
@@ -131,7 +132,7 @@ def _check(config: Config, query: Mapping[str, str]) -> tuple[CheckConfig, Allow
     if template is not None and template.kind != kind:
         raise BadRequest(f"template {template.name!r} is for {template.kind} checks, not {kind}")
     try:
-        check = config_module.adhoc_check(kind, template, query.get("target", ""),
+        check = adhoc_check(kind, template, query.get("target", ""),
                                           probe.timeout)
     except ConfigError as exc:
         raise BadRequest("; ".join(exc.problems)) from None
@@ -174,3 +175,40 @@ def debug_text(check: CheckConfig, result: Result, timeout: float, header: str |
 
 def _text(status: int, text: str) -> Response:
     return Response(status, (text + "\n").encode())
+
+
+class AllowedResolver(Resolver):
+    """A resolver for one ad-hoc probe: it resolves through `inner` and returns the addresses
+    only if the allow-list permits every one of them; else the run fails.
+
+    Checks connect to the addresses their resolver returns, for every hop (an http redirect
+    resolves its new host here too), so every connection of the run goes to an address that
+    passed. `refused_target` says why the run's first resolution — the target — was refused,
+    for the caller to answer 400 rather than report a failed probe; `trace` is the story for
+    `debug=true`.
+    """
+
+    def __init__(self, inner: Resolver, allow: AllowList) -> None:  # no pool of its own
+        self._inner = inner
+        self._allow = allow
+        self._resolutions = 0
+        self.refused_target: str | None = None
+        self.trace: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int, family: int = socket.AF_UNSPEC, type: int = socket.SOCK_STREAM
+    ) -> list[Address]:
+        first = self._resolutions == 0
+        self._resolutions += 1
+        addresses = await self._inner.resolve(host, port, family, type)
+        why = self._allow.refusal(host, [a.host for a in addresses])
+        if why is not None:
+            self.trace.append(f"{host}: refused: {why}")
+            if first:
+                self.refused_target = why
+            # Past the first resolution this is where the target led (an http redirect).
+            raise CheckError(Reason.UNEXPECTED_RESPONSE, f"not allowed by [probe] allow: {why}")
+        for address in addresses:
+            self.trace.append(f"{host} -> {address.host}: allowed, "
+                              f"{self._allow.explain(address.host)}")
+        return addresses

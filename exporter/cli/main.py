@@ -13,9 +13,12 @@ import argparse
 import asyncio
 import sys
 
-from exporter import __version__, app, config, logs, probe, shard, webconfig
+from exporter import __version__, app, shard
+from exporter.cli import logs, probe
+from exporter.config.load import load_default, load_file
 from exporter.errors import ConfigError
-from exporter.web import parse_listen_address
+from exporter.web import webconfig
+from exporter.web.server import parse_listen_address
 
 COMMANDS = ("run", "check-config", "probe")
 
@@ -100,9 +103,9 @@ def check_config(argv: list[str]) -> int:
     options = parser.parse_args(argv)
     try:
         if options.path is None:
-            loaded = config.load_default("127.0.0.1:10025")
+            loaded = load_default("127.0.0.1:10025")
         else:
-            loaded = config.load_file(options.path)
+            loaded = load_file(options.path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -1,0 +1,215 @@
+"""The config: TOML text in, typed and validated frozen dataclasses out.
+
+Every problem is collected before anything is reported, each as
+`FILE:LINE: checks[N] "name".key: message`, so one run of `check-config` shows them all.
+TOML parsers do not keep line numbers, so a small scanner (`locate`) maps table headers and keys
+back to the lines they were written on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import sys
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from exporter.checks import KINDS
+from exporter.checks.base import COMMON_KEYS
+from exporter.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+from exporter.config.locate import locate
+from exporter.config.model import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, CheckConfig, Config
+from exporter.config.probe import build_probe
+from exporter.config.problems import (
+    PathKey,
+    Problems,
+    duration_key,
+    section,
+    suggest,
+    toml_type,
+    unknown_keys,
+)
+from exporter.config.settings import build_settings
+
+EMBEDDED = "<embedded default>"
+MAX_NAME_LENGTH = 200
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_file(path: str) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: the config file is not UTF-8: {exc.reason}"]) from None
+    return load_text(text, path)
+
+
+def default_text(self_target: str) -> str:
+    """The embedded default config, monitoring this host; `self_target` is the agent's port."""
+    template = (Path(__file__).parent / "default.toml").read_text(encoding="utf-8")
+    return Template(template).substitute(self_target=self_target, hostname=socket.gethostname())
+
+
+def load_default(self_target: str) -> Config:
+    return load_text(default_text(self_target), EMBEDDED)
+
+
+def load_text(text: str, source: str) -> Config:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(source, exc)]) from None
+    except RecursionError:  # the parser recurses per level of nested arrays and tables
+        raise ConfigError([f"{source}: TOML syntax error: arrays or tables nested too deeply"]
+                          ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits (int's own limit)
+        why = str(exc).partition("; use sys.set_int_max_str_digits")[0]
+        raise ConfigError([f"{source}: TOML syntax error: {why}"]) from None
+    problems = Problems(source, locate(text))
+    config = _build(document, source, problems)
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    assert config is not None
+    return config
+
+
+def toml_value(text: str) -> Any:
+    """`text` read as a TOML value (`true`, `3`, `"x"`, `[1, 2]`), or the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except (ValueError, RecursionError):  # TOMLDecodeError is a ValueError
+        return text
+
+
+def load_check(table: dict[str, Any], source: str) -> CheckConfig:
+    """One check from a table that is not in a file (the probe command's options)."""
+    problems = Problems(source, None)
+    check = _build_check(table, (), DEFAULT_INTERVAL, DEFAULT_TIMEOUT, problems)
+    if problems.lines or check is None:
+        raise ConfigError(problems.lines or [f"{source}: invalid check"])
+    return check
+
+
+def _syntax_problem(source: str, exc: Exception) -> str:
+    message = str(exc)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        return f"{source}:{match[1]}:{match[2]}: TOML syntax error: {message[: match.start()]}"
+    match = re.search(r"\s*\(at end of document\)$", message)
+    if match:
+        lines = message.count("\n")
+        return f"{source}:{lines + 1}: TOML syntax error: {message[: match.start()]} at the end"
+    return f"{source}: TOML syntax error: {message}"
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+TOP_LEVEL_KEYS = ("defaults", "checks", "probe")
+DEFAULTS_KEYS = ("interval", "timeout")
+
+
+def _build(document: dict[str, Any], source: str, problems: Problems) -> Config | None:
+    unknown_keys(document, TOP_LEVEL_KEYS, (), problems)
+    defaults = section(document, "defaults", problems) or {}
+    unknown_keys(defaults, DEFAULTS_KEYS, ("defaults",), problems)
+    interval = duration_key(defaults, "interval", ("defaults",), DEFAULT_INTERVAL, problems)
+    timeout = duration_key(defaults, "timeout", ("defaults",), DEFAULT_TIMEOUT, problems)
+    if interval is not None and timeout is not None and timeout >= interval:
+        problems.add(("defaults", "timeout"), f"must be shorter than the interval ({interval:g}s)")
+
+    raw_checks = document.get("checks", [])
+    if not isinstance(raw_checks, list):
+        problems.add(("checks",), "must be an array of tables: write each check as [[checks]]")
+        raw_checks = []
+    checks: list[CheckConfig] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(raw_checks):
+        if isinstance(table, dict) and isinstance(table.get("name"), str):
+            problems.name_check(index, table["name"])
+    for index, table in enumerate(raw_checks):
+        where: PathKey = ("checks", index)
+        if not isinstance(table, dict):
+            problems.add(where, "must be a table: write each check as [[checks]]")
+            continue
+        name = table.get("name")
+        if isinstance(name, str) and name in seen:
+            first = seen[name]
+            problems.add((*where, "name"), f"duplicate name; checks[{first}] "
+                         f"(line {problems.line(('checks', first))}) has it already")
+        elif isinstance(name, str):
+            seen[name] = index
+        check = _build_check(table, where, interval or DEFAULT_INTERVAL,
+                             timeout or DEFAULT_TIMEOUT, problems)
+        if check is not None:
+            checks.append(check)
+    probe = build_probe(document, timeout or DEFAULT_TIMEOUT, problems)
+    return Config(tuple(checks), source, probe)
+
+
+def _build_check(
+    table: dict[str, Any],
+    where: PathKey,
+    default_interval: float,
+    default_timeout: float,
+    problems: Problems,
+) -> CheckConfig | None:
+    before = len(problems.lines)
+    name = table.get("name")
+    if name is None:
+        problems.add(where, "missing required key 'name'")
+    elif not isinstance(name, str):
+        problems.add((*where, "name"), f"expected a string, got {toml_type(name)}")
+    elif not name.strip():
+        problems.add((*where, "name"), "must not be empty")
+    elif len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problems.add((*where, "name"), f"must be at most {MAX_NAME_LENGTH} printable characters")
+
+    kind_name = table.get("kind")
+    kind = None
+    if kind_name is None:
+        problems.add(where, f"missing required key 'kind'; known kinds: {', '.join(KINDS)}")
+    elif not isinstance(kind_name, str):
+        problems.add((*where, "kind"), f"expected a string, got {toml_type(kind_name)}")
+    elif kind_name not in KINDS:
+        problems.add((*where, "kind"), f"unknown kind {kind_name!r}{suggest(kind_name, KINDS)};"
+                     f" known kinds: {', '.join(KINDS)}")
+    else:
+        kind = KINDS[kind_name]
+
+    interval = duration_key(table, "interval", where, default_interval, problems)
+    timeout = duration_key(table, "timeout", where, default_timeout, problems)
+    own = "timeout" in table or "interval" in table  # else [defaults] was already reported
+    if own and interval is not None and timeout is not None and timeout >= interval:
+        key = "timeout" if "timeout" in table else "interval"
+        problems.add((*where, key), f"the timeout ({timeout:g}s) must be shorter than the "
+                     f"interval ({interval:g}s)")
+
+    if kind is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(kind.settings)}
+    if "target" in table and "target" not in fields:  # a kind that checks this host (clock)
+        problems.add((*where, "target"), f"a {kind.name} check takes no target: it checks "
+                     "this host; remove the key")
+    unknown_keys({k: v for k, v in table.items() if k != "target"},
+                  (*COMMON_KEYS, *sorted(fields)), where, problems)
+    settings = build_settings(kind.settings, {k: v for k, v in table.items() if k in fields},
+                              where, problems)
+    if (settings is not None and interval is not None and timeout is not None
+            and kind.schedule_problems is not None):
+        for key, message in kind.schedule_problems(settings, interval, timeout):
+            problems.add((*where, key), message)
+    if len(problems.lines) > before or interval is None or timeout is None:
+        return None
+    target = table.get("target", "")
+    return CheckConfig(str(name), kind.name, str(target), interval, timeout, settings)

@@ -1,0 +1,66 @@
+"""The config as the agent holds it: frozen records, equal when unchanged across reloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    pass
+else:  # pragma: no cover - exercised on Python 3.10 only
+    pass
+from exporter.config.allow import AllowList
+
+DEFAULT_INTERVAL = 30.0
+DEFAULT_TIMEOUT = 5.0
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    """One configured check. Equal configs mean an unchanged check across reloads."""
+
+    name: str
+    kind: str
+    target: str  # as written, for the info metric and the status page ("" if the kind has none)
+    interval: float
+    timeout: float
+    settings: Any  # the kind's settings dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTemplate:
+    """`[probe.templates.NAME]`: a kind and its options, for ad-hoc probes of any target."""
+
+    name: str
+    kind: str
+    timeout: float
+    values: tuple[tuple[str, Any], ...]  # the kind's settings but the target, validated
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """`[probe]`: what `/probe?kind=K&target=T` may reach, and how."""
+
+    allow: AllowList = dataclasses.field(default_factory=AllowList)  # empty: ad-hoc probes off
+    templates: tuple[ProbeTemplate, ...] = ()
+    max_in_flight: int = 16  # probes at a time; more are answered 503 at once
+    timeout: float = DEFAULT_TIMEOUT  # for ad-hoc probes without a template: [defaults] timeout
+    timeout_offset: float = 0.5  # taken off X-Prometheus-Scrape-Timeout-Seconds, as blackbox
+
+    def template(self, name: str) -> ProbeTemplate | None:
+        return next((t for t in self.templates if t.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    checks: tuple[CheckConfig, ...]
+    source: str
+    probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
+
+    def check(self, name: str) -> CheckConfig | None:
+        return next((c for c in self.checks if c.name == name), None)

@@ -1,0 +1,148 @@
+"""A kind's settings from TOML values: the one builder behind checks, /probe templates and
+ad-hoc probes, driven by the fields the kind declared with `option()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from exporter.checks import KINDS
+from exporter.config.model import CheckConfig, ProbeTemplate
+from exporter.config.problems import PathKey, Problems, toml_type
+from exporter.errors import ConfigError
+
+
+def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: Problems) -> Any:
+    """Validate `table` against the settings dataclass `cls`; None if there were problems."""
+    before = len(problems.lines)
+    hints = type_hints(cls)  # once per class: per check, it was most of a big config's load
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        path = (*where, field.name)
+        if field.name not in table:
+            required = field.default is dataclasses.MISSING
+            if required and field.default_factory is dataclasses.MISSING:
+                problems.add(where, f"missing required key {field.name!r}")
+            continue
+        try:
+            values[field.name] = convert(table[field.name], hints[field.name], field.metadata)
+        except ValueError as exc:
+            problems.add(path, str(exc))
+    if len(problems.lines) > before:
+        return None
+    settings = cls(**values)
+    # Problems between keys (a record type and its expected answers): the settings say.
+    for key, message in getattr(settings, "problems", lambda: [])():
+        problems.add((*where, key), message)
+    return None if len(problems.lines) > before else settings
+
+
+
+
+def draft_problems(cls: type, values: dict[str, Any]) -> list[tuple[str, str]]:
+    """The problems between a template's keys, from a draft of its settings without a target.
+
+    A kind's `problems()` that needs the target cannot run on the draft (AttributeError): those
+    are found per request, where every problem is checked again with the target.
+    """
+    if not hasattr(cls, "problems"):
+        return []
+    draft: Any = object.__new__(cls)
+    for field in dataclasses.fields(cls):
+        value = values.get(field.name, field.default)
+        if value is not dataclasses.MISSING:
+            object.__setattr__(draft, field.name, value)
+    try:
+        return list(draft.problems())
+    except AttributeError:
+        return []
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def type_hints(cls: type) -> dict[str, Any]:
+    """The settings' annotations, evaluated once per class (per request would cost)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def adhoc_check(kind_name: str, template: ProbeTemplate | None, target: str,
+                timeout: float) -> CheckConfig:
+    """The check one ad-hoc probe runs: `target` with `template`'s options (or the kind's
+    defaults and `timeout`); raises ConfigError saying what is wrong, one line per problem."""
+    cls = KINDS[kind_name].settings
+    values = dict(template.values) if template is not None else {}
+    field = next((f for f in dataclasses.fields(cls) if f.name == "target"), None)
+    if field is not None and not target and field.default is dataclasses.MISSING:
+        raise ConfigError([f"target: missing; a {kind_name} check needs one (&target=)"])
+    if field is not None and target:
+        try:
+            values["target"] = convert(target, type_hints(cls)["target"], field.metadata)
+        except ValueError as exc:
+            raise ConfigError([f"target: {exc}"]) from None
+    elif target:
+        raise ConfigError([f"target: the {kind_name} kind takes no target"])
+    settings = cls(**values)
+    found: list[tuple[str, str]] = getattr(settings, "problems", list)()
+    if found:
+        raise ConfigError([f"{key}: {message}" for key, message in found])
+    name = template.name if template is not None else kind_name
+    # Never scheduled: the interval is only there to complete the record.
+    return CheckConfig(name, kind_name, target, 0.0,
+                       template.timeout if template is not None else timeout, settings)
+
+
+def convert(raw: Any, annotation: Any, meta: typing.Mapping[str, Any]) -> Any:
+    expected = meta.get("raw") or annotation
+    _expect_type(raw, expected)
+    choices = meta.get("choices")
+    if choices is not None and raw not in choices:
+        raise ValueError(f"must be one of {', '.join(map(repr, choices))}, got {raw!r}")
+    value = raw
+    if meta.get("parse") is not None:
+        value = meta["parse"](raw)
+    elif annotation is float:
+        value = float(raw)
+    elif typing.get_origin(annotation) is tuple:
+        value = tuple(raw)
+    check = meta.get("check")
+    if check is not None and (problem := check(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               list: "an array", dict: "a table"}
+
+
+def _expect_type(raw: Any, expected: Any) -> None:
+    origin = typing.get_origin(expected)
+    if origin is tuple or expected is list:
+        if not isinstance(raw, list):
+            raise ValueError(f"expected an array, got {toml_type(raw)}")
+        item = typing.get_args(expected)[0] if origin is tuple else Any
+        for element in raw:
+            if item is not Any:
+                _expect_type(element, item)
+        return
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(expected)
+    elif isinstance(expected, tuple):
+        options = expected
+    else:
+        options = (expected,)
+    for option in options:
+        if option is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return
+        if option is int and isinstance(raw, bool):
+            continue
+        if isinstance(option, type) and isinstance(raw, option):
+            return
+    wanted = " or ".join(_TYPE_NAMES.get(o, getattr(o, "__name__", str(o))) for o in options)
+    raise ValueError(f"expected {wanted}, got {toml_type(raw)}")
