@@ -1,4 +1,4 @@
-"""The DNS transports of exporter/net/ (udp, stream) against the fake servers of tests/fakedns.py."""
+"""The DNS transports of exporter/net/ (udp, stream) against the fakes of tests/fakedns.py."""
 
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ from exporter.store import Result, Store, split
 from exporter.web.probe import BadRequest, ProbeEndpoint, probe_timeout
 from exporter.web.server import Request
 from tests.agent import Agent
+from tests.config.test_allow import Listener
 from tests.httpservers import HttpServer, Reply
 from tests.servers import AcceptServer, closed_port
-from tests.test_allow import Listener
 
 pytestmark = pytest.mark.timeout(120)
 

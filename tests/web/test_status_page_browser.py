@@ -20,7 +20,7 @@ from tests.agent import Agent
 from tests.chromium import Browser, Page
 from tests.servers import AcceptServer, closed_port
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 XSS = "<img src=x onerror=alert(1)>"
 Opener = Callable[..., Page]
 
