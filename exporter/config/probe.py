@@ -18,7 +18,7 @@ from exporter.config.problems import (
     toml_type,
     unknown_keys,
 )
-from exporter.config.settings import convert, draft_problems, type_hints
+from exporter.config.settings import template_values
 
 PROBE_KEYS = ("allow", "templates", "max_in_flight", "timeout_offset")
 # The web server runs 32 handlers at a time: probes must leave room for /metrics and the rest.
@@ -93,19 +93,7 @@ def _build_template(name: str, table: dict[str, Any], where: PathKey, default_ti
                      "(&target=)")
     unknown_keys({k: v for k, v in table.items() if k != "target"},
                   ("kind", "timeout", *sorted(fields)), where, problems)
-    hints = type_hints(kind.settings)
-    values: dict[str, Any] = {}
-    for key, field in fields.items():
-        if key in table:
-            try:
-                values[key] = convert(table[key], hints[key], field.metadata)
-            except ValueError as exc:
-                problems.add((*where, key), str(exc))
-        elif field.default is dataclasses.MISSING:
-            problems.add(where, f"missing required key {key!r}")
-    if len(problems.lines) == before:
-        for key, message in draft_problems(kind.settings, values):
-            problems.add((*where, key), message)
-    if len(problems.lines) > before or timeout is None:
+    values = template_values(kind.settings, table, where, problems)
+    if len(problems.lines) > before or timeout is None or values is None:
         return None
     return ProbeTemplate(name, kind.name, timeout, tuple(values.items()))

@@ -30,7 +30,8 @@ class Problems:
     def add(self, path: PathKey, message: str) -> None:
         where = self.source if self._where is None else f"{self.source}:{self.line(path)}"
         what = self.describe(path)
-        self.lines.append(f"{where}: {what}: {message}" if what else f"{where}: {message}")
+        # Without a source (the options of one /probe request) a problem names its key only.
+        self.lines.append(": ".join(part for part in (where, what, message) if part))
 
     def line(self, path: PathKey) -> int:
         if self._where is None:

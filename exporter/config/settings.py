@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from exporter.checks import KINDS
@@ -15,22 +16,13 @@ from exporter.config.problems import PathKey, Problems, toml_type
 from exporter.errors import ConfigError
 
 
-def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: Problems) -> Any:
-    """Validate `table` against the settings dataclass `cls`; None if there were problems."""
+def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: Problems,
+                   given: Mapping[str, Any] | None = None) -> Any:
+    """The settings of `cls` from `table`'s TOML values and the `given` ones (already converted:
+    a template's), or None once the problems are added: each value against its field, every
+    required field present, then the problems between keys that the settings see themselves."""
     before = len(problems.lines)
-    hints = type_hints(cls)  # once per class: per check, it was most of a big config's load
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        path = (*where, field.name)
-        if field.name not in table:
-            required = field.default is dataclasses.MISSING
-            if required and field.default_factory is dataclasses.MISSING:
-                problems.add(where, f"missing required key {field.name!r}")
-            continue
-        try:
-            values[field.name] = convert(table[field.name], hints[field.name], field.metadata)
-        except ValueError as exc:
-            problems.add(path, str(exc))
+    values = {**(given or {}), **_convert_fields(cls, table, where, problems, given or {})}
     if len(problems.lines) > before:
         return None
     settings = cls(**values)
@@ -40,6 +32,39 @@ def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: P
     return None if len(problems.lines) > before else settings
 
 
+def template_values(cls: type, table: dict[str, Any], where: PathKey,
+                    problems: Problems) -> dict[str, Any] | None:
+    """A `/probe` template's values: the settings of `cls` but the target, which each request
+    gives; checked like a check's, as far as a draft without the target can be."""
+    before = len(problems.lines)
+    values = _convert_fields(cls, table, where, problems, {}, skip="target")
+    if len(problems.lines) == before:
+        for key, message in draft_problems(cls, values):
+            problems.add((*where, key), message)
+    return None if len(problems.lines) > before else values
+
+
+def _convert_fields(cls: type, table: dict[str, Any], where: PathKey, problems: Problems,
+                    given: Mapping[str, Any], skip: str = "") -> dict[str, Any]:
+    """The fields of `cls` that `table` gives, converted; a problem for each bad value and for
+    each required field that neither `table` nor `given` has. Keys that are no field of `cls`
+    are the caller's to report."""
+    hints = type_hints(cls)  # once per class: per check, it was most of a big config's load
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name == skip:
+            continue
+        if field.name not in table:
+            required = field.default is dataclasses.MISSING
+            if (required and field.default_factory is dataclasses.MISSING
+                    and field.name not in given):
+                problems.add(where, f"missing required key {field.name!r}")
+            continue
+        try:
+            values[field.name] = convert(table[field.name], hints[field.name], field.metadata)
+        except ValueError as exc:
+            problems.add((*where, field.name), str(exc))
+    return values
 
 
 def draft_problems(cls: type, values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -77,21 +102,17 @@ def adhoc_check(kind_name: str, template: ProbeTemplate | None, target: str,
     """The check one ad-hoc probe runs: `target` with `template`'s options (or the kind's
     defaults and `timeout`); raises ConfigError saying what is wrong, one line per problem."""
     cls = KINDS[kind_name].settings
-    values = dict(template.values) if template is not None else {}
-    field = next((f for f in dataclasses.fields(cls) if f.name == "target"), None)
-    if field is not None and not target and field.default is dataclasses.MISSING:
-        raise ConfigError([f"target: missing; a {kind_name} check needs one (&target=)"])
-    if field is not None and target:
-        try:
-            values["target"] = convert(target, type_hints(cls)["target"], field.metadata)
-        except ValueError as exc:
-            raise ConfigError([f"target: {exc}"]) from None
-    elif target:
+    takes_target = any(f.name == "target" for f in dataclasses.fields(cls))
+    if not takes_target and target:
         raise ConfigError([f"target: the {kind_name} kind takes no target"])
-    settings = cls(**values)
-    found: list[tuple[str, str]] = getattr(settings, "problems", list)()
-    if found:
-        raise ConfigError([f"{key}: {message}" for key, message in found])
+    table: dict[str, Any] = {"target": target} if target else {}
+    problems = Problems("", None)
+    settings = build_settings(cls, table, (), problems,
+                              given=dict(template.values) if template is not None else {})
+    if settings is None:
+        if takes_target and not target and "missing required key 'target'" in problems.lines:
+            raise ConfigError([f"target: missing; a {kind_name} check needs one (&target=)"])
+        raise ConfigError(problems.lines)
     name = template.name if template is not None else kind_name
     # Never scheduled: the interval is only there to complete the record.
     return CheckConfig(name, kind_name, target, 0.0,
