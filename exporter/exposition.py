@@ -2,7 +2,8 @@
 
 prometheus_client's generic renderer spends about 6 µs per series; 10,000 checks have some
 300,000 series, which would make a scrape take seconds. This renderer keeps, per loaded check,
-the text of every series up to its value (rendered once), so a scrape only formats numbers.
+the text of every series up to its value (rendered once, in `Texts`), so a scrape only formats
+numbers.
 
 It renders on the event loop in slices of `SLICE` checks, as a generator: the caller yields
 to the loop between slices, so a scrape of 10,000 checks delays no run by more than a slice.
@@ -19,6 +20,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from exporter import metrics
+from exporter.checks import kind_specs
+from exporter.config.model import CheckConfig
 from exporter.errors import Reason
 from exporter.metrics import DURATION_BUCKETS, LAG_BUCKETS, Spec
 from exporter.store import CheckState, Result, Series
@@ -108,21 +111,42 @@ class _Text:
         self.plan: _Plan | None = None  # the last run's gauges' families and prefixes
 
 
-def _text(state: CheckState) -> _Text:
-    text: _Text | None = state.cache.get("text")
-    if text is None or len(text.failures) != len(state.reasons):
-        text = state.cache["text"] = _Text(state)
-    return text
+class Texts:
+    """The text of every loaded check's series, kept from one scrape to the next by whoever
+    scrapes (the agent's routes): rendered once per loaded check, dropped with it. The store's
+    states are frozen and hold none of it."""
+
+    def __init__(self) -> None:
+        # By the identity of the check's config, held so that the id stays the check's.
+        self._texts: dict[int, tuple[CheckConfig, _Text]] = {}
+
+    def of(self, states: tuple[CheckState, ...]) -> list[tuple[CheckState, _Text]]:
+        """Each state with its text; the texts of checks no longer among them are dropped."""
+        known, kept = self._texts, {}
+        pairs = []
+        for state in states:
+            key = id(state.check)
+            entry = known.get(key)
+            if (entry is None or entry[0] is not state.check
+                    or len(entry[1].failures) != len(state.reasons)):
+                entry = (state.check, _Text(state))
+            kept[key] = entry
+            pairs.append((state, entry[1]))
+        self._texts = kept
+        return pairs
 
 
-def render(states: Iterable[CheckState], agent: AgentSnapshot) -> str:
+def render(states: Iterable[CheckState], agent: AgentSnapshot,
+           texts: Texts | None = None) -> str:
     """The whole exposition at once (tests, and callers with few checks)."""
-    return "".join(render_slices(tuple(states), agent))
+    return "".join(render_slices(tuple(states), agent, texts))
 
 
-def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot) -> Iterator[str]:
-    """The exposition in slices of at most SLICE checks of one family each."""
-    pairs = [(s, _text(s)) for s in states]
+def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot,
+                  texts: Texts | None = None) -> Iterator[str]:
+    """The exposition in slices of at most SLICE checks of one family each; `texts` keeps the
+    checks' text for the next scrape (without it, everything is rendered afresh)."""
+    pairs = (texts or Texts()).of(states)
     slices = [pairs[i:i + SLICE] for i in range(0, len(pairs), SLICE)]
 
     yield _header(metrics.CHECK_SUCCESS)
@@ -176,35 +200,46 @@ def _failures_text(state: CheckState, text: _Text) -> str:
 
 
 def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]:
-    families: list[list[str]] = [[] for _ in range(len(metrics.KIND_SPECS) + 1)]  # +1: unknown
+    specs, place = _families()
+    families: list[list[str]] = [[] for _ in range(len(specs) + 1)]  # +1: undeclared (runner)
     for part in slices:
         for state, text in part:
             last = state.last
             if last is not None and last.series:
                 plan = text.plan
-                if plan is None or plan[0] is not last.series:  # the check's series changed
-                    plan = text.plan = _plan(last.series, text)
+                if plan is None or plan[0] is not last.series or plan[3] is not place:
+                    plan = text.plan = _plan(last.series, text, place)  # the series changed
                 for index, prefix, value in zip(plan[1], plan[2], last.values, strict=True):
                     families[index].append(_line(prefix, value))
             for spec, extra, value in state.counters:
-                families[_FAMILY.get(spec.name, -1)].append(
+                families[place.get(spec.name, -1)].append(
                     _line(_prefix(text, spec, extra), value))
         yield ""  # a slice boundary: let the loop run
-    for spec, lines in zip(metrics.KIND_SPECS, families, strict=False):
+    for spec, lines in zip(specs, families, strict=False):
         if lines:
             yield _header(spec) + "".join(lines)
 
 
-# Each kind metric's place in the exposition (families are rendered in this order).
-_FAMILY = {spec.name: index for index, spec in enumerate(metrics.KIND_SPECS)}
-_Plan = tuple[Series, tuple[int, ...], tuple[str, ...]]
+_FAMILIES: list[tuple[tuple[Spec, ...], dict[str, int]]] = []
 
 
-def _plan(series: Series, text: _Text) -> _Plan:
+def _families() -> tuple[tuple[Spec, ...], dict[str, int]]:
+    """The kinds' families in the order they are rendered, and each one's place by name:
+    derived from the registry (`kind_specs`), again only when it changes."""
+    specs = kind_specs()
+    if not _FAMILIES or _FAMILIES[0][0] is not specs:
+        _FAMILIES[:] = [(specs, {spec.name: index for index, spec in enumerate(specs)})]
+    return _FAMILIES[0]
+
+
+_Plan = tuple[Series, tuple[int, ...], tuple[str, ...], dict[str, int]]
+
+
+def _plan(series: Series, text: _Text, place: dict[str, int]) -> _Plan:
     """Where each of a check's gauges goes and its text up to the value: made once per check
     (the store keeps one `series` tuple per check while its gauges stay the same)."""
-    return (series, tuple(_FAMILY.get(spec.name, -1) for spec, _ in series),
-            tuple(_prefix(text, spec, extra) for spec, extra in series))
+    return (series, tuple(place.get(spec.name, -1) for spec, _ in series),
+            tuple(_prefix(text, spec, extra) for spec, extra in series), place)
 
 
 def _prefix(text: _Text, spec: Spec, extra: tuple[str, ...]) -> str:
@@ -288,15 +323,14 @@ def render_probe(result: Result, reasons: tuple[Reason, ...]) -> str:
             lines.append(f"{name}{{{labels}}} {format_value(value)}\n")
         else:
             lines.append(f"{name} {format_value(value)}\n")
-    for name in _KIND_NAMES:
-        if name in families:
-            out += families[name]
+    for spec in _families()[0]:
+        if spec.name in families:
+            out += families[spec.name]
     return "".join(out)
 
 
 _PROBE_HEAD = _header(metrics.PROBE_SUCCESS) + f"{metrics.PROBE_SUCCESS.name} "
 _PROBE_DURATION = "\n" + _header(metrics.PROBE_DURATION) + f"{metrics.PROBE_DURATION.name} "
-_KIND_NAMES = tuple(spec.name for spec in metrics.KIND_SPECS)
 _PROBE_HEADERS: dict[str, str] = {}  # by metric name, rendered once
 # The failure-reason block by the kind's reasons (held, so that their id stays theirs) and by
 # the reason: rendered once per kind and reason.

@@ -7,12 +7,16 @@ in DESIGN.md: base units, counters end in `_total`, no sample timestamps.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GAUGE = "gauge"
 COUNTER = "counter"
 HISTOGRAM = "histogram"
+
+
+_DEFINED = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,9 @@ class Spec:
     type: str
     help: str
     labels: tuple[str, ...] = ()
+    # The order the specs were defined in: the kinds' families render in it, whichever kinds
+    # declare them, so the exposition's order follows this file and needs no list of its own.
+    order: int = field(default_factory=_DEFINED.__next__, compare=False, repr=False)
 
 
 LAST_RUN = "as of the last scheduled run"
@@ -70,6 +77,7 @@ SCHEDULER_SKIPPED = Spec(
 )
 
 # --- per check, recorded by the check kinds ------------------------------------------------------
+# A kind lists the specs it records (`Kind.specs`); the registry derives the families from them.
 
 DNS_LOOKUP = Spec(
     "netsentry_dns_lookup_seconds", GAUGE, f"Time spent resolving the target, {LAST_RUN}."
@@ -155,62 +163,6 @@ HTTP_VERSION = Spec(
     "netsentry_http_version_info", GAUGE,
     f"Always 1; the HTTP version of the final response, {LAST_RUN}.", ("version",),
 )
-TCP_SND_MSS = Spec(
-    "netsentry_tcp_snd_mss_bytes", GAUGE,
-    f"Maximum segment size the connection sends (TCP_INFO snd_mss, Linux), {LAST_RUN}.",
-)
-SOCKET_OPTION_REQUESTED = Spec(
-    "netsentry_socket_option_requested", GAUGE,
-    "Value of the socket option as the check's config requests it.", ("option",),
-)
-SOCKET_OPTION_VALUE = Spec(
-    "netsentry_socket_option_value", GAUGE,
-    "Value of the socket option read back from a new socket once the requested options are "
-    f"set (Linux reports SO_SNDBUF and SO_RCVBUF doubled), {LAST_RUN}.", ("option",),
-)
-SOCKET_OPTION_SATISFIED = Spec(
-    "netsentry_socket_option_satisfied", GAUGE,
-    f"1 if the requested socket option took effect, 0 if it fell short, {LAST_RUN}.",
-    ("option",),
-)
-SOCKET_CONNECTED_OPTION_VALUE = Spec(
-    "netsentry_socket_connected_option_value", GAUGE,
-    f"Value of the socket option read back once the socket is connected, {LAST_RUN}.",
-    ("option",),
-)
-SOCKET_KERNEL_SETTING = Spec(
-    "netsentry_socket_kernel_setting", GAUGE,
-    f"Kernel setting behind socket options, from /proc/sys, {LAST_RUN}.", ("setting",),
-)
-CLOCK_SYNCHRONIZED = Spec(
-    "netsentry_clock_synchronized", GAUGE,
-    "1 if the kernel says its clock is synchronised (adjtimex: STA_UNSYNC clear, state not "
-    f"TIME_ERROR), {LAST_RUN}.",
-)
-CLOCK_ESTIMATED_ERROR = Spec(
-    "netsentry_clock_estimated_error_seconds", GAUGE,
-    f"The kernel clock's estimated error, as the time daemon last set it (adjtimex), {LAST_RUN}.",
-)
-CLOCK_MAX_ERROR = Spec(
-    "netsentry_clock_max_error_seconds", GAUGE,
-    "The kernel clock's maximum error (adjtimex): grows by 500 ppm until the time daemon "
-    f"resets it; 16 s and more means unsynchronised, {LAST_RUN}.",
-)
-CLOCK_FREQUENCY = Spec(
-    "netsentry_clock_frequency_adjustment_ratio", GAUGE,
-    "How much faster (+) or slower (-) than nominal the kernel runs the clock, freq and tick "
-    f"together (adjtimex; 1e-05 is 10 ppm), {LAST_RUN}.",
-)
-CLOCK_TAI_OFFSET = Spec(
-    "netsentry_clock_tai_offset_seconds", GAUGE,
-    f"TAI - UTC as the kernel knows it (adjtimex); absent while it is unset (0), {LAST_RUN}.",
-)
-CLOCK_STATE = Spec(
-    "netsentry_clock_state", GAUGE,
-    "1 for the kernel clock's state (adjtimex: ok, ins and del for a leap second due today, "
-    f"oop during one, wait after one, error), 0 for the others, {LAST_RUN}.", ("state",),
-)
-
 NTP_OFFSET = Spec(
     "netsentry_ntp_offset_seconds", GAUGE,
     "How far the NTP server's clock is ahead of this host's (RFC 5905 theta, best sample by "
@@ -268,20 +220,60 @@ NTP_IGNORED_REPLIES = Spec(
     "UDP datagrams ignored while waiting for an NTP reply: wrong source, wrong origin, wrong "
     "mode, short, or bad timestamps.",
 )
-
-# Kind metrics in the order they are rendered. A kind module lists the specs it may record.
-KIND_SPECS: tuple[Spec, ...] = (
-    DNS_LOOKUP, DNS_ANSWERS, DNS_MIN_TTL, DNS_AUTHENTICATED, DNS_RESPONSES, DNS_ANSWER_CHANGES,
-    DNS_RESOLVER_MISMATCH, DNS_IGNORED_REPLIES, TCP_CONNECT, TCP_RTT, TCP_RTTVAR,
-    TCP_RETRANSMITS, TCP_SND_CWND, TCP_PMTU, TLS_HANDSHAKE, TLS_CERT_EXPIRY, TLS_VERSION,
-    HTTP_PHASE, HTTP_STATUS, HTTP_RESPONSE_BYTES, HTTP_REDIRECTS, HTTP_VERSION,
-    NTP_OFFSET, NTP_RTT, NTP_STRATUM, NTP_LEAP, NTP_ROOT_DELAY, NTP_ROOT_DISPERSION,
-    NTP_ROOT_DISTANCE, NTP_PRECISION, NTP_REFERENCE, NTP_SANITY, NTP_KISS_OF_DEATH,
-    NTP_FALSETICKER, NTP_IGNORED_REPLIES,
-    TCP_SND_MSS, SOCKET_OPTION_REQUESTED, SOCKET_OPTION_VALUE, SOCKET_OPTION_SATISFIED,
-    SOCKET_CONNECTED_OPTION_VALUE, SOCKET_KERNEL_SETTING,
-    CLOCK_SYNCHRONIZED, CLOCK_ESTIMATED_ERROR, CLOCK_MAX_ERROR, CLOCK_FREQUENCY,
-    CLOCK_TAI_OFFSET, CLOCK_STATE,
+TCP_SND_MSS = Spec(
+    "netsentry_tcp_snd_mss_bytes", GAUGE,
+    f"Maximum segment size the connection sends (TCP_INFO snd_mss, Linux), {LAST_RUN}.",
+)
+SOCKET_OPTION_REQUESTED = Spec(
+    "netsentry_socket_option_requested", GAUGE,
+    "Value of the socket option as the check's config requests it.", ("option",),
+)
+SOCKET_OPTION_VALUE = Spec(
+    "netsentry_socket_option_value", GAUGE,
+    "Value of the socket option read back from a new socket once the requested options are "
+    f"set (Linux reports SO_SNDBUF and SO_RCVBUF doubled), {LAST_RUN}.", ("option",),
+)
+SOCKET_OPTION_SATISFIED = Spec(
+    "netsentry_socket_option_satisfied", GAUGE,
+    f"1 if the requested socket option took effect, 0 if it fell short, {LAST_RUN}.",
+    ("option",),
+)
+SOCKET_CONNECTED_OPTION_VALUE = Spec(
+    "netsentry_socket_connected_option_value", GAUGE,
+    f"Value of the socket option read back once the socket is connected, {LAST_RUN}.",
+    ("option",),
+)
+SOCKET_KERNEL_SETTING = Spec(
+    "netsentry_socket_kernel_setting", GAUGE,
+    f"Kernel setting behind socket options, from /proc/sys, {LAST_RUN}.", ("setting",),
+)
+CLOCK_SYNCHRONIZED = Spec(
+    "netsentry_clock_synchronized", GAUGE,
+    "1 if the kernel says its clock is synchronised (adjtimex: STA_UNSYNC clear, state not "
+    f"TIME_ERROR), {LAST_RUN}.",
+)
+CLOCK_ESTIMATED_ERROR = Spec(
+    "netsentry_clock_estimated_error_seconds", GAUGE,
+    f"The kernel clock's estimated error, as the time daemon last set it (adjtimex), {LAST_RUN}.",
+)
+CLOCK_MAX_ERROR = Spec(
+    "netsentry_clock_max_error_seconds", GAUGE,
+    "The kernel clock's maximum error (adjtimex): grows by 500 ppm until the time daemon "
+    f"resets it; 16 s and more means unsynchronised, {LAST_RUN}.",
+)
+CLOCK_FREQUENCY = Spec(
+    "netsentry_clock_frequency_adjustment_ratio", GAUGE,
+    "How much faster (+) or slower (-) than nominal the kernel runs the clock, freq and tick "
+    f"together (adjtimex; 1e-05 is 10 ppm), {LAST_RUN}.",
+)
+CLOCK_TAI_OFFSET = Spec(
+    "netsentry_clock_tai_offset_seconds", GAUGE,
+    f"TAI - UTC as the kernel knows it (adjtimex); absent while it is unset (0), {LAST_RUN}.",
+)
+CLOCK_STATE = Spec(
+    "netsentry_clock_state", GAUGE,
+    "1 for the kernel clock's state (adjtimex: ok, ins and del for a leap second due today, "
+    f"oop during one, wait after one, error), 0 for the others, {LAST_RUN}.", ("state",),
 )
 
 # --- /probe: one run now, in an exposition of its own (no check or kind labels) -------------
@@ -370,7 +362,7 @@ AGENT_SPECS: tuple[Spec, ...] = (
     CLOCK_STEPS,
     SHARD_CHECKS,
 )
-ALL_SPECS: tuple[Spec, ...] = CHECK_SPECS + KIND_SPECS + AGENT_SPECS + PROBE_SPECS
+# The kinds' metrics are the ones the registry's kinds declare: `exporter.checks.kind_specs()`.
 
 
 class Histogram:

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from exporter.checks import KINDS
-from exporter.checks.base import Kind, Run
+from exporter.checks.base import Kind, Observation, Run
 from exporter.config.model import CheckConfig
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
 from exporter.net.resolve import Resolver
-from exporter.store import Result, split
+from exporter.store import Result, Series, split
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,13 @@ def _forget_frames(exc: BaseException | None) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
+def _undeclared(kind: Kind[Any], series: Series, counts: list[Observation]) -> list[str]:
+    """The names of the metrics a run recorded that its kind does not declare, sorted (the
+    series only when they changed: unchanged ones were checked when they were new)."""
+    names = [spec.name for spec, _ in series] + [spec.name for spec, _, _ in counts]
+    return sorted({name for name in names if name not in kind.declared})
+
+
 class Runner:
     """Runs checks under their deadline and turns what happens into `Result`s."""
 
@@ -96,10 +103,11 @@ class Runner:
         timeout = check.timeout if timeout is None else timeout
         started = time.perf_counter()
         run = Run(loop.time() + timeout, self.resolver, memory)
+        kind = self.kinds[check.kind]
         reason: Reason | None = None
         message = ""
         try:
-            await within(self.kinds[check.kind].check(check.settings, run), run.deadline)
+            await within(kind.check(check.settings, run), run.deadline)
         except asyncio.TimeoutError as exc:
             reason, message = Reason.TIMEOUT, f"no result within the {timeout:g}s timeout"
             _forget_frames(exc)
@@ -111,8 +119,17 @@ class Runner:
             _forget_frames(exc)
         duration = time.perf_counter() - started
         series, values = split(run.observations)
-        if previous is not None and series == previous.series:
+        unchanged = previous is not None and series == previous.series
+        if previous is not None and unchanged:
             series = previous.series  # one tuple per check, not per run (see Result)
+        if undeclared := _undeclared(kind, () if unchanged else series, run.counts):
+            # A metric the kind did not declare would have no family to render in: the kind is
+            # wrong, so its run fails loudly, never a series dropped without a word.
+            reason, message = Reason.INTERNAL_ERROR, (
+                f"the {kind.name} kind recorded {', '.join(undeclared)}, which it does not "
+                "declare in its specs")
+            log.error("internal error in check check=%s kind=%s: %s", check.name, check.kind,
+                      message)
         return Result(
             success=reason is None,
             reason=reason,

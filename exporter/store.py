@@ -74,8 +74,6 @@ class CheckState:
     buckets: tuple[int, ...] = ()  # cumulative counts of run durations per bucket, +Inf last
     duration_sum: float = 0.0
     counters: tuple[tuple[Spec, tuple[str, ...], float], ...] = ()
-    # Text rendered once per loaded check, for the exposition's fast path.
-    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # The check's own memory from run to run (`Run.memory`), for as long as it is loaded.
     memory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -108,14 +106,13 @@ class CheckState:
             buckets=buckets,
             duration_sum=self.duration_sum + result.duration,
             counters=counters,
-            cache=self.cache,
             memory=self.memory,
         )
 
     def _with_reason(self, reason: Reason) -> CheckState:
         return CheckState(self.check, (*self.reasons, reason), self.runs, (*self.failures, 0),
                           self.last, self.last_success, self.buckets, self.duration_sum,
-                          self.counters, self.cache, self.memory)
+                          self.counters, self.memory)
 
 
 def _add_counts(

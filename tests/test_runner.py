@@ -32,7 +32,8 @@ def fake_kind(name: str, behaviour: Callable[[Run], Awaitable[None]]) -> Kind[No
     async def check(settings: Nothing, run: Run) -> None:
         await behaviour(run)
 
-    return Kind(name, Nothing, check, (Reason.TIMEOUT, Reason.INTERNAL_ERROR), ())
+    return Kind(name, Nothing, check, (Reason.TIMEOUT, Reason.INTERNAL_ERROR),
+                KINDS["tcp"].specs[:1])
 
 
 async def boom(run: Run) -> None:

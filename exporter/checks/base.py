@@ -151,3 +151,8 @@ class Kind(Generic[S]):
     # Problems with a check's interval and timeout (in seconds) that only its kind can see, as
     # (key, message) pairs: e.g. an NTP server must not be asked more often than every 15 s.
     schedule_problems: Callable[[S, float, float], list[tuple[str, str]]] | None = None
+    # The names of `specs`: the runner fails a run that records any other metric.
+    declared: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "declared", frozenset(spec.name for spec in self.specs))

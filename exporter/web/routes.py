@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter import exposition, process_metrics
 from exporter.store import CheckState, Store
@@ -34,6 +34,7 @@ class Routes:
     status_overview: Callable[[], status.Overview]
     ready: Callable[[], bool]
     reload: Callable[[], list[str]]  # the problems of a reload that failed, else []
+    texts: exposition.Texts = field(default_factory=exposition.Texts)  # kept between scrapes
 
     def table(self) -> list[Route]:
         return [
@@ -47,7 +48,7 @@ class Routes:
         ]
 
     async def handle_metrics(self, request: Request) -> Response:
-        parts = _metrics_parts(self.store.snapshot(), self.agent_snapshot())
+        parts = _metrics_parts(self.store.snapshot(), self.agent_snapshot(), self.texts)
         stream, encoding = _stream_between_runs(parts, request)
         return Response(200, b"", exposition.CONTENT_TYPE, encoding, stream)
 
@@ -80,9 +81,9 @@ class Routes:
             stream)
 
 
-def _metrics_parts(states: tuple[CheckState, ...],
-                   agent: exposition.AgentSnapshot) -> Iterator[str]:
-    yield from exposition.render_slices(states, agent)
+def _metrics_parts(states: tuple[CheckState, ...], agent: exposition.AgentSnapshot,
+                   texts: exposition.Texts) -> Iterator[str]:
+    yield from exposition.render_slices(states, agent, texts)
     yield process_metrics.render()  # last, read once the agent's own are rendered
 
 

@@ -1,8 +1,9 @@
 """No dashboard panel or alert refers to a metric the agent does not export, and every metric
 the agent exports is documented in the README.
 
-What the agent exports comes from exporter.metrics (ALL_SPECS: its own families, with a
-histogram's _bucket, _sum and _count series), from the process and Python collectors it
+What the agent exports comes from exporter.metrics (its own families, and the kinds' as the
+registry's kinds declare them: `exporter.checks.kind_specs()`; with a histogram's _bucket, _sum
+and _count series), from the process and Python collectors it
 appends (exporter.process_metrics), and from Prometheus itself (`up` and the scrape_* series
 of every target). Never from a list kept here.
 """
@@ -14,6 +15,7 @@ import re
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics, process_metrics
+from exporter.checks import kind_specs
 from tests.bundle.promql import ROOT, expressions, metric_names, rules
 
 README = ROOT / "README.md"
@@ -22,6 +24,10 @@ PROMETHEUS_SYNTHETIC = frozenset({"up", "scrape_duration_seconds", "scrape_sampl
                                   "scrape_samples_post_metric_relabeling",
                                   "scrape_series_added"})
 BUNDLE_SUFFIXES = (".json", ".yml", ".yaml", ".toml", ".py", ".service")
+
+
+def all_specs() -> tuple[metrics.Spec, ...]:
+    return metrics.CHECK_SPECS + kind_specs() + metrics.AGENT_SPECS + metrics.PROBE_SPECS
 
 
 def series_names(spec: metrics.Spec) -> set[str]:
@@ -35,7 +41,7 @@ def process_families() -> set[str]:
 
 
 def exported() -> set[str]:
-    names = {name for spec in metrics.ALL_SPECS for name in series_names(spec)}
+    names = {name for spec in all_specs() for name in series_names(spec)}
     names |= {sample.name for family in text_string_to_metric_families(process_metrics.render())
               for sample in family.samples}
     return names
@@ -62,7 +68,7 @@ def test_every_metric_of_the_dashboards_and_rules_is_exported() -> None:
 def test_every_netsentry_name_in_the_bundle_files_is_exported() -> None:
     """Also descriptions, comments and the generators: any netsentry_ name anywhere in
     grafana/ and deploy/ (a recording rule's name includes the metric it derives from)."""
-    known = exported() | recorded() | {spec.name for spec in metrics.ALL_SPECS}
+    known = exported() | recorded() | {spec.name for spec in all_specs()}
     files = [p for d in ("grafana", "deploy") for p in sorted((ROOT / d).rglob("*"))
              if p.suffix in BUNDLE_SUFFIXES or p.name == "Dockerfile"]
     assert len(files) > 20
@@ -85,10 +91,16 @@ def test_every_exported_metric_is_documented_in_the_readme() -> None:
     match = re.search(r"^## Metrics\n(.*?)(?=^## |\Z)", text, re.M | re.S)
     assert match, "README: no ## Metrics section"
     section = match[1]
-    missing = [spec.name for spec in metrics.ALL_SPECS
+    missing = [spec.name for spec in all_specs()
                if not re.search(rf"`{re.escape(spec.name)}(`|\{{)", section)]
     assert not missing, f"README ## Metrics does not document: {missing}"
     # The collectors' families are documented by prefix, as `process_*`, `python_*`.
     prefixes = set(re.findall(r"`([a-z]+)_\*`", section))
     undocumented = sorted(n for n in process_families() if n.split("_")[0] not in prefixes)
     assert not undocumented, undocumented
+
+
+def test_every_metric_defined_is_exported() -> None:
+    """A spec in exporter/metrics.py that no registered kind declares would never be rendered."""
+    defined = {value.name for value in vars(metrics).values() if isinstance(value, metrics.Spec)}
+    assert defined - {spec.name for spec in all_specs()} == set()
