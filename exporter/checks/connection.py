@@ -16,6 +16,7 @@ from typing import Any
 from exporter import metrics
 from exporter.checks.base import Run
 from exporter.codecs import tcp_info, x509
+from exporter.errors import Reason
 from exporter.net.tcp import read_tcp_info
 from exporter.net.tls import tls_client_context
 
@@ -23,6 +24,11 @@ from exporter.net.tls import tls_client_context
 TCP_INFO_SPECS = (metrics.TCP_RTT, metrics.TCP_RTTVAR, metrics.TCP_RETRANSMITS,
                   metrics.TCP_SND_CWND, metrics.TCP_PMTU)
 TLS_SPECS = (metrics.TLS_VERSION, metrics.TLS_CERT_EXPIRY)
+
+# How the kinds that reach a server can fail before it answers: the name (resolving is part of
+# the deadline), and for TCP the connection. A kind lists these first, then its own.
+RESOLVE_REASONS = (Reason.TIMEOUT, Reason.RESOLVE_ERROR, Reason.NXDOMAIN)
+CONNECT_REASONS = (*RESOLVE_REASONS, Reason.REFUSED, Reason.NETWORK_ERROR)
 
 
 # Contexts shared by the checks that ask for the same roots, for as long as one of them is

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, option, readable_file
-from exporter.checks.connection import tls_context
+from exporter.checks.connection import RESOLVE_REASONS, tls_context
 from exporter.codecs import dns as codec
 from exporter.config.targets import HostPort, parse_servers
 from exporter.deadline import within
@@ -352,20 +352,9 @@ KIND = Kind(
     name="dns",
     settings=DnsSettings,
     check=check,
-    reasons=(
-        Reason.TIMEOUT,
-        Reason.RESOLVE_ERROR,
-        Reason.NXDOMAIN,
-        Reason.SERVFAIL,
-        Reason.DNS_RCODE,
-        Reason.REFUSED,
-        Reason.NETWORK_ERROR,
-        Reason.TLS_ERROR,
-        Reason.BAD_STATUS,
-        Reason.UNEXPECTED_RESPONSE,
-        Reason.MALFORMED_RESPONSE,
-        Reason.INTERNAL_ERROR,
-    ),
+    reasons=(*RESOLVE_REASONS, Reason.SERVFAIL, Reason.DNS_RCODE, Reason.REFUSED,
+             Reason.NETWORK_ERROR, Reason.TLS_ERROR, Reason.BAD_STATUS,
+             Reason.UNEXPECTED_RESPONSE, Reason.MALFORMED_RESPONSE, Reason.INTERNAL_ERROR),
     specs=(metrics.DNS_LOOKUP, metrics.DNS_ANSWERS, metrics.DNS_MIN_TTL,
            metrics.DNS_AUTHENTICATED, metrics.DNS_RESPONSES, metrics.DNS_ANSWER_CHANGES,
            metrics.DNS_RESOLVER_MISMATCH, metrics.DNS_IGNORED_REPLIES, metrics.TLS_HANDSHAKE),

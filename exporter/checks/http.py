@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 from exporter import __version__, metrics
 from exporter.checks.base import Kind, Run, option, read_file, readable_file
 from exporter.checks.connection import (
+    CONNECT_REASONS,
     TCP_INFO_SPECS,
     TLS_SPECS,
     record_tcp_info,
@@ -349,18 +350,8 @@ KIND = Kind(
     name="http",
     settings=HttpSettings,
     check=check,
-    reasons=(
-        Reason.TIMEOUT,
-        Reason.RESOLVE_ERROR,
-        Reason.NXDOMAIN,
-        Reason.REFUSED,
-        Reason.NETWORK_ERROR,
-        Reason.TLS_ERROR,
-        Reason.BAD_STATUS,
-        Reason.UNEXPECTED_RESPONSE,
-        Reason.MALFORMED_RESPONSE,
-        Reason.INTERNAL_ERROR,
-    ),
+    reasons=(*CONNECT_REASONS, Reason.TLS_ERROR, Reason.BAD_STATUS,
+             Reason.UNEXPECTED_RESPONSE, Reason.MALFORMED_RESPONSE, Reason.INTERNAL_ERROR),
     specs=(metrics.HTTP_PHASE, metrics.HTTP_STATUS, metrics.HTTP_RESPONSE_BYTES,
            metrics.HTTP_REDIRECTS, metrics.HTTP_VERSION, *TLS_SPECS, *TCP_INFO_SPECS),
     summary="request a URL, follow redirects, and time each phase as blackbox_exporter does",

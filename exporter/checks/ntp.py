@@ -29,6 +29,7 @@ from typing import Any
 
 from exporter import metrics
 from exporter.checks.base import UNTIL_RELOAD, Kind, Run, option
+from exporter.checks.connection import RESOLVE_REASONS
 from exporter.checks.ntp_selection import Candidate, combine, select
 from exporter.codecs import ntp as codec
 from exporter.config.durations import parse_duration
@@ -362,17 +363,9 @@ KIND = Kind(
     name="ntp",
     settings=NtpSettings,
     check=check,
-    reasons=(
-        Reason.TIMEOUT,
-        Reason.RESOLVE_ERROR,
-        Reason.NXDOMAIN,
-        Reason.NETWORK_ERROR,
-        Reason.MALFORMED_RESPONSE,
-        Reason.KISS_OF_DEATH,
-        Reason.UNSYNCHRONIZED,
-        Reason.UNEXPECTED_RESPONSE,
-        Reason.INTERNAL_ERROR,
-    ),
+    reasons=(*RESOLVE_REASONS, Reason.NETWORK_ERROR, Reason.MALFORMED_RESPONSE,
+             Reason.KISS_OF_DEATH, Reason.UNSYNCHRONIZED, Reason.UNEXPECTED_RESPONSE,
+             Reason.INTERNAL_ERROR),
     specs=(metrics.NTP_OFFSET, metrics.NTP_RTT, metrics.NTP_STRATUM, metrics.NTP_LEAP,
            metrics.NTP_ROOT_DELAY, metrics.NTP_ROOT_DISPERSION, metrics.NTP_ROOT_DISTANCE,
            metrics.NTP_PRECISION, metrics.NTP_REFERENCE, metrics.NTP_SANITY,

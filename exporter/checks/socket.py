@@ -26,7 +26,7 @@ from typing import Any
 
 from exporter import metrics
 from exporter.checks.base import Kind, Observation, Run, option
-from exporter.checks.connection import TCP_INFO_SPECS, record_tcp_info
+from exporter.checks.connection import CONNECT_REASONS, TCP_INFO_SPECS, record_tcp_info
 from exporter.config.targets import HostPort, parse_host_port
 from exporter.errors import CheckError, Reason
 from exporter.net import sysctl
@@ -379,15 +379,7 @@ KIND = Kind(
     name="socket",
     settings=SocketSettings,
     check=check,
-    reasons=(
-        Reason.TIMEOUT,
-        Reason.RESOLVE_ERROR,
-        Reason.NXDOMAIN,
-        Reason.REFUSED,
-        Reason.NETWORK_ERROR,
-        Reason.UNEXPECTED_RESPONSE,
-        Reason.INTERNAL_ERROR,
-    ),
+    reasons=(*CONNECT_REASONS, Reason.UNEXPECTED_RESPONSE, Reason.INTERNAL_ERROR),
     specs=(metrics.SOCKET_OPTION_REQUESTED, metrics.SOCKET_OPTION_VALUE,
            metrics.SOCKET_OPTION_SATISFIED, metrics.SOCKET_CONNECTED_OPTION_VALUE,
            metrics.SOCKET_KERNEL_SETTING, *TCP_INFO_SPECS, metrics.TCP_SND_MSS),

@@ -16,6 +16,7 @@ from typing import Any
 from exporter import metrics
 from exporter.checks.base import Kind, Run, option, readable_file
 from exporter.checks.connection import (
+    CONNECT_REASONS,
     TCP_INFO_SPECS,
     TLS_SPECS,
     record_tcp_info,
@@ -161,16 +162,8 @@ KIND = Kind(
     name="tcp",
     settings=TcpSettings,
     check=check,
-    reasons=(
-        Reason.TIMEOUT,
-        Reason.RESOLVE_ERROR,
-        Reason.NXDOMAIN,
-        Reason.REFUSED,
-        Reason.NETWORK_ERROR,
-        Reason.TLS_ERROR,
-        Reason.UNEXPECTED_RESPONSE,
-        Reason.INTERNAL_ERROR,
-    ),
+    reasons=(*CONNECT_REASONS, Reason.TLS_ERROR, Reason.UNEXPECTED_RESPONSE,
+             Reason.INTERNAL_ERROR),
     specs=(metrics.DNS_LOOKUP, metrics.TCP_CONNECT, *TCP_INFO_SPECS, metrics.TLS_HANDSHAKE,
            *TLS_SPECS),
     summary="connect to host:port (the port may be a service name) and time each phase",
