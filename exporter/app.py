@@ -214,7 +214,7 @@ def _tune_gc() -> None:
 
     Every run replaces its check's state, so with 10,000 checks tens of thousands of objects a
     second survive long enough to be promoted to the oldest generation, and CPython then scans
-    everything in a full pass (90 ms at 10,000 checks: every run due meanwhile starts late).
+    everything in a full pass (tens of ms at 10,000 checks: every run due meanwhile starts late).
     Freezing what exists after start-up (modules, config) takes it out of those passes, and a
     higher third threshold makes them several times rarer. The garbage of a run is acyclic
     and freed at once by reference counting; the collector only has cycles to find.

@@ -67,7 +67,7 @@ def _forget_frames(exc: BaseException | None) -> None:
 
     A frame that still holds the exception raised through it (a check that keeps a failure in
     a local or an object before raising it) is a reference cycle: garbage that only a full GC
-    pass frees, and 2,000 checks timing out made those passes three times longer (tests:
+    pass frees, and thousands of checks timing out make those passes much longer (tests:
     tests/reliability/test_gc.py). The runner is the last to see the exception, so it cuts
     every such cycle, whichever kind made it; the traceback text stays as it was.
     """

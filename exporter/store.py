@@ -31,11 +31,9 @@ class Result:
     """What one run found. Its gauges are kept as two tuples, which series and their values:
     a check records the same series run after run, so its results share one `series` tuple
     (the runner reuses the previous result's), and `values`, all numbers, is a tuple CPython
-    stops tracking.
-    A run used to leave eight new tracked tuples (a tcp run's seven gauges and theirs) for the
-    cyclic collector to promote and scan: at 10,000 checks its middle-generation passes, which
-    hold up the event loop, took 9 ms each, now 3 ms; the exposition reuses a check's plan of
-    where each gauge goes while its `series` is the same object."""
+    stops tracking. So a run leaves no new tuples for the cyclic collector to scan, whose passes
+    hold up the event loop at scale (figures in docs/performance.md), and the exposition reuses
+    a check's plan of where each gauge goes while its `series` is the same object."""
 
     success: bool
     reason: Reason | None

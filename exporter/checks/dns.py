@@ -175,7 +175,7 @@ async def _ask_nameservers(settings: DnsSettings, run: Run) -> list[str]:
         finally:
             # The exception's traceback holds this frame: a frame that still held the
             # exception would be a reference cycle, left for the slow full GC passes
-            # (measured: 56 objects a failed run, full passes three times longer).
+            # (tests/reliability/test_gc.py).
             failure = None
     failure = None  # (the same, after a server failed and the next one answered)
     run.detail("server", _address_text(settings, server))

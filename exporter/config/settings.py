@@ -49,7 +49,7 @@ def _convert_fields(cls: type, table: dict[str, Any], where: PathKey, problems: 
     """The fields of `cls` that `table` gives, converted; a problem for each bad value and for
     each required field that neither `table` nor `given` has. Keys that are no field of `cls`
     are the caller's to report."""
-    hints = type_hints(cls)  # once per class: per check, it was most of a big config's load
+    hints = type_hints(cls)  # once per class: per check, it would dominate a large config's load
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if field.name == skip:

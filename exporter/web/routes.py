@@ -93,10 +93,10 @@ def _stream_between_runs(
     """A page streamed as it is rendered, part by part, gzipped when asked; and its headers.
 
     Between parts the loop runs (10,000 checks take a fifth of a second to render: their runs
-    must not wait for it), and no part is kept once sent: the page is never whole in memory
-    (a scrape of 10,000 checks held 26 MiB several times over, 150 MiB at its peak). Parts
-    are deflated on the loop, as they come: a thread for the large ones (zlib lets go of the
-    GIL) measured slower, 175 against 159 ms for 10,000 checks, in its hand-offs."""
+    must not wait for it), and no part is kept once sent: the page, tens of MiB at 10,000
+    checks, is never whole in memory. Parts are deflated on the loop, as they come: a thread
+    for the large ones (zlib lets go of the GIL) loses more in its hand-offs than it gains
+    (docs/performance.md)."""
     gzip = "gzip" in request.headers.get("accept-encoding", "")
     return _encoded(parts, gzip), ((("Content-Encoding", "gzip"),) if gzip else ())
 
