@@ -31,7 +31,7 @@ from prometheus_client.core import (
 
 from exporter import metrics
 from exporter.config.load import load_text
-from exporter.exposition import AgentSnapshot, render
+from exporter.exposition import AgentSnapshot, Texts, render
 from exporter.store import CheckState, Result, Store, split
 
 # What a run of each kind records on Linux (tcp: resolve and connect times and TCP_INFO; dns:
@@ -71,7 +71,7 @@ def store_of(n: int, kinds: tuple[str, ...] = ("tcp",)) -> Store:
             series, values = split(OBSERVED[kind])  # new tuples each run, as the runner's
             store.record(name, state.check,
                          Result(True, None, "", 0.0004, time.time(), series, values,
-                                counts=COUNTED.get(kind, ())))
+                                *split(COUNTED.get(kind, ()))))
     return store
 
 
@@ -114,7 +114,9 @@ class GenericCollector:
             simple[metrics.CHECK_LAST_RUN.name].add_metric(values, s.last.finished)
             simple[metrics.CHECK_LAST_SUCCESS.name].add_metric(values, s.last_success or 0)
             simple[metrics.CHECK_INTERVAL.name].add_metric(values, s.check.interval)
-            for spec, extra, value in (*s.last.observations, *s.counters):
+            counters = [(spec, extra, value) for (spec, extra), value
+                        in zip(s.counter_series, s.counter_values, strict=True)]
+            for spec, extra, value in (*s.last.observations, *counters):
                 family = kinds.get(spec.name)
                 if family is None:
                     make = CounterMetricFamily if spec.type == "counter" else GaugeMetricFamily
@@ -149,8 +151,9 @@ def snapshot_of(n: int, kinds: tuple[str, ...]) -> tuple[tuple[CheckState, ...],
 def time_render(states: tuple[CheckState, ...], agent: AgentSnapshot,
                 repeat: int) -> tuple[float, int, int]:
     """Median seconds to render and encode `states`; the series and the bytes."""
-    seconds, size = timed(lambda: render(states, agent).encode(), repeat)
-    text = render(states, agent)
+    texts = Texts()  # kept between scrapes, as the agent's routes keep it
+    seconds, size = timed(lambda: render(states, agent, texts).encode(), repeat)
+    text = render(states, agent, texts)
     return seconds, text.count("\n") - 2 * text.count("# TYPE"), size
 
 

@@ -23,8 +23,8 @@ from exporter import metrics
 from exporter.checks import kind_specs
 from exporter.config.model import CheckConfig
 from exporter.errors import Reason
-from exporter.metrics import DURATION_BUCKETS, LAG_BUCKETS, Spec
-from exporter.store import CheckState, Result, Series
+from exporter.metrics import DURATION_BUCKETS, LAG_BUCKETS, Series, Spec
+from exporter.store import CheckState, Result
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SLICE = 250  # checks per slice of one metric family
@@ -211,7 +211,8 @@ def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]
                     plan = text.plan = _plan(last.series, text, place)  # the series changed
                 for index, prefix, value in zip(plan[1], plan[2], last.values, strict=True):
                     families[index].append(_line(prefix, value))
-            for spec, extra, value in state.counters:
+            for (spec, extra), value in zip(state.counter_series, state.counter_values,
+                                            strict=True):
                 families[place.get(spec.name, -1)].append(
                     _line(_prefix(text, spec, extra), value))
         yield ""  # a slice boundary: let the loop run
@@ -309,7 +310,7 @@ def render_probe(result: Result, reasons: tuple[Reason, ...]) -> str:
     values: dict[tuple[str, tuple[str, ...]], tuple[Spec, float]] = {}
     for (spec, extra), value in zip(result.series, result.values, strict=True):
         values[(spec.name, extra)] = (spec, value)  # a gauge recorded twice: the last value
-    for spec, extra, n in result.counts:
+    for (spec, extra), n in zip(result.counted, result.increments, strict=True):
         _, before = values.get((spec.name, extra), (spec, 0))
         values[(spec.name, extra)] = (spec, before + n)  # counters of this run alone
     families: dict[str, list[str]] = {}

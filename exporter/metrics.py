@@ -18,6 +18,11 @@ HISTOGRAM = "histogram"
 
 _DEFINED = itertools.count()
 
+# Which samples a run recorded, in order: each one's metric and label values (those after
+# `check` and `kind`). Their values travel beside them as a tuple of numbers, from the run
+# (`Run`) to the store (`Result`, `CheckState`) and the renderer, in this one shape.
+Series = tuple[tuple["Spec", tuple[str, ...]], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Spec:

@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from exporter.checks import KINDS
-from exporter.checks.base import Kind, Observation, Run
+from exporter.checks.base import Kind, Run
 from exporter.config.model import CheckConfig
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
+from exporter.metrics import Series, Spec
 from exporter.net.resolve import Resolver
-from exporter.store import Result, Series, split
+from exporter.store import Result
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,11 @@ def _forget_frames(exc: BaseException | None) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
-def _undeclared(kind: Kind[Any], series: Series, counts: list[Observation]) -> list[str]:
+def _undeclared(kind: Kind[Any], series: Series,
+                counted: list[tuple[Spec, tuple[str, ...]]]) -> list[str]:
     """The names of the metrics a run recorded that its kind does not declare, sorted (the
     series only when they changed: unchanged ones were checked when they were new)."""
-    names = [spec.name for spec, _ in series] + [spec.name for spec, _, _ in counts]
+    names = [spec.name for spec, _ in (*series, *counted)]
     return sorted({name for name in names if name not in kind.declared})
 
 
@@ -118,11 +120,11 @@ class Runner:
                           exc_info=exc)
             _forget_frames(exc)
         duration = time.perf_counter() - started
-        series, values = split(run.observations)
+        series = tuple(run.series)
         unchanged = previous is not None and series == previous.series
         if previous is not None and unchanged:
             series = previous.series  # one tuple per check, not per run (see Result)
-        if undeclared := _undeclared(kind, () if unchanged else series, run.counts):
+        if undeclared := _undeclared(kind, () if unchanged else series, run.counted):
             # A metric the kind did not declare would have no family to render in: the kind is
             # wrong, so its run fails loudly, never a series dropped without a word.
             reason, message = Reason.INTERNAL_ERROR, (
@@ -137,7 +139,8 @@ class Runner:
             duration=duration,
             finished=time.time(),
             series=series,
-            values=values,
-            counts=tuple(run.counts),
+            values=tuple(run.values),
+            counted=tuple(run.counted),
+            increments=tuple(run.increments),
             details=tuple(run.details),
         )

@@ -21,14 +21,13 @@ from exporter.checks.base import UNTIL_RELOAD, Observation
 from exporter.config.model import CheckConfig
 from exporter.errors import Reason
 from exporter.history import LatencyHistory
-from exporter.metrics import DURATION_BUCKETS, Spec
-
-Series = tuple[tuple[Spec, tuple[str, ...]], ...]  # (metric, label values) of each gauge
+from exporter.metrics import DURATION_BUCKETS, Series
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """What one run found. Its gauges are kept as two tuples, which series and their values:
+    """What one run found. Its gauges, and its counts likewise, are two tuples in the shape the
+    run recorded them (`metrics.Series`), which series and their values:
     a check records the same series run after run, so its results share one `series` tuple
     (the runner reuses the previous result's), and `values`, all numbers, is a tuple CPython
     stops tracking. So a run leaves no new tuples for the cyclic collector to scan, whose passes
@@ -42,18 +41,26 @@ class Result:
     finished: float  # Unix time
     series: Series = ()
     values: tuple[float, ...] = ()
-    counts: tuple[Observation, ...] = ()
+    counted: Series = ()  # the counters this run added to, and by how much
+    increments: tuple[float, ...] = ()
     details: tuple[tuple[str, str], ...] = ()
 
     @property
     def observations(self) -> tuple[Observation, ...]:
-        """The gauges as (metric, label values, value)."""
+        """The gauges as (metric, label values, value): a view for people and tests."""
         return tuple((spec, labels, value)
                      for (spec, labels), value in zip(self.series, self.values, strict=True))
 
+    @property
+    def counts(self) -> tuple[Observation, ...]:
+        """The counts as (metric, label values, increment): a view for people and tests."""
+        return tuple((spec, labels, n)
+                     for (spec, labels), n in zip(self.counted, self.increments, strict=True))
+
 
 def split(observations: Iterable[Observation]) -> tuple[Series, tuple[float, ...]]:
-    """(series, values) of gauges recorded as (metric, label values, value)."""
+    """(series, values) of samples written as (metric, label values, value): for results made
+    by hand (tests, benchmarks)."""
     recorded = tuple(observations)
     return (tuple((spec, labels) for spec, labels, _ in recorded),
             tuple(value for _, _, value in recorded))
@@ -71,7 +78,8 @@ class CheckState:
     last_success: float | None = None  # Unix time of the last successful run
     buckets: tuple[int, ...] = ()  # cumulative counts of run durations per bucket, +Inf last
     duration_sum: float = 0.0
-    counters: tuple[tuple[Spec, tuple[str, ...], float], ...] = ()
+    counter_series: Series = ()  # the counters its runs added to, and their totals
+    counter_values: tuple[float, ...] = ()
     # The check's own memory from run to run (`Run.memory`), for as long as it is loaded.
     memory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -91,9 +99,9 @@ class CheckState:
             failures = (*failures[:index], failures[index] + 1, *failures[index + 1:])
         first = bisect_left(DURATION_BUCKETS, result.duration)
         buckets = (*self.buckets[:first], *(n + 1 for n in self.buckets[first:]))
-        counters = self.counters
-        if result.counts:
-            counters = _add_counts(counters, result.counts)
+        counter_series, counter_values = self.counter_series, self.counter_values
+        if result.counted:
+            counter_series, counter_values = _add_counts(self, result)
         return CheckState(
             check=self.check,
             reasons=self.reasons,
@@ -103,23 +111,22 @@ class CheckState:
             last_success=result.finished if result.success else self.last_success,
             buckets=buckets,
             duration_sum=self.duration_sum + result.duration,
-            counters=counters,
+            counter_series=counter_series,
+            counter_values=counter_values,
             memory=self.memory,
         )
 
     def _with_reason(self, reason: Reason) -> CheckState:
         return CheckState(self.check, (*self.reasons, reason), self.runs, (*self.failures, 0),
                           self.last, self.last_success, self.buckets, self.duration_sum,
-                          self.counters, self.memory)
+                          self.counter_series, self.counter_values, self.memory)
 
 
-def _add_counts(
-    counters: tuple[tuple[Spec, tuple[str, ...], float], ...], counts: tuple[Observation, ...]
-) -> tuple[tuple[Spec, tuple[str, ...], float], ...]:
-    merged = {(spec, labels): value for spec, labels, value in counters}
-    for spec, labels, n in counts:
-        merged[(spec, labels)] = merged.get((spec, labels), 0) + n
-    return tuple((spec, labels, value) for (spec, labels), value in merged.items())
+def _add_counts(state: CheckState, result: Result) -> tuple[Series, tuple[float, ...]]:
+    totals = dict(zip(state.counter_series, state.counter_values, strict=True))
+    for key, n in zip(result.counted, result.increments, strict=True):
+        totals[key] = totals.get(key, 0) + n
+    return tuple(totals), tuple(totals.values())
 
 
 class Store:

@@ -67,10 +67,9 @@ def result(kind: str, success: bool, finished: float) -> Result:
             counts.append((spec, labels, index + 1))
         else:
             gauges.append((spec, labels, index * 0.25 + 0.001))
-    series, values = split(gauges)
     reason = None if success else KINDS[kind].reasons[0]
     return Result(success, reason, "" if success else "failed", 0.004 * (len(gauges) + 1),
-                  finished, series, values, tuple(counts), (("detail", "x"),))
+                  finished, *split(gauges), *split(counts), (("detail", "x"),))
 
 
 def store() -> Store:

@@ -89,6 +89,7 @@ def read_file(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
         os.close(fd)
 
 
+# One sample as people read it (`netsentry probe`, the tests): `Result.observations`.
 Observation = tuple[Spec, tuple[str, ...], float]
 
 # The key of Run.memory whose value a reload forgets, even when the check is unchanged: what
@@ -99,7 +100,8 @@ UNTIL_RELOAD = "until_reload"
 class Run:
     """One run of one check: its deadline, its tools and what it observed."""
 
-    __slots__ = ("counts", "deadline", "details", "memory", "observations", "resolver")
+    __slots__ = ("counted", "deadline", "details", "increments", "memory", "resolver", "series",
+                 "values")
 
     def __init__(self, deadline: float, resolver: Resolver,
                  memory: dict[str, Any] | None = None) -> None:
@@ -109,17 +111,22 @@ class Run:
         # as its config is unchanged; memory[UNTIL_RELOAD] only until the next reload, even
         # of an unchanged config. Runs of one check never overlap.
         self.memory: dict[str, Any] = {} if memory is None else memory
-        self.observations: list[Observation] = []
-        self.counts: list[Observation] = []
+        # Gauges and counts as the store keeps them (`metrics.Series` and their numbers).
+        self.series: list[tuple[Spec, tuple[str, ...]]] = []
+        self.values: list[float] = []
+        self.counted: list[tuple[Spec, tuple[str, ...]]] = []
+        self.increments: list[float] = []
         self.details: list[tuple[str, str]] = []
 
     def gauge(self, spec: Spec, value: float, *labels: str) -> None:
         """Record the value of a gauge as of this run."""
-        self.observations.append((spec, labels, value))
+        self.series.append((spec, labels))
+        self.values.append(value)
 
     def count(self, spec: Spec, *labels: str, n: float = 1) -> None:
         """Add `n` to a counter kept across runs."""
-        self.counts.append((spec, labels, n))
+        self.counted.append((spec, labels))
+        self.increments.append(n)
 
     def detail(self, name: str, value: str) -> None:
         """A fact for people (probe output, status page), never a label."""

@@ -39,7 +39,8 @@ class FakeSocket:
 def recorded(raw: bytes | None) -> tuple[dict[str, float], list[tuple[str, str]]]:
     run = Run(0.0, Resolver(None))  # type: ignore[arg-type]
     record_tcp_info(run, FakeSocket(raw))
-    return {spec.name: value for spec, _, value in run.observations}, run.details
+    return ({spec.name: value for (spec, _), value in zip(run.series, run.values, strict=True)},
+            run.details)
 
 
 def test_tcp_info_becomes_gauges() -> None:

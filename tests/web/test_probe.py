@@ -343,7 +343,8 @@ def test_probe_timeout_rejects_nonsense(header: str) -> None:
 def test_render_probe_parses_and_sums_counts() -> None:
     result = Result(False, Reason.SERVFAIL, "rcode SERVFAIL", 0.25, 0.0,
                     *split(((TCP_CONNECT, (), 0.001), (HTTP_PHASE, ('con"nect',), 0.5))),
-                    counts=((DNS_RESPONSES, ("SERVFAIL",), 1), (DNS_RESPONSES, ("SERVFAIL",), 2)))
+                    counted=((DNS_RESPONSES, ("SERVFAIL",)), (DNS_RESPONSES, ("SERVFAIL",))),
+                    increments=(1, 2))
     got = samples(render_probe(result, (Reason.TIMEOUT,)))
     assert got == {
         "netsentry_probe_success": 0, "netsentry_probe_duration_seconds": 0.25,
