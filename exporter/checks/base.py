@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -62,6 +63,15 @@ def readable_file(path: str) -> str | None:
     except ValueError as exc:
         return f"cannot read {path}: {exc}"
     return None
+
+
+def regex(text: str) -> str:
+    """An `option(parse=...)` for regular expressions: compiled once to say what is wrong."""
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return text
 
 
 def read_file(path: str, limit: int = MAX_FILE_BYTES) -> bytes:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, fields
 
 from exporter import metrics
-from exporter.checks.base import Kind, Run, option, readable_file
+from exporter.checks.base import Kind, Run, option, readable_file, regex
 from exporter.checks.connection import RESOLVE_REASONS, tls_context
 from exporter.codecs import dns as codec
 from exporter.config.targets import HostPort, parse_servers
@@ -54,14 +54,6 @@ def _servers(raw: str | list[str]) -> tuple[HostPort, ...]:
     return parse_servers(raw, "udp", 0)
 
 
-def _regex(text: str) -> str:
-    try:
-        re.compile(text)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    return text
-
-
 def _rcode(text: str) -> str:
     upper = text.upper()
     if upper not in codec.rcode_names():
@@ -85,7 +77,7 @@ class DnsSettings:
     expect_rcode: str = option("NOERROR", parse=_rcode, raw=str)
     min_answers: int = option(1, check=lambda n: "must be 0 or more" if n < 0 else None)
     expect_answers: tuple[str, ...] = option(())
-    answer_regex: str = option("", parse=_regex, raw=str)
+    answer_regex: str = option("", parse=regex, raw=str)
     expect_ad: bool = option(False)
     track_changes: bool = option(True)
     ignore_order: bool = option(True)

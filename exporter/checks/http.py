@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from exporter import __version__, metrics
-from exporter.checks.base import Kind, Run, option, read_file, readable_file
+from exporter.checks.base import Kind, Run, option, read_file, readable_file, regex
 from exporter.checks.connection import (
     CONNECT_REASONS,
     TCP_INFO_SPECS,
@@ -178,14 +178,6 @@ def _statuses(items: list[Any]) -> tuple[int | str, ...]:
     return tuple(items)
 
 
-def _regex(text: str) -> str:
-    try:
-        re.compile(text)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    return text
-
-
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     target: Url = option(parse=parse_url, raw=str)
@@ -196,8 +188,8 @@ class HttpSettings:
     basic_auth: BasicAuth | None = option(None, parse=_basic_auth, raw=dict)
     body: str = option("")
     valid_status: tuple[int | str, ...] = option(("2xx",), parse=_statuses, raw=list)
-    body_regex: str = option("", parse=_regex, raw=str)
-    body_not_regex: str = option("", parse=_regex, raw=str)
+    body_regex: str = option("", parse=regex, raw=str)
+    body_not_regex: str = option("", parse=regex, raw=str)
     follow_redirects: bool = option(True)
     max_redirects: int = option(10, check=lambda n: "must be 0 or more" if n < 0 else None)
     max_body_bytes: int = option(1 << 20, check=lambda n: "must be more than 0" if n <= 0
