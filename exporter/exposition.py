@@ -122,18 +122,19 @@ class Texts:
 
     def of(self, states: tuple[CheckState, ...]) -> list[tuple[CheckState, _Text]]:
         """Each state with its text; the texts of checks no longer among them are dropped."""
-        known, kept = self._texts, {}
+        known = self._texts
         pairs = []
+        missed = 0
         for state in states:
-            key = id(state.check)
-            entry = known.get(key)
+            entry = known.get(id(state.check))
             if (entry is None or entry[0] is not state.check
                     or len(entry[1].failures) != len(state.reasons)):
                 entry = (state.check, _Text(state))
-            kept[key] = entry
-            pairs.append((state, entry[1]))
-        self._texts = kept
-        return pairs
+                missed += 1
+            pairs.append(entry)
+        if missed or len(known) != len(states):  # checks came or went: keep theirs only
+            self._texts = {id(check): (check, text) for check, text in pairs}
+        return [(state, text) for state, (_, text) in zip(states, pairs, strict=True)]
 
 
 def render(states: Iterable[CheckState], agent: AgentSnapshot,

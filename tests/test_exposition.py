@@ -6,7 +6,7 @@ from exporter import metrics
 from exporter.checks import KINDS
 from exporter.config.load import load_text
 from exporter.errors import Reason
-from exporter.exposition import AgentSnapshot, render
+from exporter.exposition import AgentSnapshot, Texts, render
 from exporter.store import Result, Store, split
 
 TEXT = """
@@ -154,3 +154,16 @@ def test_failure_counts_follow_every_run_between_scrapes() -> None:
     run(Reason.REFUSED)
     run(Reason.TIMEOUT)
     assert (failures(Reason.REFUSED), failures(Reason.TIMEOUT)) == (2, 1)
+
+
+def test_texts_are_kept_between_scrapes_and_dropped_with_their_check() -> None:
+    store = loaded_store()
+    texts = Texts()
+    first = render(store.snapshot(), agent(), texts)
+    pairs = texts.of(store.snapshot())
+    assert render(store.snapshot(), agent(), texts) == first
+    assert [t for _, t in texts.of(store.snapshot())] == [t for _, t in pairs]  # the same texts
+    store.load(tuple(s.check for s in store.snapshot() if s.check.name == "web"))
+    [(state, text)] = texts.of(store.snapshot())
+    assert state.check.name == "web" and text is pairs[0][1]
+    assert len(texts._texts) == 1  # the removed check's text went with it
