@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from exporter.config.load import load_default
-from tests.agent import Agent
-from tests.netns import run_in_netns
-from tests.servers import AcceptServer, closed_port
+from tests.support.agent import Agent
+from tests.support.netns import run_in_netns
+from tests.support.servers import AcceptServer, closed_port
 
 
 @pytest.fixture

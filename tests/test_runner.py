@@ -20,7 +20,7 @@ from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner, classify
 from exporter.store import Result
-from tests.servers import AcceptServer, closed_port
+from tests.support.servers import AcceptServer, closed_port
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ import yaml
 from exporter import shard
 from exporter.config.load import load_text
 from exporter.shard import Shard
-from tests.agent import ROOT, Agent
-from tests.servers import AcceptServer
+from tests.support.agent import ROOT, Agent
+from tests.support.servers import AcceptServer
 
 NAMES = [f"check-{i}" for i in range(10_000)]
 SIGMAS = 6  # tolerances: six standard deviations of the binomial count

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from exporter.watch import FileWatcher
-from tests.agent import Agent
-from tests.servers import AcceptServer
+from tests.support.agent import Agent
+from tests.support.servers import AcceptServer
 
 pytestmark = pytest.mark.timeout(120)
 

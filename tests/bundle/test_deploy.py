@@ -14,7 +14,7 @@ import yaml
 
 from exporter.config.load import load_file, load_text
 from tests.bundle.promql import ROOT, RULES, rule_groups, rules
-from tests.prometheus import promtool
+from tests.support.prometheus import promtool
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"

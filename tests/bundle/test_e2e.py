@@ -27,15 +27,15 @@ import yaml
 
 from exporter import metrics
 from exporter.checks import KINDS
-from tests.agent import Agent
 from tests.bundle.promql import ROOT, RULES, Expression, expressions, metric_names, selectors
-from tests.chronyd import Chronyd
-from tests.dnsmasq import Dnsmasq
-from tests.fakedns import FakeDns, make_cert, server_context
-from tests.fakentp import FakeNtp
-from tests.httpservers import HttpServer, Reply, make_expired_cert
-from tests.prometheus import Prometheus, PromQLError
-from tests.servers import AcceptServer, LineServer, closed_port
+from tests.support.agent import Agent
+from tests.support.chronyd import Chronyd
+from tests.support.dnsmasq import Dnsmasq
+from tests.support.fakedns import FakeDns, make_cert, server_context
+from tests.support.fakentp import FakeNtp
+from tests.support.httpservers import HttpServer, Reply, make_expired_cert
+from tests.support.prometheus import Prometheus, PromQLError
+from tests.support.servers import AcceptServer, LineServer, closed_port
 
 pytestmark = pytest.mark.timeout(240)
 

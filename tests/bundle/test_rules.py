@@ -12,7 +12,7 @@ import yaml
 
 from exporter.config.durations import parse_duration
 from tests.bundle.promql import ROOT, RULES, rules
-from tests.prometheus import promtool
+from tests.support.prometheus import promtool
 
 RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.yml"))
 README = ROOT / "README.md"

@@ -28,9 +28,9 @@ from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result, Store
 from exporter.web import pages, status
-from tests.agent import ROOT, Agent
 from tests.checks.test_dns import values
 from tests.codecs.test_timex import golden
+from tests.support.agent import ROOT, Agent
 
 STATES = ("ok", "ins", "del", "oop", "wait", "error")
 # The fake kernels answer in this machine's own layout, as the real one does.

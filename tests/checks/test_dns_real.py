@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import Reason
-from tests.agent import Agent
 from tests.checks.test_dns import counts, dns_check, run, values
-from tests.dnsmasq import Dnsmasq
-from tests.fakedns import FakeDns
-from tests.netns import run_in_netns
-from tests.servers import AcceptServer
+from tests.support.agent import Agent
+from tests.support.dnsmasq import Dnsmasq
+from tests.support.fakedns import FakeDns
+from tests.support.netns import run_in_netns
+from tests.support.servers import AcceptServer
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ from exporter.config.load import load_check, load_text
 from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
 from exporter.store import Result
-from tests.agent import Agent
 from tests.checks.test_dns import run
-from tests.fakedns import CertFiles, make_cert, server_context
-from tests.httpservers import HttpServer, Reply, Request, make_expired_cert
-from tests.servers import closed_port
+from tests.support.agent import Agent
+from tests.support.fakedns import CertFiles, make_cert, server_context
+from tests.support.httpservers import HttpServer, Reply, Request, make_expired_cert
+from tests.support.servers import closed_port
 
 SENTINEL = "s3ntinel-Zq7xW"
 

@@ -1,7 +1,7 @@
 """The ntp check against fake servers: every rule of a reply, Kiss-o'-Death and its memory,
 samples, falsetickers among several servers, the deadline held, and config errors with their
 lines. No test may see an exported |offset| over a second from a reply it should refuse:
-every such reply carries times an hour off (tests/fakentp.py)."""
+every such reply carries times an hour off (tests/support/fakentp.py)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from exporter.net.resolve import Address, Resolver
 from exporter.net.udp import TimedDatagram, timed_udp_exchange
 from exporter.runner import Runner
 from exporter.store import Result, Store
-from tests.agent import ROOT
-from tests.fakentp import BAD_OFFSET, FakeNtp
+from tests.support.agent import ROOT
+from tests.support.fakentp import BAD_OFFSET, FakeNtp
 
 OFFSET = "netsentry_ntp_offset_seconds"
 SANITY = "netsentry_ntp_sanity"

@@ -1,5 +1,5 @@
-"""The ntp check against a real chronyd on loopback (tests/chronyd.py): it serves this host's
-own clock, so the true offset is zero; and the agent's /metrics with an ntp check in it."""
+"""The ntp check against a real chronyd on loopback (tests/support/chronyd.py): it serves this
+host's own clock, so the true offset is zero; and the agent's /metrics with an ntp check in it."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from exporter.net.udp import TimedDatagram, timed_udp_exchange
 from exporter.runner import Runner
 from exporter.scheduler import first_run, slot_of
 from exporter.store import Result
-from tests.agent import Agent
-from tests.chronyd import Chronyd
 from tests.codecs.test_ntp import assert_agree
+from tests.support.agent import Agent
+from tests.support.chronyd import Chronyd
 
 STRATUM = 3
 OFFSET = "netsentry_ntp_offset_seconds"

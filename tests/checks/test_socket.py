@@ -21,10 +21,10 @@ from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
 from exporter.net import sysctl
 from exporter.store import Result
-from tests.agent import ROOT, Agent
 from tests.checks.test_dns import run
-from tests.netns import run_in_netns
-from tests.servers import closed_port
+from tests.support.agent import ROOT, Agent
+from tests.support.netns import run_in_netns
+from tests.support.servers import closed_port
 
 
 def check(**keys: Any) -> CheckConfig:

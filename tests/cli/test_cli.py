@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from exporter.checks import KINDS
-from tests.agent import ROOT
-from tests.servers import AcceptServer, closed_port
+from tests.support.agent import ROOT
+from tests.support.servers import AcceptServer, closed_port
 
 THREE_MISTAKES = """\
 [[checks]]

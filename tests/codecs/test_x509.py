@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.codecs.x509 import Validity, X509Error, validity
-from tests.fakedns import make_cert
-from tests.httpservers import make_expired_cert
+from tests.support.fakedns import make_cert
+from tests.support.httpservers import make_expired_cert
 
 
 def der(path: Path) -> bytes:

@@ -4,9 +4,7 @@ name that flips to a forbidden address between runs, or within one, gets no conn
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +18,7 @@ from exporter.net.resolve import Address, Resolver, literal_address
 from exporter.runner import Runner
 from exporter.store import Result
 from exporter.web.probe import AllowedResolver
+from tests.support.servers import Listener
 
 # --- entries --------------------------------------------------------------------------------
 
@@ -125,29 +124,6 @@ class FlippingResolver(Resolver):
         script = self.answers[host]
         address = script.pop(0) if len(script) > 1 else script[0]
         return [Address(socket.AF_INET, (address, port))]
-
-
-class Listener:
-    """A TCP listener on `host` whose connections the test counts (they wait in its backlog)."""
-
-    def __init__(self, host: str, port: int = 0) -> None:
-        self.sock = socket.create_server((host, port))
-        self.port = self.sock.getsockname()[1]
-
-    def connections(self, expected: int, wait: float) -> int:
-        """Accept (and close) what arrived: stops at `expected`, or after `wait` seconds."""
-        count = 0
-        deadline = time.monotonic() + wait
-        while count < expected or expected == 0:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                break
-            self.sock.accept()[0].close()
-            count += 1
-        return count
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The DNS transports of exporter/net/ (udp, stream) against the fakes of tests/fakedns.py."""
+"""The DNS transports of exporter/net/ (udp, stream) against the fakes of
+tests/support/fakedns.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from exporter.net.stream import stream_exchange
 from exporter.net.tls import tls_client_context
 from exporter.net.udp import _recvfrom, _sendto, udp_exchange
 from exporter.runner import classify
-from tests.fakedns import (
+from tests.support.fakedns import (
     DEFAULT_ANSWER,
     SPOOFED_ANSWER,
     CertFiles,
@@ -31,7 +32,7 @@ from tests.fakedns import (
     make_cert,
     server_context,
 )
-from tests.servers import closed_port
+from tests.support.servers import closed_port
 
 RECORDS = {"host.test": [("A", "192.0.2.1", 60), ("A", "192.0.2.2", 30), ("TXT", '"hi"', 5)]}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.agent import Agent
+from tests.support.agent import Agent
 
 
 @dataclass(frozen=True)

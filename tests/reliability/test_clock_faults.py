@@ -20,10 +20,10 @@ import pytest
 from exporter.codecs import timex
 from exporter.errors import Reason
 from exporter.net.kernel_clock import Syscall
-from tests.agent import Agent
 from tests.checks.test_clock import NATIVE, golden, run, state_values
 from tests.reliability.agentwatch import counts
-from tests.servers import AcceptServer
+from tests.support.agent import Agent
+from tests.support.servers import AcceptServer
 
 LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
 CHECKS = [f"c{i}" for i in range(10)]

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faultproxy import FaultProxy, Faults
+from tests.support.faultproxy import FaultProxy, Faults
 
 
 class UdpEcho:

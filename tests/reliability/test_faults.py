@@ -2,7 +2,7 @@
 lasts, and the check recovers on the next run after it ends; no run is lost meanwhile.
 
 The faults come from real servers killed and restarted (dnsmasq) and from the tests' fault
-proxy (loss, resets); the agent is a real process (tests/agent.py).
+proxy (loss, resets); the agent is a real process (tests/support/agent.py).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent import Agent
-from tests.dnsmasq import Dnsmasq
-from tests.faultproxy import FaultProxy, Faults
-from tests.httpservers import HttpServer, Reply
 from tests.reliability.agentwatch import assert_recovers, counts, wait_counts
+from tests.support.agent import Agent
+from tests.support.dnsmasq import Dnsmasq
+from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.httpservers import HttpServer, Reply
 
 HEAD = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
 RECORDS = {"host.test": ["127.0.0.5"]}

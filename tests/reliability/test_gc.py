@@ -26,8 +26,8 @@ from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
-from tests.httpservers import HttpServer, Reply
-from tests.servers import closed_port
+from tests.support.httpservers import HttpServer, Reply
+from tests.support.servers import closed_port
 
 
 class Targets:

@@ -29,8 +29,8 @@ from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
-from tests.chronyd import Chronyd
-from tests.faultproxy import FaultProxy, Faults
+from tests.support.chronyd import Chronyd
+from tests.support.faultproxy import FaultProxy, Faults
 
 ASYMMETRY = 0.05  # seconds added to one direction only
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from exporter.app import Agent as InProcessAgent
 from exporter.app import Options
 from exporter.scheduler import slot_of
-from tests.agent import ROOT, Agent
-from tests.servers import AcceptServer
+from tests.support.agent import ROOT, Agent
+from tests.support.servers import AcceptServer
 
 
 def tcp_config(checks: dict[str, str], target: str) -> str:

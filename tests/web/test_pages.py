@@ -18,8 +18,8 @@ from exporter.history import POINTS, STEP, Window
 from exporter.store import Result, Store
 from exporter.web import pages
 from exporter.web.status import Filter, Overview, checks_json, checks_json_parts, overview
-from tests.agent import Agent
-from tests.servers import AcceptServer, closed_port
+from tests.support.agent import Agent
+from tests.support.servers import AcceptServer, closed_port
 
 NOW = 1_700_000_000.0 - 1_700_000_000.0 % STEP + 30
 XSS = "<img src=x onerror=alert(1)>"

@@ -25,10 +25,9 @@ from exporter.net.resolve import Resolver
 from exporter.store import Result, Store, split
 from exporter.web.probe import BadRequest, ProbeEndpoint, probe_timeout
 from exporter.web.server import Request
-from tests.agent import Agent
-from tests.config.test_allow import Listener
-from tests.httpservers import HttpServer, Reply
-from tests.servers import AcceptServer, closed_port
+from tests.support.agent import Agent
+from tests.support.httpservers import HttpServer, Reply
+from tests.support.servers import AcceptServer, Listener, closed_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -27,8 +27,8 @@ from cryptography.x509.oid import NameOID
 from exporter.web import webconfig
 from exporter.web.reload import LiveWebConfig
 from exporter.web.server import Request, Response, Route, WebServer
-from tests.agent import Agent
-from tests.fakedns import CertFiles, make_cert, make_client_cert
+from tests.support.agent import Agent
+from tests.support.fakedns import CertFiles, make_cert, make_client_cert
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.agent import Agent
-from tests.chromium import Browser, Page
-from tests.servers import AcceptServer, closed_port
+from tests.support.agent import Agent
+from tests.support.chromium import Browser, Page
+from tests.support.servers import AcceptServer, closed_port
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 XSS = "<img src=x onerror=alert(1)>"

@@ -22,8 +22,8 @@ from exporter.errors import ConfigError
 from exporter.web import webconfig
 from exporter.web.auth import BasicAuth
 from exporter.web.server import Request, Response, Route, WebServer
-from tests.agent import ROOT, Agent
-from tests.fakedns import CertFiles, make_cert, make_client_cert
+from tests.support.agent import ROOT, Agent
+from tests.support.fakedns import CertFiles, make_cert, make_client_cert
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fakedns import CertFiles
+from tests.support.fakedns import CertFiles
 
 _POLL = 0.05
 _LIFETIME = 10.0  # a connection is dropped after this, whatever it does

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import selectors
 import socket
 import threading
+import time
 from typing import Any
 
 
@@ -120,3 +122,26 @@ class LineServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Listener:
+    """A TCP listener on `host` whose connections the test counts (they wait in its backlog)."""
+
+    def __init__(self, host: str, port: int = 0) -> None:
+        self.sock = socket.create_server((host, port))
+        self.port = self.sock.getsockname()[1]
+
+    def connections(self, expected: int, wait: float) -> int:
+        """Accept (and close) what arrived: stops at `expected`, or after `wait` seconds."""
+        count = 0
+        deadline = time.monotonic() + wait
+        while count < expected or expected == 0:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                break
+            self.sock.accept()[0].close()
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.sock.close()

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from exporter.codecs import ntp as codec
-from tests.daemon import Daemon
+from tests.support.daemon import Daemon
 
 CHRONYD = "/usr/sbin/chronyd"
 

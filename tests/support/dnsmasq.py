@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import dns.exception
 import dns.message
 
-from tests.daemon import Daemon
+from tests.support.daemon import Daemon
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 

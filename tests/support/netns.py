@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.dnsmasq import Dnsmasq
+from tests.support.dnsmasq import Dnsmasq
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNSHARE = ["unshare", "--mount", "--net", "--propagation", "private", "--"]
 _READY = "setup-done"
 
@@ -58,7 +58,8 @@ def run_in_netns(
         config = {"argv": argv, "hosts": hosts, "records": dnsmasq_records or {},
                   "resolv_conf": resolv_conf, "env": env, "dir": tmp}
         Path(tmp, "config.json").write_text(json.dumps(config))
-        inner = "import sys; sys.path.insert(0, sys.argv[1]); import tests.netns as n; n._inner()"
+        inner = ("import sys; sys.path.insert(0, sys.argv[1]); import tests.support.netns as n; "
+                 "n._inner()")
         cmd = [*UNSHARE, sys.executable, "-c", inner, str(ROOT), f"{tmp}/config.json"]
         # On a timeout, SIGTERM lets the wrapper kill and reap the command and dnsmasq; then
         # SIGKILL to its own process group gets anything left (e.g. the command's children).

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tests.daemon import Daemon
+from tests.support.daemon import Daemon
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"

@@ -14,10 +14,10 @@ import dns.message
 import dns.rcode
 import pytest
 
-import tests.dnsmasq
-from tests.dnsmasq import Dnsmasq
-from tests.netns import netns_available, run_in_netns
-from tests.servers import AcceptServer
+import tests.support.dnsmasq
+from tests.support.dnsmasq import Dnsmasq
+from tests.support.netns import netns_available, run_in_netns
+from tests.support.servers import AcceptServer
 
 RECORDS = {
     "a": {"host.test": ["127.0.0.5"]},
@@ -91,7 +91,7 @@ def test_dnsmasq_retries_a_busy_port(monkeypatch: pytest.MonkeyPatch) -> None:
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with busy:
         busy.bind(("127.0.0.1", 0))
-        real_free_port = tests.dnsmasq.free_port
+        real_free_port = tests.support.dnsmasq.free_port
         handed_out: list[int] = []
 
         def busy_first() -> int:
@@ -99,7 +99,7 @@ def test_dnsmasq_retries_a_busy_port(monkeypatch: pytest.MonkeyPatch) -> None:
             handed_out.append(real_free_port() if handed_out else busy.getsockname()[1])
             return handed_out[-1]
 
-        monkeypatch.setattr(tests.dnsmasq, "free_port", busy_first)
+        monkeypatch.setattr(tests.support.dnsmasq, "free_port", busy_first)
         with Dnsmasq(a={"host.test": ["127.0.0.5"]}) as server:
             assert server.port != busy.getsockname()[1]
             assert handed_out[0] == busy.getsockname()[1] and len(handed_out) >= 2
