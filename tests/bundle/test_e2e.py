@@ -29,11 +29,12 @@ from exporter import metrics
 from exporter.checks import KINDS
 from tests.bundle.promql import ROOT, RULES, Expression, expressions, metric_names, selectors
 from tests.support.agent import Agent
+from tests.support.certs import make_cert, make_expired_cert, server_context
 from tests.support.chronyd import Chronyd
 from tests.support.dnsmasq import Dnsmasq
-from tests.support.fakedns import FakeDns, make_cert, server_context
+from tests.support.fakedns import FakeDns
 from tests.support.fakentp import FakeNtp
-from tests.support.httpservers import HttpServer, Reply, make_expired_cert
+from tests.support.httpservers import HttpServer, Reply
 from tests.support.prometheus import Prometheus, PromQLError
 from tests.support.servers import AcceptServer, LineServer, closed_port
 

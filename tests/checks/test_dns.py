@@ -17,7 +17,8 @@ from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.store import Result
-from tests.support.fakedns import FakeDns, FakeDoh, FakeDot, make_cert, server_context
+from tests.support.certs import make_cert, server_context
+from tests.support.fakedns import FakeDns, FakeDoh, FakeDot
 
 
 def dns_check(**keys: Any) -> CheckConfig:

@@ -19,8 +19,8 @@ from exporter.errors import ConfigError, Reason
 from exporter.store import Result
 from tests.checks.test_dns import run
 from tests.support.agent import Agent
-from tests.support.fakedns import CertFiles, make_cert, server_context
-from tests.support.httpservers import HttpServer, Reply, Request, make_expired_cert
+from tests.support.certs import make_cert, make_expired_cert, server_context
+from tests.support.httpservers import HttpServer, Reply, Request
 from tests.support.servers import closed_port
 
 SENTINEL = "s3ntinel-Zq7xW"
@@ -87,7 +87,7 @@ def test_tls_failures_say_why(tmp_path: Path, case: str) -> None:
                     "the certificate has expired"),
         "wrong_host": (good, {"server_name": "other.test"},
                        "the certificate is not valid for other.test"),
-        "self_signed": (CertFiles(good.ca, good.ca.with_name("ca.key")), {"ca_file": ""},
+        "self_signed": (good.self_signed(), {"ca_file": ""},
                         "unknown issuer: the certificate is self-signed"),
     }[case]
     with HttpServer({"/": Reply()}, tls=server_context(files)) as server:
@@ -100,8 +100,7 @@ def test_tls_failures_say_why(tmp_path: Path, case: str) -> None:
 
 def test_insecure_skip_verify_passes_a_self_signed_cert_and_exports_its_expiry(
         tmp_path: Path) -> None:
-    good = make_cert(tmp_path, "web.test")
-    files = CertFiles(good.ca, good.ca.with_name("ca.key"))
+    files = make_cert(tmp_path, "web.test").self_signed()
     with HttpServer({"/": Reply()}, tls=server_context(files)) as server:
         result, _ = run(http_check(server.url(), tls_insecure_skip_verify=True))
     assert result.success, result

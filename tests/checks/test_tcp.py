@@ -18,8 +18,7 @@ from exporter.errors import ConfigError, Reason
 from exporter.net.resolve import Resolver
 from tests.checks.test_dns import run
 from tests.codecs.test_tcp_info import golden
-from tests.support.fakedns import make_cert, server_context
-from tests.support.httpservers import make_expired_cert
+from tests.support.certs import make_cert, make_expired_cert, server_context
 from tests.support.servers import LineServer
 
 

@@ -12,18 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.codecs.x509 import Validity, X509Error, validity
-from tests.support.fakedns import make_cert
-from tests.support.httpservers import make_expired_cert
+from tests.support.certs import make_cert, make_expired_cert
 
 
 def der(path: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(path.read_text())
 
 
-def test_an_openssl_certificate(tmp_path: Path) -> None:
+def test_a_certificate_from_the_factory(tmp_path: Path) -> None:
     got = validity(der(make_cert(tmp_path, "svc.test").cert))
     assert got.not_before <= time.time() < got.not_after
-    assert got.not_after - got.not_before == 2 * 86400  # make_cert's -days 2
+    assert got.not_after - got.not_before == 2 * 86400  # make_cert: two days from now
 
 
 def test_an_expired_certificate(tmp_path: Path) -> None:

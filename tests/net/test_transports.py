@@ -9,7 +9,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import dns.flags
@@ -23,15 +22,8 @@ from exporter.net.stream import stream_exchange
 from exporter.net.tls import tls_client_context
 from exporter.net.udp import _recvfrom, _sendto, udp_exchange
 from exporter.runner import classify
-from tests.support.fakedns import (
-    DEFAULT_ANSWER,
-    SPOOFED_ANSWER,
-    CertFiles,
-    FakeDns,
-    FakeDot,
-    make_cert,
-    server_context,
-)
+from tests.support.certs import CertFiles, make_cert, server_context
+from tests.support.fakedns import DEFAULT_ANSWER, SPOOFED_ANSWER, FakeDns, FakeDot
 from tests.support.servers import closed_port
 
 RECORDS = {"host.test": [("A", "192.0.2.1", 60), ("A", "192.0.2.2", 30), ("TXT", '"hi"', 5)]}
@@ -416,13 +408,3 @@ def test_transport_errors_map_to_closed_reasons() -> None:
         Reason.TLS_ERROR,
         Reason.TIMEOUT,
     ]
-
-
-def test_make_cert_files(tmp_path: Path) -> None:
-    files = make_cert(tmp_path, "a.test")
-    other = make_cert(tmp_path, "b.test")
-    cert, key = files
-    assert cert.exists() and key.exists() and files.ca.exists()
-    assert files.ca != other.ca
-    context = tls_client_context(ca_file=str(files.ca))
-    assert context.cert_store_stats()["x509_ca"] == 1

@@ -38,6 +38,7 @@ from exporter.codecs import dns, ntp, tcp_info, timex, x509
 from exporter.config.load import load_text, tomllib
 from exporter.errors import ConfigError
 from exporter.web import webconfig
+from tests.support.certs import DAY, Authority
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=400, deadline=None,
@@ -81,18 +82,8 @@ def _timex() -> bytes:
 
 
 def _certificate() -> bytes:
-    from cryptography import x509 as cx509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "hostile.test")])
-    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-    cert = (cx509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(7).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=90)).sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.DER)
+    starts = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    return Authority("hostile.test", starts=starts, ends=starts + 90 * DAY, serial=7).der()
 
 
 def _ntp_judge(data: bytes) -> object:

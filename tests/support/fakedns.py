@@ -1,7 +1,7 @@
 """Fake DNS servers for what a real one will not do on demand.
 
 SERVFAIL, truncation, garbage, a reply with the wrong ID and one from the wrong port before the
-right one, silence, a stream cut short, and DNS over TLS with certificates made by the tests.
+right one, silence, a stream cut short, and DNS over TLS (certificates from tests/support/certs.py).
 Each server runs in daemon threads on 127.0.0.1, port 0 (UDP and TCP on the same port number,
 like a real server), answers with dnspython's message API, and stops when closed: every wait in
 it has a timeout, so closing never hangs and nothing loops unboundedly.
@@ -14,12 +14,9 @@ import secrets
 import selectors
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import NamedTuple
 
 import dns.flags
 import dns.message
@@ -344,71 +341,6 @@ def _bind(udp: bool) -> tuple[socket.socket | None, socket.socket]:
     raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
 
 
-# --- certificates --------------------------------------------------------------------------
-
-
-class CertFiles(NamedTuple):
-    """A leaf certificate and its key; `ca` is the self-signed CA that signed it."""
-
-    cert: Path
-    key: Path
-
-    @property
-    def ca(self) -> Path:
-        return self.cert.parent / "ca.pem"
-
-
-def make_cert(tmp_path: Path, hostname: str = "dns.test", ips: Sequence[str] = ()) -> CertFiles:
-    """A self-signed CA and a leaf certificate for `hostname` (and `ips`), made with openssl.
-
-    Returns (cert_path, key_path); the CA is `.ca` (in a directory of its own per hostname, so
-    that two calls do not overwrite each other's CA).
-    """
-    directory = Path(tmp_path) / f"certs-{hostname}"
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
-    key, csr, cert = directory / "leaf.key", directory / "leaf.csr", directory / "leaf.pem"
-    extensions = directory / "leaf.ext"
-    names = [f"DNS:{hostname}", *(f"IP:{ip}" for ip in ips)]
-    # Python 3.13 verifies strictly (VERIFY_X509_STRICT): key identifiers and key usages must
-    # be there, or the chain is rejected.
-    extensions.write_text(
-        "basicConstraints = critical, CA:FALSE\n"
-        "keyUsage = critical, digitalSignature\n"
-        "extendedKeyUsage = serverAuth\n"
-        f"subjectAltName = {', '.join(names)}\n"
-        "subjectKeyIdentifier = hash\n"
-        "authorityKeyIdentifier = keyid\n"
-    )
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req", "-x509", *ec, "-keyout", ca_key, "-out", ca_cert, "-days", "2",
-        "-subj", "/CN=netsentry test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    _openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={hostname}")
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
-        "-set_serial", f"0x{secrets.token_hex(8)}", "-days", "2",
-        "-extfile", extensions, "-out", cert,
-    )  # fmt: skip
-    return CertFiles(cert, key)
-
-
-def server_context(files: CertFiles) -> ssl.SSLContext:
-    """A TLS server context presenting `files`' certificate."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(files.cert, files.key)
-    return context
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(
-        ["/usr/bin/openssl", *map(str, args)], check=True, capture_output=True, timeout=30
-    )
-
-
 class FakeDoh:
     """DNS over HTTPS (RFC 8484) served by the project's own web server, on a loop of its own.
 
@@ -456,21 +388,3 @@ class FakeDoh:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def make_client_cert(directory: Path, name: str = "prometheus") -> CertFiles:
-    """A CA of its own (`.ca`) and a client certificate it signed (extendedKeyUsage clientAuth)."""
-    ca_key, ca, key, csr, cert = (directory / n for n in
-                                  ("ca.key", "ca.pem", "client.key", "client.csr", "client.pem"))
-    ext = directory / "client.ext"
-    ext.write_text("basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
-                   "extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\n"
-                   "authorityKeyIdentifier = keyid\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
-             "-subj", "/CN=netsentry client CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    _openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "0x1234",
-             "-days", "2", "-extfile", ext, "-out", cert)
-    return CertFiles(cert, key)

@@ -1,4 +1,4 @@
-"""In-process HTTP(S) servers for the http check's tests, and an expired certificate.
+"""In-process HTTP(S) servers for the http check's tests.
 
 A `HttpServer` listens on 127.0.0.1 port 0, serves one request per connection from a table of
 routes (path -> `Reply`, or a function of the `Request`), and records every request. A reply can
@@ -8,7 +8,6 @@ connection a lifetime, so closing never hangs.
 
 from __future__ import annotations
 
-import datetime
 import select
 import socket
 import ssl
@@ -16,9 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-from tests.support.fakedns import CertFiles
 
 _POLL = 0.05
 _LIFETIME = 10.0  # a connection is dropped after this, whatever it does
@@ -155,47 +151,3 @@ class HttpServer:
                         return
                 except OSError:
                     return
-
-
-def make_expired_cert(tmp_path: Path, hostname: str) -> CertFiles:
-    """A CA (valid) and a leaf for `hostname` that expired yesterday, made with cryptography."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory = Path(tmp_path) / f"expired-{hostname}"
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netsentry expired test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(days=10))
-          .not_valid_after(now + datetime.timedelta(days=10))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                       False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=5))
-            .not_valid_after(now - datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    cert_path, key_path = directory / "leaf.pem", directory / "leaf.key"
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return CertFiles(cert_path, key_path)

@@ -1,20 +1,37 @@
-"""The test harness itself: a real dnsmasq, and a network namespace whose resolver is ours."""
+"""The test helpers themselves: a real dnsmasq, a network namespace whose resolver is ours, and
+the certificate factory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dns.message
 import dns.rcode
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import tests.support.dnsmasq
+from exporter.codecs.x509 import validity
+from exporter.net.tls import tls_client_context
+from tests.support.certs import (
+    LEAF_DAYS,
+    CertFiles,
+    make_cert,
+    make_client_cert,
+    make_expired_cert,
+    server_context,
+)
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.netns import netns_available, run_in_netns
 from tests.support.servers import AcceptServer
@@ -169,3 +186,69 @@ def test_netns_timeout_kills_everything() -> None:
     assert len(pids) == 3, pids  # wrapper, dnsmasq, command
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
+
+
+# --- the certificate factory ------------------------------------------------------------------
+
+
+def handshake(files: CertFiles, client: ssl.SSLContext, server_name: str) -> str:
+    """A TLS handshake on loopback with `files` as the server's certificate; its version."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            with contextlib.suppress(OSError), \
+                    server_context(files).wrap_socket(conn, server_side=True):
+                pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            with socket.create_connection(listener.getsockname(), timeout=5) as raw, \
+                    client.wrap_socket(raw, server_hostname=server_name) as tls:
+                return str(tls.version())
+        finally:
+            thread.join(10)
+
+
+def test_make_cert_files(tmp_path: Path) -> None:
+    files = make_cert(tmp_path, "a.test", ips=["127.0.0.1"])
+    other = make_cert(tmp_path, "b.test")
+    assert files.cert.exists() and files.key.exists() and files.ca.exists()
+    assert files.ca != other.ca
+    context = tls_client_context(ca_file=str(files.ca))
+    assert context.cert_store_stats()["x509_ca"] == 1
+    strict = ssl.create_default_context(cafile=str(files.ca))
+    strict.verify_flags |= ssl.VERIFY_X509_STRICT  # as Python 3.13 verifies by default
+    assert handshake(files, strict, "a.test") == "TLSv1.3"
+    assert handshake(files, strict, "127.0.0.1") == "TLSv1.3"
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake(files, strict, "b.test")
+    with pytest.raises(ssl.SSLCertVerificationError, match="self-signed"):
+        handshake(files.self_signed(), ssl.create_default_context(), "a.test")
+
+
+def test_validity_periods(tmp_path: Path) -> None:
+    def period(path: Path) -> tuple[float, float]:
+        got = validity(ssl.PEM_cert_to_DER_cert(path.read_text()))
+        return got.not_before, got.not_after
+
+    before, after = period(make_cert(tmp_path, "a.test").cert)
+    assert before <= time.time() < after and after - before == LEAF_DAYS * 86400
+    before, after = period(make_expired_cert(tmp_path, "a.test").cert)
+    assert after < time.time() - 86400 + 60 and after - before == 4 * 86400
+    ca_before, ca_after = period(make_expired_cert(tmp_path, "a.test").ca)
+    assert ca_before < before and time.time() < ca_after  # the CA itself is valid
+
+
+def test_client_certificates_are_for_client_auth(tmp_path: Path) -> None:
+    files = make_client_cert(tmp_path / "clients", "prometheus")
+    text = files.cert.read_bytes()
+    certificate = x509.load_pem_x509_certificate(text)
+    usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert certificate.subject.rfc4514_string() == "CN=prometheus"
+    assert (files.cert.name, files.key.name, files.ca.name) == ("client.pem", "client.key",
+                                                                "ca.pem")

@@ -28,7 +28,7 @@ from exporter.web import webconfig
 from exporter.web.reload import LiveWebConfig
 from exporter.web.server import Request, Response, Route, WebServer
 from tests.support.agent import Agent
-from tests.support.fakedns import CertFiles, make_cert, make_client_cert
+from tests.support.certs import CertFiles, make_cert, make_client_cert
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -231,8 +231,6 @@ def test_users_and_headers_follow_the_file(tmp_path: Path) -> None:
 
 
 def test_a_new_client_ca_applies_to_new_connections(old: CertFiles, tmp_path: Path) -> None:
-    (tmp_path / "first").mkdir()
-    (tmp_path / "second").mkdir()
     first, second = make_client_cert(tmp_path / "first"), make_client_cert(tmp_path / "second")
     install(old, tmp_path)
     shutil.copyfile(first.ca, tmp_path / "clients.pem")

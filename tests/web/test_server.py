@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from exporter.web.server import Request, Response, Route, WebServer, parse_listen_address
+from tests.support.certs import CertFiles, make_cert
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -538,26 +537,14 @@ def ipv6_loopback() -> bool:
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl command not available to make a test certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return make_cert(tmp_path_factory.mktemp("tls"), "localhost", ips=["127.0.0.1"])
 
 
-def test_tls_with_idle_plain_connections(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
+def test_tls_with_idle_plain_connections(certificate: CertFiles) -> None:
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    client_tls = ssl.create_default_context(cafile=str(cert))
+    server_tls.load_cert_chain(certificate.cert, certificate.key)
+    client_tls = ssl.create_default_context(cafile=str(certificate.ca))
 
     async def main() -> None:
         async with serving(ssl=server_tls, header_timeout=0.5) as (_, address):

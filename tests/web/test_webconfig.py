@@ -23,7 +23,7 @@ from exporter.web import webconfig
 from exporter.web.auth import BasicAuth
 from exporter.web.server import Request, Response, Route, WebServer
 from tests.support.agent import ROOT, Agent
-from tests.support.fakedns import CertFiles, make_cert, make_client_cert
+from tests.support.certs import CertFiles, make_cert, make_client_cert
 
 pytestmark = pytest.mark.timeout(120)
 
