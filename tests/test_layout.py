@@ -6,6 +6,7 @@ a deliberate violation and passes on a clean tree."""
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -115,33 +116,43 @@ def test_the_checker_reports_exactly_the_violations_of_a_fake_tree(tmp_path: Pat
     )
 
 
-# rule → (files breaking it, the violations expected, files of a clean tree that use what the
-# rule allows). Line numbers count from the first line of each text.
-CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str]]] = {
-    "codecs-pure": (
-        {
+# Each rule's case: files that break it, each import that breaks it marked `# ! imported-name`
+# at the end of its line, and files of a clean tree that use what the rule allows.
+@dataclass(frozen=True)
+class Case:
+    breaks: dict[str, str]
+    clean: dict[str, str]
+
+    def expected(self, rule: str) -> list[tuple[str, int, str, str]]:
+        """The violations the marks promise, sorted as check() reports them."""
+        return sorted(
+            (f"{PACKAGE}/{name}", number, rule, imported)
+            for name, text in self.breaks.items()
+            for number, line in enumerate(textwrap.dedent(text).splitlines(), 1)
+            if MARK in line
+            for imported in line.split(MARK, 1)[1].split()
+        )
+
+
+MARK = "# ! "
+
+CASES: dict[str, Case] = {
+    "codecs-pure": Case(
+        breaks={
             "codecs/dns.py": """\
                 import struct
-                import socket
-                from urllib import request
+                import socket  # ! socket
+                from urllib import request  # ! urllib.request
                 from typing import TYPE_CHECKING
                 if TYPE_CHECKING:
-                    from fakepkg.net import udp
+                    from fakepkg.net import udp  # ! fakepkg.net.udp
                 def build():
-                    from .. import metrics
-                    import dns.query
-                    from os import path, sep
+                    from .. import metrics  # ! fakepkg.metrics
+                    import dns.query  # ! dns.query
+                    from os import path, sep  # ! os
             """,
         },
-        [
-            ("fakepkg/codecs/dns.py", 2, "socket"),
-            ("fakepkg/codecs/dns.py", 3, "urllib.request"),
-            ("fakepkg/codecs/dns.py", 6, "fakepkg.net.udp"),
-            ("fakepkg/codecs/dns.py", 8, "fakepkg.metrics"),
-            ("fakepkg/codecs/dns.py", 9, "dns.query"),
-            ("fakepkg/codecs/dns.py", 10, "os"),
-        ],
-        {
+        clean={
             "codecs/dns.py": """\
                 import secrets
                 import struct
@@ -155,28 +166,19 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "checks-below-pipeline": (
-        {
+    "checks-below-pipeline": Case(
+        breaks={
             "checks/y.py": """\
-                import fakepkg.web.server
-                from fakepkg import scheduler
-                from .. import runner
-                from fakepkg import store, app
-                from ..exposition import VALUE
+                import fakepkg.web.server  # ! fakepkg.web.server
+                from fakepkg import scheduler  # ! fakepkg.scheduler
+                from .. import runner  # ! fakepkg.runner
+                from fakepkg import store, app  # ! fakepkg.app fakepkg.store
+                from ..exposition import VALUE  # ! fakepkg.exposition
                 def main():
-                    from fakepkg.cli import main
+                    from fakepkg.cli import main  # ! fakepkg.cli.main
             """,
         },
-        [
-            ("fakepkg/checks/y.py", 1, "fakepkg.web.server"),
-            ("fakepkg/checks/y.py", 2, "fakepkg.scheduler"),
-            ("fakepkg/checks/y.py", 3, "fakepkg.runner"),
-            ("fakepkg/checks/y.py", 4, "fakepkg.app"),
-            ("fakepkg/checks/y.py", 4, "fakepkg.store"),
-            ("fakepkg/checks/y.py", 5, "fakepkg.exposition"),
-            ("fakepkg/checks/y.py", 7, "fakepkg.cli.main"),
-        ],
-        {
+        clean={
             "checks/y.py": """\
                 import socket
                 from fakepkg.net import udp
@@ -187,27 +189,19 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "scheduler-knows-no-check": (
-        {
+    "scheduler-knows-no-check": Case(
+        breaks={
             "scheduler.py": """\
-                from fakepkg.checks import y
-                from . import store
-                from .web import server
-                from fakepkg import exposition
+                from fakepkg.checks import y  # ! fakepkg.checks.y
+                from . import store  # ! fakepkg.store
+                from .web import server  # ! fakepkg.web.server
+                from fakepkg import exposition  # ! fakepkg.exposition
                 def run():
-                    import fakepkg.runner
-                from fakepkg import checks
+                    import fakepkg.runner  # ! fakepkg.runner
+                from fakepkg import checks  # ! fakepkg.checks
             """,
         },
-        [
-            ("fakepkg/scheduler.py", 1, "fakepkg.checks.y"),
-            ("fakepkg/scheduler.py", 2, "fakepkg.store"),
-            ("fakepkg/scheduler.py", 3, "fakepkg.web.server"),
-            ("fakepkg/scheduler.py", 4, "fakepkg.exposition"),
-            ("fakepkg/scheduler.py", 6, "fakepkg.runner"),
-            ("fakepkg/scheduler.py", 7, "fakepkg.checks"),
-        ],
-        {
+        clean={
             "scheduler.py": """\
                 import asyncio
                 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -216,24 +210,17 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "config-below-web": (
-        {
+    "config-below-web": Case(
+        breaks={
             "config/model.py": """\
-                from fakepkg.web import server
-                from .. import cli
-                from fakepkg import app
-                import fakepkg.scheduler
-                from ..runner import VALUE
+                from fakepkg.web import server  # ! fakepkg.web.server
+                from .. import cli  # ! fakepkg.cli
+                from fakepkg import app  # ! fakepkg.app
+                import fakepkg.scheduler  # ! fakepkg.scheduler
+                from ..runner import VALUE  # ! fakepkg.runner
             """,
         },
-        [
-            ("fakepkg/config/model.py", 1, "fakepkg.web.server"),
-            ("fakepkg/config/model.py", 2, "fakepkg.cli"),
-            ("fakepkg/config/model.py", 3, "fakepkg.app"),
-            ("fakepkg/config/model.py", 4, "fakepkg.scheduler"),
-            ("fakepkg/config/model.py", 5, "fakepkg.runner"),
-        ],
-        {
+        clean={
             "config/model.py": """\
                 from fakepkg.checks import VALUE
                 from fakepkg.checks.base import VALUE as BASE
@@ -243,24 +230,17 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "net-bottom": (
-        {
+    "net-bottom": Case(
+        breaks={
             "net/udp.py": """\
-                from fakepkg import checks
-                from fakepkg.config.model import VALUE
-                import fakepkg.metrics
-                from .. import store
-                from ..web import server
+                from fakepkg import checks  # ! fakepkg.checks
+                from fakepkg.config.model import VALUE  # ! fakepkg.config.model
+                import fakepkg.metrics  # ! fakepkg.metrics
+                from .. import store  # ! fakepkg.store
+                from ..web import server  # ! fakepkg.web.server
             """,
         },
-        [
-            ("fakepkg/net/udp.py", 1, "fakepkg.checks"),
-            ("fakepkg/net/udp.py", 2, "fakepkg.config.model"),
-            ("fakepkg/net/udp.py", 3, "fakepkg.metrics"),
-            ("fakepkg/net/udp.py", 4, "fakepkg.store"),
-            ("fakepkg/net/udp.py", 5, "fakepkg.web.server"),
-        ],
-        {
+        clean={
             "net/udp.py": """\
                 import asyncio
                 import socket
@@ -271,25 +251,21 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "third-party-home": (
-        {
+    "third-party-home": Case(
+        breaks={
             "web/routes.py": """\
-                import yaml
-                from h11 import Request
+                import yaml  # ! yaml
+                from h11 import Request  # ! h11
             """,
             "checks/y.py": """\
                 def later():
-                    from apscheduler.triggers.interval import IntervalTrigger
+                    from apscheduler.triggers import interval  # ! apscheduler.triggers
             """,
-            "codecs/x.py": "from dns import message\n",
+            "codecs/x.py": """\
+                from dns import message  # ! dns
+            """,
         },
-        [
-            ("fakepkg/checks/y.py", 2, "apscheduler.triggers.interval"),
-            ("fakepkg/codecs/x.py", 1, "dns"),
-            ("fakepkg/web/routes.py", 1, "yaml"),
-            ("fakepkg/web/routes.py", 2, "h11"),
-        ],
-        {
+        clean={
             "web/webconfig.py": "import yaml\n",
             "web/server.py": "import h11\n",
             "net/http_client.py": "from h11 import Connection\n",
@@ -305,19 +281,15 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "third-party-unlisted": (
-        {
+    "third-party-unlisted": Case(
+        breaks={
             "app.py": """\
-                import requests
+                import requests  # ! requests
                 def later():
-                    from attr import define
+                    from attr import define  # ! attr
             """,
         },
-        [
-            ("fakepkg/app.py", 1, "requests"),
-            ("fakepkg/app.py", 3, "attr"),
-        ],
-        {
+        clean={
             "app.py": """\
                 from __future__ import annotations
                 import sys
@@ -327,23 +299,17 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "missing-module": (
-        {
+    "missing-module": Case(
+        breaks={
             "app.py": """\
-                import fakepkg.gone
-                from fakepkg.net.gone import VALUE
-                from ... import scheduler
+                import fakepkg.gone  # ! fakepkg.gone
+                from fakepkg.net.gone import VALUE  # ! fakepkg.net.gone
+                from ... import scheduler  # ! ...
                 def later():
-                    from .web.gone import VALUE
+                    from .web.gone import VALUE  # ! fakepkg.web.gone
             """,
         },
-        [
-            ("fakepkg/app.py", 1, "fakepkg.gone"),
-            ("fakepkg/app.py", 2, "fakepkg.net.gone"),
-            ("fakepkg/app.py", 3, "..."),
-            ("fakepkg/app.py", 5, "fakepkg.web.gone"),
-        ],
-        {
+        clean={
             "app.py": """\
                 import fakepkg.net.udp
                 from fakepkg.net import udp
@@ -352,18 +318,14 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
             """,
         },
     ),
-    "missing-name": (
-        {
+    "missing-name": Case(
+        breaks={
             "app.py": """\
-                from fakepkg.net import gone
-                from fakepkg.errors import VALUE, Gone
+                from fakepkg.net import gone  # ! fakepkg.net.gone
+                from fakepkg.errors import VALUE, Gone  # ! fakepkg.errors.Gone
             """,
         },
-        [
-            ("fakepkg/app.py", 1, "fakepkg.net.gone"),
-            ("fakepkg/app.py", 2, "fakepkg.errors.Gone"),
-        ],
-        {
+        clean={
             "app.py": """\
                 from fakepkg.net import VALUE, udp
                 from fakepkg.metrics import ANYTHING
@@ -381,19 +343,19 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, int, str]], dict[str, str
 }
 
 
+
 def test_every_rule_has_a_case() -> None:
     assert sorted(CASES) == sorted(ALL_RULES)
 
 
 @pytest.mark.parametrize("rule", list(CASES))
 def test_a_rule_fails_on_its_violation(tmp_path: Path, rule: str) -> None:
-    files, expected, _ = CASES[rule]
-    assert found(fake_tree(tmp_path, files)) == sorted(
-        (path, line, rule, imported) for path, line, imported in expected
-    )
+    case = CASES[rule]
+    expected = case.expected(rule)
+    assert expected, "a case with nothing marked proves nothing"
+    assert found(fake_tree(tmp_path, case.breaks)) == expected
 
 
 @pytest.mark.parametrize("rule", list(CASES))
 def test_a_rule_passes_on_a_clean_tree(tmp_path: Path, rule: str) -> None:
-    _, _, files = CASES[rule]
-    assert found(fake_tree(tmp_path, files)) == []
+    assert found(fake_tree(tmp_path, CASES[rule].clean)) == []

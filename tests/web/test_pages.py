@@ -18,11 +18,9 @@ from exporter.history import POINTS, STEP, Window
 from exporter.store import Result, Store
 from exporter.web import pages
 from exporter.web.status import Filter, Overview, checks_json, checks_json_parts, overview
-from tests.support.agent import Agent
-from tests.support.servers import AcceptServer, closed_port
+from tests.web.served import XSS, served_agent
 
 NOW = 1_700_000_000.0 - 1_700_000_000.0 % STEP + 30
-XSS = "<img src=x onerror=alert(1)>"
 
 TEXT = f"""
 [[checks]]
@@ -215,46 +213,24 @@ def test_the_refresh_slows_down_for_large_pages() -> None:
 
 def test_served_by_the_agent(tmp_path: Path) -> None:
     path = tmp_path / "netsentry.toml"
-    with AcceptServer() as server:
-        path.write_text(f"""
-[defaults]
-interval = "1s"
-timeout = "500ms"
-
-[[checks]]
-name = "up"
-kind = "tcp"
-target = "{server.target}"
-
-[[checks]]
-name = {json.dumps(XSS)}
-kind = "tcp"
-target = "127.0.0.1:{closed_port()}"
-""")
-        with Agent(path) as agent:
-            def states() -> dict[str, str]:
-                status, _, body = agent.fetch("GET", "/api/v1/checks")
-                assert status == 200
-                return {c["name"]: c["state"] for c in json.loads(body)["checks"]}
-
-            agent.wait_for(lambda: states() == {"up": "up", XSS: "down"}, what="both to run")
-            status, headers, body = agent.fetch("GET", "/api/v1/checks?failing=1")
-            assert status == 200 and headers["Content-Type"] == "application/json"
-            document = json.loads(body)
-            assert [c["name"] for c in document["checks"]] == [XSS]
-            assert document["config"]["source"] == str(path)
-            assert any(document["checks"][0]["latency"]["failed"])
-            status, headers, body = agent.fetch("GET", "/?q=up")
-            assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
-            assert headers["Content-Security-Policy"] == pages.CSP
-            assert headers["X-Content-Type-Options"] == "nosniff"
-            rows = Elements(body.decode()).rows()
-            assert "hidden" not in rows["up"] and "hidden" in rows[XSS]
-            assert agent.fetch("POST", "/api/v1/checks")[0] == 405
-            gzipped = {"Accept-Encoding": "gzip"}
-            status, headers, body = agent.fetch("GET", "/", headers=gzipped)
-            assert status == 200 and headers["Content-Encoding"] == "gzip"
-            assert XSS in Elements(gzip.decompress(body).decode()).rows()
-            status, headers, body = agent.fetch("GET", "/api/v1/checks", headers=gzipped)
-            assert status == 200 and headers["Content-Encoding"] == "gzip"
-            assert XSS in [c["name"] for c in json.loads(gzip.decompress(body))["checks"]]
+    with served_agent(path) as agent:
+        status, headers, body = agent.fetch("GET", "/api/v1/checks?failing=1")
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        document = json.loads(body)
+        assert [c["name"] for c in document["checks"]] == [XSS]
+        assert document["config"]["source"] == str(path)
+        assert any(document["checks"][0]["latency"]["failed"])
+        status, headers, body = agent.fetch("GET", "/?q=frontend")
+        assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+        assert headers["Content-Security-Policy"] == pages.CSP
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        rows = Elements(body.decode()).rows()
+        assert "hidden" not in rows["web-frontend"] and "hidden" in rows[XSS]
+        assert agent.fetch("POST", "/api/v1/checks")[0] == 405
+        gzipped = {"Accept-Encoding": "gzip"}
+        status, headers, body = agent.fetch("GET", "/", headers=gzipped)
+        assert status == 200 and headers["Content-Encoding"] == "gzip"
+        assert XSS in Elements(gzip.decompress(body).decode()).rows()
+        status, headers, body = agent.fetch("GET", "/api/v1/checks", headers=gzipped)
+        assert status == 200 and headers["Content-Encoding"] == "gzip"
+        assert XSS in [c["name"] for c in json.loads(gzip.decompress(body))["checks"]]

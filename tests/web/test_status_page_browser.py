@@ -9,7 +9,6 @@ fetches nothing but the agent, and it fits a phone's width. Screenshots go to te
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,48 +17,16 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.chromium import Browser, Page
-from tests.support.servers import AcceptServer, closed_port
+from tests.web.served import XSS, served_agent
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-XSS = "<img src=x onerror=alert(1)>"
 Opener = Callable[..., Page]
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    path = tmp_path_factory.mktemp("agent") / "netsentry.toml"
-    with AcceptServer() as server:
-        path.write_text(f"""
-[defaults]
-interval = "1s"
-timeout = "500ms"
-
-[[checks]]
-name = "web-frontend"
-kind = "tcp"
-target = "{server.target}"
-
-[[checks]]
-name = {json.dumps(XSS)}
-kind = "tcp"
-target = "127.0.0.1:{closed_port()}"
-
-[[checks]]
-name = "resolver-localhost"
-kind = "dns"
-target = "localhost"
-""")
-        with Agent(path) as agent:
-            agent.wait_for(lambda: _states(agent) == {
-                "web-frontend": "up", XSS: "down", "resolver-localhost": "up"},
-                what="every check to have run")
-            yield agent
-
-
-def _states(agent: Agent) -> dict[str, str]:
-    status, text = agent.request("GET", "/api/v1/checks")
-    assert status == 200
-    return {c["name"]: c["state"] for c in json.loads(text)["checks"]}
+    with served_agent(tmp_path_factory.mktemp("agent") / "netsentry.toml") as agent:
+        yield agent
 
 
 @pytest.fixture(scope="module")
