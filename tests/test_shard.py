@@ -16,7 +16,7 @@ import yaml
 from exporter import shard
 from exporter.config.load import load_text
 from exporter.shard import Shard
-from tests.support.agent import ROOT, Agent
+from tests.support.agent import ROOT, Agent, tcp_checks
 from tests.support.servers import AcceptServer
 
 NAMES = [f"check-{i}" for i in range(10_000)]
@@ -81,18 +81,6 @@ def test_the_split_is_the_same_in_every_process() -> None:
         assert proc.stdout.split() == [str(shard.assign(n, 5)) for n in names]
 
 
-def tcp_checks(names: list[str], target: str) -> str:
-    text = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
-    for name in names:
-        text += f'\n[[checks]]\nname = "{name}"\nkind = "tcp"\ntarget = "{target}"\n'
-    return text
-
-
-def loaded(agent: Agent) -> set[str]:
-    return {dict(labels)["check"] for name, labels in agent.metrics()
-            if name == "netsentry_check_info"}
-
-
 def test_agents_run_only_their_share(tmp_path: Path) -> None:
     names = [f"svc-{i}" for i in range(30)]
     path = tmp_path / "netsentry.toml"
@@ -102,13 +90,13 @@ def test_agents_run_only_their_share(tmp_path: Path) -> None:
         for index in range(3):
             with Agent(path, "--shard", f"{index}/3") as agent:
                 mine = {n for n in names if shard.assign(n, 3) == index}
-                assert loaded(agent) == mine
+                assert agent.checks() == mine
                 assert agent.value("netsentry_shard_checks", shard=str(index),
                                    shards="3") == len(mine)
                 agent.wait_for(lambda a=agent, m=mine: all(
                     (a.value("netsentry_check_runs_total", check=n, kind="tcp") or 0) >= 1
                     for n in m), what="every check of the shard to run")
-                seen.append(loaded(agent))
+                seen.append(agent.checks())
         assert set().union(*seen) == set(names)
         assert sum(map(len, seen)) == len(names)  # disjoint
 
@@ -117,7 +105,7 @@ def test_an_agent_without_shard_runs_everything(tmp_path: Path) -> None:
     path = tmp_path / "netsentry.toml"
     path.write_text(tcp_checks(["a", "b", "c"], "127.0.0.1:1"))
     with Agent(path) as agent:
-        assert loaded(agent) == {"a", "b", "c"}
+        assert agent.checks() == {"a", "b", "c"}
         assert agent.value("netsentry_shard_checks", shard="0", shards="1") == 3
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exporter.watch import FileWatcher
-from tests.support.agent import Agent
+from tests.support.agent import Agent, tcp_checks
 from tests.support.servers import AcceptServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -134,18 +134,6 @@ def test_a_failing_callback_does_not_stop_the_watch(tmp_path: Path) -> None:
 # --- through a real agent ----------------------------------------------------------------------
 
 
-def tcp_checks(names: list[str], target: str) -> str:
-    text = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
-    for name in names:
-        text += f'\n[[checks]]\nname = "{name}"\nkind = "tcp"\ntarget = "{target}"\n'
-    return text
-
-
-def checks(agent: Agent) -> set[str]:
-    return {dict(labels)["check"] for name, labels in agent.metrics()
-            if name == "netsentry_check_info"}
-
-
 def runs(agent: Agent, name: str) -> float:
     return agent.value("netsentry_check_runs_total", check=name, kind="tcp") or 0
 
@@ -158,7 +146,7 @@ def test_the_agent_reloads_a_changed_file(tmp_path: Path) -> None:
             agent.wait_for(lambda: runs(agent, "a") >= 1, what="a to run")
 
             replace(path, tcp_checks(["a", "b"], server.target))  # as an editor saves
-            agent.wait_for(lambda: checks(agent) == {"a", "b"}, what="b to be loaded")
+            agent.wait_for(lambda: agent.checks() == {"a", "b"}, what="b to be loaded")
             agent.wait_for(lambda: runs(agent, "b") >= 1, what="b to run")
             assert any("config file changed" in line for line in agent.lines)
 
@@ -170,12 +158,12 @@ def test_the_agent_reloads_a_changed_file(tmp_path: Path) -> None:
                        for line in agent.lines)
             before = runs(agent, "b")
             agent.wait_for(lambda: runs(agent, "b") > before, what="b to keep running")
-            assert checks(agent) == {"a", "b"}
+            assert agent.checks() == {"a", "b"}
 
             path.write_text(tcp_checks(["a"], server.target))  # fixed
             agent.wait_for(lambda: agent.value("netsentry_config_last_reload_successful") == 1,
                            what="the good reload")
-            assert checks(agent) == {"a"}
+            assert agent.checks() == {"a"}
 
 
 def test_without_the_flag_a_change_waits_for_a_reload(tmp_path: Path) -> None:
@@ -187,6 +175,6 @@ def test_without_the_flag_a_change_waits_for_a_reload(tmp_path: Path) -> None:
             # The watch would have seen it within a second; three go by unnoticed.
             a_runs = runs(agent, "a")
             agent.wait_for(lambda: runs(agent, "a") >= a_runs + 3, what="three runs of a")
-            assert checks(agent) == {"a"}
+            assert agent.checks() == {"a"}
             assert agent.request("POST", "/-/reload")[0] == 200
-            assert checks(agent) == {"a", "b"}
+            assert agent.checks() == {"a", "b"}

@@ -71,6 +71,11 @@ class Agent:
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics().get((name, frozenset(labels.items())))
 
+    def checks(self) -> set[str]:
+        """The names of the checks the agent has loaded (its netsentry_check_info series)."""
+        return {dict(labels)["check"] for name, labels in self.metrics()
+                if name == "netsentry_check_info"}
+
     def wait_for(self, predicate: object, timeout: float = 20, what: str = "") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -104,3 +109,11 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tcp_checks(names: list[str], target: str) -> str:
+    """A config of one tcp check of `target` per name, every second with a 500 ms timeout."""
+    text = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
+    for name in names:
+        text += f'\n[[checks]]\nname = "{name}"\nkind = "tcp"\ntarget = "{target}"\n'
+    return text
