@@ -24,7 +24,7 @@ from exporter.checks import kind_specs
 from exporter.config.model import CheckConfig
 from exporter.errors import Reason
 from exporter.metrics import DURATION_BUCKETS, LAG_BUCKETS, Series, Spec
-from exporter.store import CheckState, Result
+from exporter.store import Buckets, CheckState, Result
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SLICE = 250  # checks per slice of one metric family
@@ -216,6 +216,15 @@ def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]
                                             strict=True):
                 families[place.get(spec.name, -1)].append(
                     _line(_prefix(text, spec, extra), value))
+            for (spec, extra), buckets in zip(state.histogram_series, state.histogram_values,
+                                              strict=True):
+                key = (spec.name, extra)
+                template = text.kind.get(key)  # a histogram's name is never a gauge's
+                if template is None:
+                    labels = _labels(spec, extra)
+                    template = text.kind[key] = _histogram(
+                        spec, f"{text.base},{labels}" if labels else text.base)
+                families[place.get(spec.name, -1)].append(_fill(template, buckets))
         yield ""  # a slice boundary: let the loop run
     for spec, lines in zip(specs, families, strict=False):
         if lines:
@@ -262,8 +271,26 @@ def _line(prefix: str, value: float) -> str:
 def _kind_prefix(spec: Spec, extra: tuple[str, ...], base: str) -> str:
     if not extra:
         return f"{spec.name}{{{base}}} "
-    labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in zip(spec.labels, extra, strict=True))
-    return f"{spec.name}{{{base},{labels}}} "
+    return f"{spec.name}{{{base},{_labels(spec, extra)}}} "
+
+
+def _labels(spec: Spec, extra: tuple[str, ...]) -> str:
+    return ",".join(f'{k}="{escape_label(v)}"' for k, v in zip(spec.labels, extra, strict=True))
+
+
+def _histogram(spec: Spec, labels: str) -> str:
+    """A kind's histogram series as one %-template: cumulative bucket counts, sum, count."""
+    name, sep = spec.name, "," if labels else ""
+    lines = [(f'{name}_bucket{{{labels}{sep}le="{le}"}} ', "%d")
+             for le in [*map(format_value, map(float, spec.buckets)), "+Inf"]]
+    within = f"{{{labels}}}" if labels else ""
+    lines += [(f"{name}_sum{within} ", "%s"), (f"{name}_count{within} ", "%d")]
+    return "".join(prefix.replace("%", "%%") + directive + "\n" for prefix, directive in lines)
+
+
+def _fill(template: str, buckets: Buckets) -> str:
+    cumulative = buckets.cumulative()
+    return template % (*cumulative, format_value(buckets.sum), cumulative[-1])
 
 
 def _agent_metrics(agent: AgentSnapshot) -> str:
@@ -315,14 +342,17 @@ def render_probe(result: Result, reasons: tuple[Reason, ...]) -> str:
         _, before = values.get((spec.name, extra), (spec, 0))
         values[(spec.name, extra)] = (spec, before + n)  # counters of this run alone
     families: dict[str, list[str]] = {}
+    histograms: dict[tuple[str, tuple[str, ...]], tuple[Spec, Buckets]] = {}
+    for (spec, extra), sample in zip(result.observed, result.samples, strict=True):
+        _, buckets = histograms.get((spec.name, extra), (spec, Buckets.empty(spec.buckets)))
+        histograms[(spec.name, extra)] = (spec, buckets.add(spec.buckets, sample))
+    for (name, extra), (spec, buckets) in histograms.items():  # samples of this run alone
+        families.setdefault(name, [_probe_header(spec)]).append(
+            _fill(_histogram(spec, _labels(spec, extra)), buckets))
     for (name, extra), (spec, value) in values.items():
-        lines = families.get(name)
-        if lines is None:
-            lines = families[name] = [_probe_header(spec)]
+        lines = families.setdefault(name, [_probe_header(spec)])
         if extra:
-            labels = ",".join(f'{k}="{escape_label(v)}"'
-                              for k, v in zip(spec.labels, extra, strict=True))
-            lines.append(f"{name}{{{labels}}} {format_value(value)}\n")
+            lines.append(f"{name}{{{_labels(spec, extra)}}} {format_value(value)}\n")
         else:
             lines.append(f"{name} {format_value(value)}\n")
     for spec in _families()[0]:

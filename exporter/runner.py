@@ -124,7 +124,8 @@ class Runner:
         unchanged = previous is not None and series == previous.series
         if previous is not None and unchanged:
             series = previous.series  # one tuple per check, not per run (see Result)
-        if undeclared := _undeclared(kind, () if unchanged else series, run.counted):
+        if undeclared := _undeclared(kind, () if unchanged else series,
+                                     [*run.counted, *run.observed]):
             # A metric the kind did not declare would have no family to render in: the kind is
             # wrong, so its run fails loudly, never a series dropped without a word.
             reason, message = Reason.INTERNAL_ERROR, (
@@ -143,4 +144,6 @@ class Runner:
             counted=tuple(run.counted),
             increments=tuple(run.increments),
             details=tuple(run.details),
+            observed=tuple(run.observed),
+            samples=tuple(run.samples),
         )

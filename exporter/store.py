@@ -11,6 +11,7 @@ belongs to, so a changed check starts a fresh hour and a removed one takes its h
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class Result:
     counted: Series = ()  # the counters this run added to, and by how much
     increments: tuple[float, ...] = ()
     details: tuple[tuple[str, str], ...] = ()
+    observed: Series = ()  # the histograms this run added samples to, and the samples
+    samples: tuple[float, ...] = ()
 
     @property
     def observations(self) -> tuple[Observation, ...]:
@@ -80,6 +83,8 @@ class CheckState:
     duration_sum: float = 0.0
     counter_series: Series = ()  # the counters its runs added to, and their totals
     counter_values: tuple[float, ...] = ()
+    histogram_series: Series = ()  # the histograms of its runs' samples, and their `Buckets`
+    histogram_values: tuple[Buckets, ...] = ()
     # The check's own memory from run to run (`Run.memory`), for as long as it is loaded.
     memory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -102,6 +107,9 @@ class CheckState:
         counter_series, counter_values = self.counter_series, self.counter_values
         if result.counted:
             counter_series, counter_values = _add_counts(self, result)
+        histogram_series, histogram_values = self.histogram_series, self.histogram_values
+        if result.observed:
+            histogram_series, histogram_values = _add_samples(self, result)
         return CheckState(
             check=self.check,
             reasons=self.reasons,
@@ -113,13 +121,16 @@ class CheckState:
             duration_sum=self.duration_sum + result.duration,
             counter_series=counter_series,
             counter_values=counter_values,
+            histogram_series=histogram_series,
+            histogram_values=histogram_values,
             memory=self.memory,
         )
 
     def _with_reason(self, reason: Reason) -> CheckState:
         return CheckState(self.check, (*self.reasons, reason), self.runs, (*self.failures, 0),
                           self.last, self.last_success, self.buckets, self.duration_sum,
-                          self.counter_series, self.counter_values, self.memory)
+                          self.counter_series, self.counter_values, self.histogram_series,
+                          self.histogram_values, self.memory)
 
 
 def _add_counts(state: CheckState, result: Result) -> tuple[Series, tuple[float, ...]]:
@@ -127,6 +138,35 @@ def _add_counts(state: CheckState, result: Result) -> tuple[Series, tuple[float,
     for key, n in zip(result.counted, result.increments, strict=True):
         totals[key] = totals.get(key, 0) + n
     return tuple(totals), tuple(totals.values())
+
+
+def _add_samples(state: CheckState, result: Result) -> tuple[Series, tuple[Buckets, ...]]:
+    totals = dict(zip(state.histogram_series, state.histogram_values, strict=True))
+    for (spec, labels), value in zip(result.observed, result.samples, strict=True):
+        before = totals.get((spec, labels))
+        totals[(spec, labels)] = (before or Buckets.empty(spec.buckets)).add(spec.buckets, value)
+    return tuple(totals), tuple(totals.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """One histogram's samples so far: how many fell in each bucket (not cumulative; the
+    last is +Inf) and their sum."""
+
+    counts: tuple[int, ...]
+    sum: float = 0.0
+
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> Buckets:
+        return cls((0,) * (len(bounds) + 1))
+
+    def add(self, bounds: tuple[float, ...], value: float) -> Buckets:
+        index = bisect_left(bounds, value)
+        counts = self.counts
+        return Buckets((*counts[:index], counts[index] + 1, *counts[index + 1:]), self.sum + value)
+
+    def cumulative(self) -> list[int]:
+        return list(itertools.accumulate(self.counts))
 
 
 class Store:

@@ -61,15 +61,19 @@ def agent() -> AgentSnapshot:
 def result(kind: str, success: bool, finished: float) -> Result:
     gauges = []
     counts = []
+    samples = []
     for index, spec in enumerate(KINDS[kind].specs):
         labels = tuple(f"{label}-{index}" for label in spec.labels)
         if spec.type == metrics.COUNTER:
             counts.append((spec, labels, index + 1))
+        elif spec.type == metrics.HISTOGRAM:  # a sample in the first, a middle and +Inf
+            samples += [(spec, labels, value) for value in (
+                spec.buckets[0] / 2, spec.buckets[len(spec.buckets) // 2], spec.buckets[-1] * 2)]
         else:
             gauges.append((spec, labels, index * 0.25 + 0.001))
     reason = None if success else KINDS[kind].reasons[0]
     return Result(success, reason, "" if success else "failed", 0.004 * (len(gauges) + 1),
-                  finished, *split(gauges), *split(counts), (("detail", "x"),))
+                  finished, *split(gauges), *split(counts), (("detail", "x"),), *split(samples))
 
 
 def store() -> Store:

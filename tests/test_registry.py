@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics
 from exporter.checks import KINDS, kind_specs
@@ -21,7 +22,7 @@ from exporter.checks.base import Kind, Run, option
 from exporter.cli.main import check_config
 from exporter.config.load import load_text
 from exporter.errors import CheckError, Reason
-from exporter.exposition import AgentSnapshot, render
+from exporter.exposition import AgentSnapshot, render, render_probe
 from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner
@@ -147,3 +148,50 @@ def test_a_metric_the_kind_did_not_declare_fails_the_run_naming_it(
     assert last.message == ("the echo kind recorded netsentry_dns_responses_total, "
                             "netsentry_echo_words, which it does not declare in its specs")
     assert "which it does not declare" in caplog.text
+
+
+LENGTHS = metrics.Spec("netsentry_echo_word_length", metrics.HISTOGRAM,
+                       "Lengths of the words echoed.", ("case",), buckets=(1.0, 3.0, 10.0))
+
+
+async def lengths(settings: EchoSettings, run: Run) -> None:
+    for word in settings.target.split():
+        run.observe(LENGTHS, float(len(word)), "upper" if word.isupper() else "lower")
+
+
+def test_a_kinds_histogram_keeps_every_sample_across_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Samples go to their bucket, run after run; `/metrics` shows cumulative buckets, the sum
+    and the count, and `/probe` the samples of its one run alone."""
+    kind = Kind("echo", EchoSettings, lengths, (Reason.INTERNAL_ERROR,), (LENGTHS,))
+    monkeypatch.setitem(KINDS, "echo", kind)
+    store = Store()
+    store.load(load_text('[[checks]]\nname = "words"\nkind = "echo"\n'
+                         'target = "a bb ccc dddd ELEVENCHARS"\n', "echo.toml").checks)
+    run_all(store)
+    run_all(store)
+    text = render(store.snapshot(), agent())
+    base = 'check="words",kind="echo"'
+    assert ("# TYPE netsentry_echo_word_length histogram\n"
+            f'netsentry_echo_word_length_bucket{{{base},case="lower",le="1.0"}} 2\n'
+            f'netsentry_echo_word_length_bucket{{{base},case="lower",le="3.0"}} 6\n'
+            f'netsentry_echo_word_length_bucket{{{base},case="lower",le="10.0"}} 8\n'
+            f'netsentry_echo_word_length_bucket{{{base},case="lower",le="+Inf"}} 8\n'
+            f'netsentry_echo_word_length_sum{{{base},case="lower"}} 20.0\n'
+            f'netsentry_echo_word_length_count{{{base},case="lower"}} 8\n'
+            f'netsentry_echo_word_length_bucket{{{base},case="upper",le="1.0"}} 0\n'
+            f'netsentry_echo_word_length_bucket{{{base},case="upper",le="3.0"}} 0\n'
+            f'netsentry_echo_word_length_bucket{{{base},case="upper",le="10.0"}} 0\n'
+            f'netsentry_echo_word_length_bucket{{{base},case="upper",le="+Inf"}} 2\n'
+            f'netsentry_echo_word_length_sum{{{base},case="upper"}} 22.0\n'
+            f'netsentry_echo_word_length_count{{{base},case="upper"}} 2\n') in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["netsentry_echo_word_length"].type == "histogram"
+    last = store.states["words"].last
+    assert last is not None
+    probe = render_probe(last, kind.reasons)
+    assert ('netsentry_echo_word_length_bucket{case="lower",le="3.0"} 3\n'
+            'netsentry_echo_word_length_bucket{case="lower",le="10.0"} 4\n') in probe
+    assert 'netsentry_echo_word_length_count{case="upper"} 1\n' in probe
+    assert {f.name for f in text_string_to_metric_families(probe)} >= {
+        "netsentry_echo_word_length"}

@@ -110,8 +110,8 @@ UNTIL_RELOAD = "until_reload"
 class Run:
     """One run of one check: its deadline, its tools and what it observed."""
 
-    __slots__ = ("counted", "deadline", "details", "increments", "memory", "resolver", "series",
-                 "values")
+    __slots__ = ("counted", "deadline", "details", "increments", "memory", "observed",
+                 "resolver", "samples", "series", "values")
 
     def __init__(self, deadline: float, resolver: Resolver,
                  memory: dict[str, Any] | None = None) -> None:
@@ -126,6 +126,8 @@ class Run:
         self.values: list[float] = []
         self.counted: list[tuple[Spec, tuple[str, ...]]] = []
         self.increments: list[float] = []
+        self.observed: list[tuple[Spec, tuple[str, ...]]] = []  # histograms, and the samples
+        self.samples: list[float] = []
         self.details: list[tuple[str, str]] = []
 
     def gauge(self, spec: Spec, value: float, *labels: str) -> None:
@@ -137,6 +139,11 @@ class Run:
         """Add `n` to a counter kept across runs."""
         self.counted.append((spec, labels))
         self.increments.append(n)
+
+    def observe(self, spec: Spec, value: float, *labels: str) -> None:
+        """Add one sample to a histogram kept across runs (its buckets are `spec.buckets`)."""
+        self.observed.append((spec, labels))
+        self.samples.append(value)
 
     def detail(self, name: str, value: str) -> None:
         """A fact for people (probe output, status page), never a label."""
