@@ -26,6 +26,7 @@ class Reason(str, enum.Enum):
     MALFORMED_RESPONSE = "malformed_response"
     KISS_OF_DEATH = "kiss_of_death"
     UNSYNCHRONIZED = "unsynchronized"
+    PACKET_LOSS = "packet_loss"
     INTERNAL_ERROR = "internal_error"
 
     def __str__(self) -> str:

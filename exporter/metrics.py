@@ -32,6 +32,9 @@ class Spec:
     type: str
     help: str
     labels: tuple[str, ...] = ()
+    # A histogram's upper bounds, +Inf implied (a kind's histograms only; the runner's own
+    # histograms name theirs where they are kept).
+    buckets: tuple[float, ...] = ()
     # The order the specs were defined in: the kinds' families render in it, whichever kinds
     # declare them, so the exposition's order follows this file and needs no list of its own.
     order: int = field(default_factory=_DEFINED.__next__, compare=False, repr=False)
@@ -279,6 +282,88 @@ CLOCK_STATE = Spec(
     "netsentry_clock_state", GAUGE,
     "1 for the kernel clock's state (adjtimex: ok, ins and del for a leap second due today, "
     f"oop during one, wait after one, error), 0 for the others, {LAST_RUN}.", ("state",),
+)
+
+# --- the network path: ping, path (traceroute), udp -------------------------------------------
+
+# Round trips of echo replies, smokeping_prober's scale: 50 us doubling to 26 s (20 buckets).
+RTT_BUCKETS = tuple(0.00005 * 2**i for i in range(20))
+
+PING_SENT = Spec(
+    "netsentry_ping_packets_sent_total", COUNTER, "ICMP echo requests sent.",
+)
+PING_RECEIVED = Spec(
+    "netsentry_ping_packets_received_total", COUNTER,
+    "ICMP echo replies received in time, each echo counted once (duplicates are not).",
+)
+PING_DUPLICATES = Spec(
+    "netsentry_ping_duplicates_total", COUNTER,
+    "Echo replies received again for an echo that already had its reply.",
+)
+PING_ERRORS = Spec(
+    "netsentry_ping_icmp_errors_total", COUNTER,
+    "ICMP errors about the check's own echoes, by type (unreachable, time_exceeded, "
+    "packet_too_big, parameter_problem, other); the hop that sent one is a detail of the run.",
+    ("type",),
+)
+PING_IGNORED = Spec(
+    "netsentry_ping_ignored_total", COUNTER,
+    "ICMP messages ignored while waiting for replies, by why: other (an echo of someone else, "
+    "or an error about a datagram the check never sent), late (a reply after its slot), "
+    "malformed.", ("why",),
+)
+PING_LOSS = Spec(
+    "netsentry_ping_loss_ratio", GAUGE,
+    f"Share of the echoes that had no reply in time (0 to 1), {LAST_RUN}.",
+)
+PING_RTT = Spec(
+    "netsentry_ping_rtt_seconds", HISTOGRAM,
+    "Round-trip times of every echo reply, smokeping-style buckets from 50 us.",
+    buckets=RTT_BUCKETS,
+)
+PING_RTT_MIN = Spec(
+    "netsentry_ping_rtt_min_seconds", GAUGE, f"Shortest round trip of the replies, {LAST_RUN}."
+)
+PING_RTT_MEAN = Spec(
+    "netsentry_ping_rtt_mean_seconds", GAUGE, f"Mean round trip of the replies, {LAST_RUN}."
+)
+PING_RTT_MAX = Spec(
+    "netsentry_ping_rtt_max_seconds", GAUGE, f"Longest round trip of the replies, {LAST_RUN}."
+)
+PING_RTT_STDDEV = Spec(
+    "netsentry_ping_rtt_stddev_seconds", GAUGE,
+    f"Standard deviation of the replies' round trips (ping's mdev), {LAST_RUN}.",
+)
+PING_REPLY_TTL = Spec(
+    "netsentry_ping_reply_ttl", GAUGE,
+    f"TTL (IPv4) or hop limit (IPv6) of the last echo reply as it arrived, {LAST_RUN}.",
+)
+PATH_HOPS = Spec(
+    "netsentry_path_hops", GAUGE,
+    f"Hops to the destination (its TTL distance); the hops probed when not reached, {LAST_RUN}.",
+)
+PATH_REACHED = Spec(
+    "netsentry_path_reached", GAUGE, f"1 if the destination answered a probe, {LAST_RUN}."
+)
+PATH_CHANGES = Spec(
+    "netsentry_path_changes_total", COUNTER,
+    "Runs whose sequence of responding hop addresses differed from the previous run's.",
+)
+PATH_HOP_RTT = Spec(
+    "netsentry_path_hop_rtt_seconds", GAUGE,
+    f"Median round trip of the answered probes to each hop (1 = the first router), {LAST_RUN}.",
+    ("hop",),
+)
+PATH_HOP_LOSS = Spec(
+    "netsentry_path_hop_loss_ratio", GAUGE,
+    f"Share of the probes to each hop that had no answer (0 to 1), {LAST_RUN}.", ("hop",),
+)
+UDP_RESPONSE = Spec(
+    "netsentry_udp_response_seconds", GAUGE,
+    f"Time from sending the datagram to the reply that matched, {LAST_RUN}.",
+)
+UDP_RESPONSE_BYTES = Spec(
+    "netsentry_udp_response_bytes", GAUGE, f"Length of the reply that matched, {LAST_RUN}."
 )
 
 # --- /probe: one run now, in an exposition of its own (no check or kind labels) -------------
