@@ -1,55 +1,30 @@
-"""Small loopback servers for the tests: they run in a thread and stop when asked."""
+"""Small loopback servers for the tests: one that accepts and closes, one that plays a line
+dialog, an echo (UDP, TCP or both), a listener whose backlog the test counts, and a port nobody
+listens on."""
 
 from __future__ import annotations
 
-import contextlib
 import select
-import selectors
 import socket
-import threading
+import ssl
 import time
-from typing import Any
+
+from tests.support.server import POLL, ThreadedServer
 
 
-class AcceptServer:
-    """A TCP listener on 127.0.0.1 that accepts and closes every connection."""
+class AcceptServer(ThreadedServer):
+    """A TCP listener on 127.0.0.1 that accepts and closes every connection, counting them."""
+
+    name = "acceptserver"
 
     def __init__(self, backlog: int = 4096) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
+        super().__init__(tcp=True, backlog=backlog)
         self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self.start()
 
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.sock, selectors.EVENT_READ)
-            while not self._stop.is_set():
-                for _ in sel.select(0.1):
-                    while True:
-                        try:
-                            conn, _ = self.sock.accept()
-                        except BlockingIOError:
-                            break
-                        conn.close()
-                        self.accepted += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def __enter__(self) -> AcceptServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def on_accept(self, conn: socket.socket) -> None:
+        conn.close()
+        self.accepted += 1
 
 
 def closed_port() -> int:
@@ -59,69 +34,72 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LineServer:
+class LineServer(ThreadedServer):
     """A TCP server on 127.0.0.1 that plays one scripted line dialog per connection.
 
     `script` is a list of ("send", line) / ("expect", prefix) / ("starttls", "") steps, seen
-    from the server; with `tls`, the connection is TLS from the start. The server closes the
-    connection at the end of the script. What each connection received is kept in
-    `.received`. Every wait has a timeout; it stops when closed.
+    from the server; with `tls`, the connection is TLS from the start, and `ssl_context` is
+    what it and STARTTLS present. Connections are played one after the other, and closed at
+    the end of the script. What each connection received is kept in `.received`.
     """
 
-    def __init__(self, script: list[tuple[str, str]], ssl_context: Any = None,
+    name = "lineserver"
+    connection_threads = False
+
+    def __init__(self, script: list[tuple[str, str]], ssl_context: ssl.SSLContext | None = None,
                  tls: bool = False) -> None:
+        super().__init__(tcp=True, tls=ssl_context if tls else None)
         self.script = script
         self.ssl_context = ssl_context
-        self.tls = tls
         self.received: list[str] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self.start()
 
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with contextlib.suppress(OSError, ValueError):
-                self._play(conn)
-            conn.close()
-
-    def _play(self, conn: Any) -> None:
-        conn.settimeout(2)
-        if self.tls:
-            conn = self.ssl_context.wrap_socket(conn, server_side=True)
+    def handle_connection(self, conn: socket.socket, deadline: float) -> None:
         lines = conn.makefile("rb")
-        for action, text in self.script:
-            if action == "send":
-                conn.sendall(text.encode() + b"\r\n")
-            elif action == "expect":
-                line = lines.readline().decode().rstrip("\r\n")
-                self.received.append(line)
-                if not line.startswith(text):
-                    return
-            else:
-                conn = self.ssl_context.wrap_socket(conn, server_side=True)
-                lines = conn.makefile("rb")
+        try:
+            for action, text in self.script:
+                if action == "send":
+                    conn.sendall(text.encode() + b"\r\n")
+                elif action == "expect":
+                    line = lines.readline().decode().rstrip("\r\n")
+                    self.received.append(line)
+                    if not line.startswith(text):
+                        return
+                else:
+                    assert self.ssl_context is not None, "STARTTLS needs an ssl_context"
+                    conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                    lines = conn.makefile("rb")
+        finally:
+            conn.close()  # after STARTTLS, the TLS socket the caller does not know
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(3)
-        self.sock.close()
 
-    def __enter__(self) -> LineServer:
-        return self
+class EchoServer(ThreadedServer):
+    """Echoes every datagram, and on TCP sends `greeting` then echoes until the client closes
+    (or the connection's lifetime ends). `.received` counts the datagrams."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    name = "echoserver"
+
+    def __init__(self, *, udp: bool = False, tcp: bool = False, greeting: bytes = b"") -> None:
+        super().__init__(udp=udp, tcp=tcp)
+        self.greeting = greeting
+        self.received = 0
+        self.start()
+
+    def handle_datagram(self, data: bytes, peer: tuple[str, int]) -> None:
+        assert self.udp is not None
+        self.received += 1
+        self.udp.sendto(data, peer)
+
+    def handle_connection(self, conn: socket.socket, deadline: float) -> None:
+        if self.greeting:
+            conn.sendall(self.greeting)
+        while not self.stopping and time.monotonic() < deadline:
+            if not select.select([conn], [], [], POLL)[0]:
+                continue
+            data = conn.recv(65536)
+            if not data:
+                return
+            conn.sendall(data)
 
 
 class Listener:

@@ -1,5 +1,5 @@
-"""The test helpers themselves: a real dnsmasq, a network namespace whose resolver is ours, and
-the certificate factory."""
+"""The test helpers themselves: a real dnsmasq, a network namespace whose resolver is ours, the
+certificate factory, and the threaded server base of the fakes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import tests.support.dnsmasq
+import tests.support.server
 from exporter.codecs.x509 import validity
 from exporter.net.tls import tls_client_context
 from tests.support.certs import (
@@ -34,7 +35,8 @@ from tests.support.certs import (
 )
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.netns import netns_available, run_in_netns
-from tests.support.servers import AcceptServer
+from tests.support.server import POLL, ThreadedServer
+from tests.support.servers import AcceptServer, EchoServer, LineServer
 
 RECORDS = {
     "a": {"host.test": ["127.0.0.5"]},
@@ -193,24 +195,10 @@ def test_netns_timeout_kills_everything() -> None:
 
 def handshake(files: CertFiles, client: ssl.SSLContext, server_name: str) -> str:
     """A TLS handshake on loopback with `files` as the server's certificate; its version."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(5)
-
-        def serve() -> None:
-            conn, _ = listener.accept()
-            conn.settimeout(5)
-            with contextlib.suppress(OSError), \
-                    server_context(files).wrap_socket(conn, server_side=True):
-                pass
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
-            with socket.create_connection(listener.getsockname(), timeout=5) as raw, \
-                    client.wrap_socket(raw, server_hostname=server_name) as tls:
-                return str(tls.version())
-        finally:
-            thread.join(10)
+    with LineServer([], server_context(files), tls=True) as server, \
+            socket.create_connection(server.sockaddr, timeout=5) as raw, \
+            client.wrap_socket(raw, server_hostname=server_name) as tls:
+        return str(tls.version())
 
 
 def test_make_cert_files(tmp_path: Path) -> None:
@@ -252,3 +240,89 @@ def test_client_certificates_are_for_client_auth(tmp_path: Path) -> None:
     assert certificate.subject.rfc4514_string() == "CN=prometheus"
     assert (files.cert.name, files.key.name, files.ca.name) == ("client.pem", "client.key",
                                                                 "ca.pem")
+
+
+# --- the threaded server base -----------------------------------------------------------------
+
+
+class Held(ThreadedServer):
+    """Holds each connection open, reading, until its lifetime ends or the server closes."""
+
+    name = "held"
+
+    def __init__(self, lifetime: float) -> None:
+        super().__init__(tcp=True)
+        self.connection_lifetime = lifetime  # type: ignore[misc]
+        self.start()
+
+    def handle_connection(self, conn: socket.socket, deadline: float) -> None:
+        conn.settimeout(POLL)
+        while not self.stopping and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                if not conn.recv(1):
+                    return
+
+    def alive(self) -> int:
+        return sum(thread.is_alive() for thread in self._connections)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_udp_and_tcp_share_one_port() -> None:
+    with EchoServer(udp=True, tcp=True) as server:
+        assert server.udp is not None and server.tcp is not None
+        assert server.udp.getsockname() == server.tcp.getsockname() == server.sockaddr
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            udp.sendto(b"over udp", server.sockaddr)
+            assert udp.recvfrom(100) == (b"over udp", server.sockaddr)
+        with socket.create_connection(server.sockaddr, timeout=5) as tcp:
+            tcp.sendall(b"over tcp")
+            assert tcp.recv(100) == b"over tcp"
+        assert server.received == 1
+        assert server.address == server.target == f"127.0.0.1:{server.port}"
+
+
+def test_close_releases_every_socket_and_thread() -> None:
+    fds, threads = open_fds(), set(threading.enumerate())
+    server = EchoServer(udp=True, tcp=True)
+    server.loopback_socket()  # a spoofer's socket, closed with the server
+    assert open_fds() == fds + 4  # UDP, TCP, the selector, the spoofer's: all held from the start
+    client = socket.create_connection(server.sockaddr, timeout=5)
+    client.sendall(b"x")
+    assert client.recv(10) == b"x"  # its connection thread runs
+    assert len(set(threading.enumerate()) - threads) == 2  # the serving one and that one
+    server.close()  # the client is still connected: the connection ends with the server
+    assert client.recv(10) == b""
+    client.close()
+    assert set(threading.enumerate()) - threads == set()
+    assert open_fds() == fds
+
+
+def test_a_connection_ends_at_its_lifetime() -> None:
+    with Held(lifetime=0.2) as server, \
+            socket.create_connection(server.sockaddr, timeout=10) as client:
+        assert client.recv(10) == b""  # closed by the server, though the client sent nothing
+        assert server.alive() == 0
+
+
+def test_connections_beyond_the_cap_are_closed_at_accept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tests.support.server, "MAX_CONNECTIONS", 2)
+    with Held(lifetime=60) as server:
+        held = [socket.create_connection(server.sockaddr, timeout=10) for _ in range(2)]
+        with socket.create_connection(server.sockaddr, timeout=10) as third:
+            assert third.recv(10) == b""  # the first two are accepted before it, in order
+        assert server.alive() == 2
+        server.close()  # ends the two held connections long before their lifetime
+        assert [sock.recv(10) for sock in held] == [b"", b""]
+        assert server.alive() == 0
+        for sock in held:
+            sock.close()
+
+
+def test_a_server_needs_udp_or_tcp() -> None:
+    with pytest.raises(ValueError, match="UDP, TCP or both"):
+        ThreadedServer()
