@@ -7,88 +7,25 @@ machine delivers is not this test's business).
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.faultproxy import FaultProxy, Faults
-
-
-class UdpEcho:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.received = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            self.received += 1
-            self.sock.sendto(data, peer)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
-class TcpServer:
-    """Sends `greeting` on every connection, then echoes until the client closes."""
-
-    def __init__(self, greeting: bytes = b"") -> None:
-        self.greeting = greeting
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    def _echo(self, conn: socket.socket) -> None:
-        conn.settimeout(5)
-        try:
-            if self.greeting:
-                conn.sendall(self.greeting)
-            while data := conn.recv(65536):
-                conn.sendall(data)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+from tests.support.servers import EchoServer
 
 
 @pytest.fixture
-def udp_echo() -> Iterator[UdpEcho]:
-    server = UdpEcho()
-    yield server
-    server.close()
+def udp_echo() -> Iterator[EchoServer]:
+    with EchoServer(udp=True) as server:
+        yield server
 
 
 def _client(proxy: FaultProxy) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.5)
-    sock.connect(("127.0.0.1", proxy.port))
+    sock.connect(proxy.sockaddr)
     return sock
 
 
@@ -102,8 +39,8 @@ def _replies(sock: socket.socket, limit: int = 10) -> list[bytes]:
     return got
 
 
-def test_udp_relays_replies_from_the_proxys_address(udp_echo: UdpEcho) -> None:
-    with FaultProxy("udp", udp_echo.sock.getsockname()) as proxy, _client(proxy) as sock:
+def test_udp_relays_replies_from_the_proxys_address(udp_echo: EchoServer) -> None:
+    with FaultProxy("udp", udp_echo.sockaddr) as proxy, _client(proxy) as sock:
         sock.send(b"ping")
         data, source = sock.recvfrom(100)
         assert data == b"ping"
@@ -111,8 +48,8 @@ def test_udp_relays_replies_from_the_proxys_address(udp_echo: UdpEcho) -> None:
         assert proxy.stats["relayed_up"] == proxy.stats["relayed_down"] == 1
 
 
-def test_udp_drop_and_duplicate_switched_at_run_time(udp_echo: UdpEcho) -> None:
-    with FaultProxy("udp", udp_echo.sock.getsockname()) as proxy, _client(proxy) as sock:
+def test_udp_drop_and_duplicate_switched_at_run_time(udp_echo: EchoServer) -> None:
+    with FaultProxy("udp", udp_echo.sockaddr) as proxy, _client(proxy) as sock:
         proxy.faults = Faults(drop=1.0)
         sock.send(b"lost")
         assert _replies(sock) == []
@@ -127,8 +64,8 @@ def test_udp_drop_and_duplicate_switched_at_run_time(udp_echo: UdpEcho) -> None:
         assert _replies(sock) == [b"once"]
 
 
-def test_udp_loss_rate_follows_the_setting(udp_echo: UdpEcho) -> None:
-    with FaultProxy("udp", udp_echo.sock.getsockname(), Faults(drop=0.3)) as proxy:
+def test_udp_loss_rate_follows_the_setting(udp_echo: EchoServer) -> None:
+    with FaultProxy("udp", udp_echo.sockaddr, Faults(drop=0.3)) as proxy:
         with _client(proxy) as sock:
             for i in range(200):
                 sock.send(b"%d" % i)
@@ -139,8 +76,8 @@ def test_udp_loss_rate_follows_the_setting(udp_echo: UdpEcho) -> None:
         assert proxy.stats["dropped_up"] + proxy.stats["dropped_down"] > 0
 
 
-def test_udp_delay_each_direction(udp_echo: UdpEcho) -> None:
-    with FaultProxy("udp", udp_echo.sock.getsockname()) as proxy, _client(proxy) as sock:
+def test_udp_delay_each_direction(udp_echo: EchoServer) -> None:
+    with FaultProxy("udp", udp_echo.sockaddr) as proxy, _client(proxy) as sock:
         sock.settimeout(2)
         for faults in (Faults(delay_up=0.15), Faults(delay_down=0.15)):
             proxy.faults = faults
@@ -151,62 +88,52 @@ def test_udp_delay_each_direction(udp_echo: UdpEcho) -> None:
 
 
 def test_tcp_relays_both_ways_and_passes_eof_on() -> None:
-    server = TcpServer(b"hello\n")
-    try:
-        with FaultProxy("tcp", server.sock.getsockname()) as proxy, \
-                socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
-            assert sock.recv(100) == b"hello\n"
-            sock.sendall(b"x" * 100_000)
-            got = b""
-            while len(got) < 100_000:
-                got += sock.recv(65536)
-            assert got == b"x" * 100_000
-            sock.shutdown(socket.SHUT_WR)
-            assert sock.recv(100) == b""  # the server's FIN came through
-    finally:
-        server.close()
+    with EchoServer(tcp=True, greeting=b"hello\n") as server, \
+            FaultProxy("tcp", server.sockaddr) as proxy, \
+            socket.create_connection(proxy.sockaddr, timeout=2) as sock:
+        assert sock.recv(100) == b"hello\n"
+        sock.sendall(b"x" * 100_000)
+        got = b""
+        while len(got) < 100_000:
+            got += sock.recv(65536)
+        assert got == b"x" * 100_000
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # the server's FIN came through
 
 
 def test_tcp_delay_is_per_direction() -> None:
-    server = TcpServer()
-    try:
-        with FaultProxy("tcp", server.sock.getsockname(), Faults(delay_up=0.2)) as proxy, \
-                socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
-            started = time.monotonic()
-            sock.sendall(b"a")
-            assert sock.recv(10) == b"a"
-            assert time.monotonic() - started >= 0.2
-    finally:
-        server.close()
+    with EchoServer(tcp=True) as server, \
+            FaultProxy("tcp", server.sockaddr, Faults(delay_up=0.2)) as proxy, \
+            socket.create_connection(proxy.sockaddr, timeout=2) as sock:
+        started = time.monotonic()
+        sock.sendall(b"a")
+        assert sock.recv(10) == b"a"
+        assert time.monotonic() - started >= 0.2
 
 
 def test_tcp_reset_mid_transfer_and_at_accept() -> None:
-    server = TcpServer(b"y" * 50_000)
-    try:
-        with FaultProxy("tcp", server.sock.getsockname(), Faults(reset_after=1000)) as proxy:
-            got = b""
-            # The server writes at once, so the RST can beat connect() back: still a reset.
-            with pytest.raises(ConnectionResetError), \
-                    socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
-                for _ in range(100):
-                    data = sock.recv(65536)
-                    assert data, "closed with a FIN, not reset"
-                    got += data
-            assert len(got) <= 1000
-            proxy.faults = Faults(reset_after=0)
-            # The RST may come before connect() returns or after: either is a reset.
-            with pytest.raises(ConnectionResetError), \
-                    socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
-                sock.recv(10)
-            assert proxy.stats["resets"] == 2
-    finally:
-        server.close()
+    with EchoServer(tcp=True, greeting=b"y" * 50_000) as server, \
+            FaultProxy("tcp", server.sockaddr, Faults(reset_after=1000)) as proxy:
+        got = b""
+        # The server writes at once, so the RST can beat connect() back: still a reset.
+        with pytest.raises(ConnectionResetError), \
+                socket.create_connection(proxy.sockaddr, timeout=2) as sock:
+            for _ in range(100):
+                data = sock.recv(65536)
+                assert data, "closed with a FIN, not reset"
+                got += data
+        assert len(got) <= 1000
+        proxy.faults = Faults(reset_after=0)
+        # The RST may come before connect() returns or after: either is a reset.
+        with pytest.raises(ConnectionResetError), \
+                socket.create_connection(proxy.sockaddr, timeout=2) as sock:
+            sock.recv(10)
+        assert proxy.stats["resets"] == 2
 
 
 def test_tcp_dead_server_resets_the_client() -> None:
-    server = TcpServer()
-    address = server.sock.getsockname()
-    server.close()
+    with EchoServer(tcp=True) as server:
+        address = server.sockaddr
     with FaultProxy("tcp", address) as proxy, pytest.raises(ConnectionResetError), \
-            socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
+            socket.create_connection(proxy.sockaddr, timeout=2) as sock:
         sock.recv(10)

@@ -5,15 +5,14 @@ transmit time, a wrong origin, a reply from the wrong port, a 20-byte packet, a 
 after the transmit time, a bogus datagram before the valid one, silence; and honest servers
 whose clock is off by as much as a test likes (for falseticker selection).
 
-Each server runs one daemon thread on 127.0.0.1, port 0, builds its replies with the project's
-own codec, and stops when closed: every wait has a timeout, nothing loops unboundedly. Every
+Each server is a ThreadedServer (tests/support/server.py: 127.0.0.1, port 0, bounded waits, a
+clean close) on UDP and builds its replies with the project's own codec. Every
 reply a client must reject carries times an hour off (BAD_OFFSET), so a test that sees an
 offset over a second knows a bad reply got through.
 """
 
 from __future__ import annotations
 
-import selectors
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from exporter.codecs import ntp as codec
+from tests.support.server import ThreadedServer
 
 BEHAVIOURS = (
     "answer",  # a valid reply, `offset` seconds ahead of this host
@@ -39,8 +39,6 @@ BEHAVIOURS = (
 )
 
 BAD_OFFSET = 3600.0  # seconds: the clock of every reply a client must reject
-_POLL = 0.05  # how often the serving thread looks at the stop flag
-_MAX_DATAGRAMS_PER_WAKEUP = 64
 
 
 def ntp_now(offset: float = 0.0) -> int:
@@ -48,7 +46,7 @@ def ntp_now(offset: float = 0.0) -> int:
     return codec.from_unix_ns(time.time_ns() + round(offset * 1e9))
 
 
-class FakeNtp:
+class FakeNtp(ThreadedServer):
     """A fake NTP server with one `behaviour` (see BEHAVIOURS).
 
     `offset` is how far ahead of this host its clock is; `delays` (seconds), one per request
@@ -58,6 +56,8 @@ class FakeNtp:
     machine can delay this thread between its timestamps and its send, so that honest fakes
     agree in falseticker tests.
     """
+
+    name = "fakentp"
 
     def __init__(
         self,
@@ -73,6 +73,7 @@ class FakeNtp:
     ) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {behaviour!r}; one of {BEHAVIOURS}")
+        super().__init__(udp=True)
         self.behaviour = behaviour
         self.offset = offset
         self.code = code
@@ -84,58 +85,25 @@ class FakeNtp:
         self.requests: list[float] = []  # time.monotonic() of each request's arrival
         self.sent = 0  # datagrams sent, decoys included
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.setblocking(False)
-        self.port: int = self._sock.getsockname()[1]
         # The spoofer: same host, another port (only the source port betrays it).
-        self._spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._spoofer.bind(("127.0.0.1", 0))
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._sock, selectors.EVENT_READ)
-        self._thread = threading.Thread(target=self._serve, name="fakentp", daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._selector.close()
-        self._sock.close()
-        self._spoofer.close()
-
-    def __enter__(self) -> FakeNtp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._spoofer = self.loopback_socket()
+        self.start()
 
     # --- serving ---------------------------------------------------------------------------
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            for _ in self._selector.select(_POLL):
-                for _ in range(_MAX_DATAGRAMS_PER_WAKEUP):
-                    try:
-                        data, peer = self._sock.recvfrom(2048)
-                    except BlockingIOError:
-                        break
-                    with self._lock:
-                        self.requests.append(time.monotonic())
-                        index = len(self.requests) - 1
-                    try:
-                        request = codec.parse(data)
-                    except codec.NtpCodecError:
-                        continue
-                    if self.delays:
-                        # As if the request had been that long on its way: the receive time
-                        # is taken after, so the delay and half of it as offset show.
-                        time.sleep(self.delays[min(index, len(self.delays) - 1)])
-                    self._reply(request, ntp_now(self.offset), peer)
+    def handle_datagram(self, data: bytes, peer: tuple[str, int]) -> None:
+        with self._lock:
+            self.requests.append(time.monotonic())
+            index = len(self.requests) - 1
+        try:
+            request = codec.parse(data)
+        except codec.NtpCodecError:
+            return
+        if self.delays:
+            # As if the request had been that long on its way: the receive time is taken
+            # after, so the delay and half of it as offset show.
+            time.sleep(self.delays[min(index, len(self.delays) - 1)])
+        self._reply(request, ntp_now(self.offset), peer)
 
     def _reply(self, request: codec.Packet, received: int, peer: tuple[str, int]) -> None:
         behaviour = self.behaviour
@@ -143,18 +111,18 @@ class FakeNtp:
             return
         if behaviour == "bogus_then_valid":
             self._send(self._spoofer, self._bad(request, "answer"), peer)
-            self._send(self._sock, self._bad(request, "wrong_origin"), peer)
+            self._send(self.udp, self._bad(request, "wrong_origin"), peer)
             time.sleep(0.005)
             behaviour = "answer"
         if behaviour == "answer":
             packet = self._packet(request, received, ntp_now(self.offset))
-            self._send(self._sock, codec.encode(packet), peer)
+            self._send(self.udp, codec.encode(packet), peer)
         elif behaviour == "wrong_port":
             self._send(self._spoofer, self._bad(request, "answer"), peer)
         elif behaviour == "short":
-            self._send(self._sock, self._bad(request, "answer")[:20], peer)
+            self._send(self.udp, self._bad(request, "answer")[:20], peer)
         else:
-            self._send(self._sock, self._bad(request, behaviour), peer)
+            self._send(self.udp, self._bad(request, behaviour), peer)
 
     def _packet(self, request: codec.Packet, received: int, transmit: int) -> codec.Packet:
         """A valid reply to `request` (RFC 5905 §9.2: the origin echoes its transmit time)."""
@@ -191,8 +159,9 @@ class FakeNtp:
             raise ValueError(how)
         return codec.encode(packet)
 
-    def _send(self, sock: socket.socket, wire: bytes, peer: tuple[str, int]) -> None:
+    def _send(self, sock: socket.socket | None, wire: bytes, peer: tuple[str, int]) -> None:
         # Counted before it leaves: the client may have its answer before sendto returns.
+        assert sock is not None
         with self._lock:
             self.sent += 1
         sock.sendto(wire, peer)

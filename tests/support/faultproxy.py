@@ -17,9 +17,10 @@ server and bytes are relayed both ways. Faults apply per direction ("up" is clie
   connections are reset (SO_LINGER 0: an RST, not a FIN); 0 resets every connection as soon
   as it is accepted. None: never.
 
-Everything runs on one daemon thread with a selector; every wait has a timeout, the number of
-UDP flows and TCP connections and the bytes queued in each are capped, and a connection lives
-60 s at most, so nothing here can grow or hang a test. `close()` stops it within ~0.1 s.
+It is a ThreadedServer (tests/support/server.py): one daemon thread with a selector, every wait
+with a timeout; the proxy's sockets join that selector, its delays are timers the loop runs.
+The number of UDP flows and TCP connections and the bytes queued in each are capped, and a
+connection lives 60 s at most, so nothing here can grow or hang a test.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import random
 import selectors
 import socket
 import struct
-import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
-_POLL = 0.05  # the longest the thread sleeps without looking at its stop flag
+from tests.support.server import MAX_PER_WAKEUP, POLL, ThreadedServer
+
 _MAX_FLOWS = 256  # UDP clients remembered (oldest forgotten first)
 _MAX_CONNECTIONS = 256  # TCP connections at once (more are reset at accept)
 _MAX_QUEUED = 4 << 20  # bytes waiting in one direction of one connection; more closes it
@@ -77,13 +78,16 @@ class _Pipe:
         return self.server if up else self.client
 
 
-class FaultProxy:
+class FaultProxy(ThreadedServer):
+    name = "faultproxy"
+
     def __init__(self, protocol: str, upstream: tuple[str, int], faults: Faults = NO_FAULTS,
                  seed: int = 1) -> None:
         if protocol not in ("udp", "tcp"):
             raise ValueError("protocol must be 'udp' or 'tcp'")
         if not upstream[0].startswith("127."):
             raise ValueError("the proxy relays to loopback only")
+        super().__init__(udp=protocol == "udp", tcp=protocol == "tcp", backlog=128)
         self.protocol = protocol
         self.upstream = upstream  # may be changed at run time: a server restarted elsewhere
         self.faults = faults  # replaced whole to switch faults; read once per datagram/chunk
@@ -91,108 +95,73 @@ class FaultProxy:
         self._random = random.Random(seed)
         self._timers: list[tuple[float, int, object]] = []  # (due, order, action) heap
         self._order = itertools.count()
-        self._sel = selectors.DefaultSelector()
-        kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
-        self._front = socket.socket(socket.AF_INET, kind)
-        self._front.bind(("127.0.0.1", 0))
-        if protocol == "tcp":
-            self._front.listen(128)
-        self._front.setblocking(False)
-        self._sel.register(self._front, selectors.EVENT_READ, "front")
-        self.port: int = self._front.getsockname()[1]
         self._flows: OrderedDict[tuple[str, int], socket.socket] = OrderedDict()
         self._pipes: set[_Pipe] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="faultproxy", daemon=True)
-        self._thread.start()
+        self.start()
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    # --- the loop (the base's, with the proxy's sockets and timers) --------------------------
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def wait(self) -> float:
+        if self._timers:
+            return min(POLL, max(self._timers[0][0] - time.monotonic(), 0.0))
+        return POLL
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, action = heapq.heappop(self._timers)
+            with contextlib.suppress(OSError):
+                action()  # type: ignore[operator]
+        for pipe in [p for p in self._pipes if now - p.born > _LIFETIME]:
+            self._close_pipe(pipe, reset=True)
+
+    def closing(self) -> None:
         for sock in self._flows.values():
             sock.close()
         for pipe in list(self._pipes):
             self._close_pipe(pipe, reset=False)
-        self._front.close()
-        self._sel.close()
 
-    def __enter__(self) -> FaultProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- the loop -----------------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            wait = _POLL
-            if self._timers:
-                wait = min(wait, max(self._timers[0][0] - time.monotonic(), 0.0))
-            for key, events in self._sel.select(wait):
-                with contextlib.suppress(OSError):
-                    self._ready(key.data, key.fileobj, events)  # type: ignore[arg-type]
-            now = time.monotonic()
-            while self._timers and self._timers[0][0] <= now:
-                _, _, action = heapq.heappop(self._timers)
-                with contextlib.suppress(OSError):
-                    action()  # type: ignore[operator]
-            for pipe in [p for p in self._pipes if now - p.born > _LIFETIME]:
-                self._close_pipe(pipe, reset=True)
-
-    def _later(self, delay: float, action: object) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._order), action))
-
-    def _ready(self, data: object, sock: socket.socket, events: int) -> None:
-        if data == "front" and self.protocol == "udp":
-            self._from_client(sock)
-        elif data == "front":
-            self._accept()
-        elif isinstance(data, tuple) and data[0] == "flow":
-            self._from_server(sock, data[1])
-        elif isinstance(data, tuple) and data[0] == "pipe":
+    def on_ready(self, key: selectors.SelectorKey, events: int) -> None:
+        data, sock = key.data, key.fileobj
+        if data[0] == "flow":
+            self._from_server(sock, data[1])  # type: ignore[arg-type]
+        elif data[0] == "pipe":
             pipe, up = data[1], data[2]
             if events & selectors.EVENT_WRITE:
                 self._flush(pipe, not up)
             if events & selectors.EVENT_READ:
                 self._relay(pipe, up)
 
+    def _later(self, delay: float, action: object) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._order), action))
+
     # --- UDP ----------------------------------------------------------------------------------
 
-    def _from_client(self, front: socket.socket) -> None:
-        for _ in range(64):  # bounded per wakeup; the selector comes back
-            try:
-                data, client = front.recvfrom(_CHUNK)
-            except BlockingIOError:
-                return
-            flow = self._flows.get(client)
-            if flow is not None and flow.getpeername() != self.upstream:
-                self._sel.unregister(flow)  # the server moved (restarted elsewhere)
-                flow.close()
-                del self._flows[client]
-                flow = None
-            if flow is None:
-                flow = self._new_flow(client)
-            self._datagram(data, up=True, send=lambda d, s=flow: s.send(d))
+    def handle_datagram(self, data: bytes, client: tuple[str, int]) -> None:
+        flow = self._flows.get(client)
+        if flow is not None and flow.getpeername() != self.upstream:
+            self.selector.unregister(flow)  # the server moved (restarted elsewhere)
+            flow.close()
+            del self._flows[client]
+            flow = None
+        if flow is None:
+            flow = self._new_flow(client)
+        self._datagram(data, up=True, send=lambda d, s=flow: s.send(d))
 
     def _new_flow(self, client: tuple[str, int]) -> socket.socket:
         if len(self._flows) >= _MAX_FLOWS:
             _, oldest = self._flows.popitem(last=False)
-            self._sel.unregister(oldest)
+            self.selector.unregister(oldest)
             oldest.close()
         flow = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         flow.setblocking(False)
         flow.connect(self.upstream)
         self._flows[client] = flow
-        self._sel.register(flow, selectors.EVENT_READ, ("flow", client))
+        self.selector.register(flow, selectors.EVENT_READ, ("flow", client))
         return flow
 
     def _from_server(self, flow: socket.socket, client: tuple[str, int]) -> None:
-        for _ in range(64):
+        for _ in range(MAX_PER_WAKEUP):
             try:
                 data = flow.recv(_CHUNK)
             except BlockingIOError:
@@ -201,7 +170,7 @@ class FaultProxy:
                 self.stats["refused"] += 1
                 continue
             self._datagram(data, up=False,
-                           send=lambda d, c=client: self._front.sendto(d, c))
+                           send=lambda d, c=client: self.udp.sendto(d, c))  # type: ignore[union-attr]
 
     def _datagram(self, data: bytes, up: bool, send: object) -> None:
         faults = self.faults
@@ -217,32 +186,27 @@ class FaultProxy:
 
     # --- TCP ----------------------------------------------------------------------------------
 
-    def _accept(self) -> None:
-        for _ in range(64):
-            try:
-                client, _ = self._front.accept()
-            except BlockingIOError:
-                return
-            self.stats["connections"] += 1
-            if self.faults.reset_after == 0 or len(self._pipes) >= _MAX_CONNECTIONS:
-                self.stats["resets"] += 1
-                _reset(client)
-                continue
-            server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            server.settimeout(1.0)
-            try:
-                server.connect(self.upstream)
-            except OSError:  # the server is down: the client is reset, as a refusal would
-                server.close()
-                self.stats["refused"] += 1
-                _reset(client)
-                continue
-            client.setblocking(False)
-            server.setblocking(False)
-            pipe = _Pipe(client, server)
-            self._pipes.add(pipe)
-            self._sel.register(client, selectors.EVENT_READ, ("pipe", pipe, True))
-            self._sel.register(server, selectors.EVENT_READ, ("pipe", pipe, False))
+    def on_accept(self, client: socket.socket) -> None:
+        self.stats["connections"] += 1
+        if self.faults.reset_after == 0 or len(self._pipes) >= _MAX_CONNECTIONS:
+            self.stats["resets"] += 1
+            _reset(client)
+            return
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.settimeout(1.0)
+        try:
+            server.connect(self.upstream)
+        except OSError:  # the server is down: the client is reset, as a refusal would
+            server.close()
+            self.stats["refused"] += 1
+            _reset(client)
+            return
+        client.setblocking(False)
+        server.setblocking(False)
+        pipe = _Pipe(client, server)
+        self._pipes.add(pipe)
+        self.selector.register(client, selectors.EVENT_READ, ("pipe", pipe, True))
+        self.selector.register(server, selectors.EVENT_READ, ("pipe", pipe, False))
 
     def _relay(self, pipe: _Pipe, up: bool) -> None:
         source = pipe.client if up else pipe.server
@@ -314,7 +278,7 @@ class FaultProxy:
         if pipe.closed:
             return
         try:
-            old = self._sel.get_key(sock).events
+            old = self.selector.get_key(sock).events
         except KeyError:
             old = 0
         events = old
@@ -326,11 +290,11 @@ class FaultProxy:
         if events == old:
             return
         if not old:
-            self._sel.register(sock, events, data)
+            self.selector.register(sock, events, data)
         elif not events:
-            self._sel.unregister(sock)
+            self.selector.unregister(sock)
         else:
-            self._sel.modify(sock, events, data)
+            self.selector.modify(sock, events, data)
 
     def _close_pipe(self, pipe: _Pipe, reset: bool) -> None:
         if pipe.closed:
@@ -339,7 +303,7 @@ class FaultProxy:
         self._pipes.discard(pipe)
         for sock in (pipe.client, pipe.server):
             with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(sock)
+                self.selector.unregister(sock)
             if reset:
                 _reset(sock)
             else:

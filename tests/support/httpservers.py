@@ -1,9 +1,10 @@
 """In-process HTTP(S) servers for the http check's tests.
 
-A `HttpServer` listens on 127.0.0.1 port 0, serves one request per connection from a table of
-routes (path -> `Reply`, or a function of the `Request`), and records every request. A reply can
-be chunked or trickle its body one byte at a time. Every wait has a timeout and every
-connection a lifetime, so closing never hangs.
+A `HttpServer` is a ThreadedServer (tests/support/server.py) on TCP, 127.0.0.1 port 0, HTTPS
+with `tls`: it serves one request per connection from a table of routes (path -> `Reply`, or a
+function of the `Request`), and records every request. A reply can be chunked or trickle its
+body one byte at a time. Every wait has a timeout and every connection a lifetime (the base's),
+so closing never hangs.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-_POLL = 0.05
-_LIFETIME = 10.0  # a connection is dropped after this, whatever it does
+from tests.support.server import POLL, ThreadedServer
+
 _MAX_HEAD = 65536
 
 
@@ -42,61 +42,25 @@ class Reply:
 Route = Reply | Callable[[Request], Reply]
 
 
-class HttpServer:
+class HttpServer(ThreadedServer):
+    name = "httpserver"
+
     def __init__(self, routes: Mapping[str, Route], tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tcp=True, tls=tls)
         self.routes = routes
-        self.tls = tls
         self.requests: list[Request] = []
-        self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(_POLL)
-        self.port: int = self._sock.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._thread = threading.Thread(target=self._serve, name="httpserver", daemon=True)
-        self._thread.start()
+        self.start()
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}{path}"
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for thread in self._threads:
-            thread.join(_LIFETIME)
-        self._sock.close()
-
-    def __enter__(self) -> HttpServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            thread = threading.Thread(target=self._connection, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _connection(self, conn: socket.socket) -> None:
-        deadline = time.monotonic() + _LIFETIME
-        try:
-            conn.settimeout(2)
-            if self.tls is not None:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            request = self._read(conn, deadline)
-            if request is None:
-                return
-            self.requests.append(request)
-            route = self.routes.get(request.target.partition("?")[0], Reply(404, b"not found"))
-            self._send(conn, route(request) if callable(route) else route, deadline)
-        except (OSError, ValueError):
-            pass  # the client went away or failed the handshake: nothing to serve
-        finally:
-            conn.close()
+    def handle_connection(self, conn: socket.socket, deadline: float) -> None:
+        request = self._read(conn, deadline)
+        if request is None:
+            return
+        self.requests.append(request)
+        route = self.routes.get(request.target.partition("?")[0], Reply(404, b"not found"))
+        self._send(conn, route(request) if callable(route) else route, deadline)
 
     def _read(self, conn: socket.socket, deadline: float) -> Request | None:
         data = b""
@@ -136,7 +100,7 @@ class HttpServer:
             conn.sendall(b"0\r\n\r\n")
         elif reply.trickle:
             for i in range(len(reply.body)):
-                if self._stop.is_set() or time.monotonic() > deadline:
+                if self.stopping or time.monotonic() > deadline:
                     return
                 conn.sendall(reply.body[i:i + 1])
                 time.sleep(reply.trickle)
@@ -144,8 +108,8 @@ class HttpServer:
             conn.sendall(reply.body)
         # Linger until the client has read it all and closed (or the lifetime ends), so a
         # close here never resets a response still in flight.
-        while time.monotonic() < deadline and not self._stop.is_set():
-            if select.select([conn], [], [], _POLL)[0]:
+        while time.monotonic() < deadline and not self.stopping:
+            if select.select([conn], [], [], POLL)[0]:
                 try:
                     if not conn.recv(4096):
                         return
