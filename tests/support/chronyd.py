@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import tempfile
 from pathlib import Path
 
 from exporter.codecs import ntp as codec
@@ -57,25 +56,17 @@ class Chronyd(Daemon):
     def __init__(self, stratum: int = 3, *, ready_timeout: float = 10) -> None:
         super().__init__()
         self.stratum = stratum
-        self._tmp = tempfile.TemporaryDirectory(prefix="chronyd-")
         self.start(free_udp_port, ready_timeout=ready_timeout)
 
     def argv_for(self, port: int) -> list[str]:
-        config = Path(self._tmp.name, "chronyd.conf")
-        config.write_text(chronyd_config(port, self.stratum, self._tmp.name))
+        config = Path(self.temp_dir(), "chronyd.conf")
+        config.write_text(chronyd_config(port, self.stratum, self.temp_dir()))
         user = ["-u", "root"] if os.geteuid() == 0 else ["-U"]
         return [CHRONYD, "-d", "-x", *user, "-f", str(config)]
 
     def answers(self) -> bool:
         self.ask()  # raises unless a valid reply came
         return True
-
-    def cleanup(self) -> None:
-        self._tmp.cleanup()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def ask(self, timeout: float = 0.2) -> bytes:
         """One NTP request, answered: the raw reply (raises OSError without one)."""

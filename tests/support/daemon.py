@@ -4,12 +4,14 @@ A `Daemon` subclass says how to run its program on a port (`argv`) and how to as
 whether it serves (`answers`); `start()` does the rest: a free port (another, up to three
 times, when the program says the port was taken between finding and binding it), its stderr
 collected by a thread into `.log` (complete only after stop()), polling until it answers or
-exits, and stop() or the `with` block ending it.
+exits, and stop() or the `with` block ending it. `temp_dir()` gives the program a directory of
+its own (config, pid file), removed once it stopped.
 """
 
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,17 @@ class Daemon:
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.argv: list[str] = []
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def temp_dir(self) -> str:
+        """A directory of the program's own, made at the first call, removed by cleanup()."""
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"{self.name}-")
+        return self._tmp.name
 
     def argv_for(self, port: int) -> list[str]:
         raise NotImplementedError
@@ -40,7 +53,9 @@ class Daemon:
         raise NotImplementedError
 
     def cleanup(self) -> None:
-        """Remove what the subclass made for the program (temp dirs), after it stopped."""
+        """Remove what was made for the program (its temp dir), after it stopped."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def start(self, free_port: Callable[[], int], port: int = 0, ready_timeout: float = 10) -> None:
         for _ in range(3 if port == 0 else 1):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import socket
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypedDict, Unpack
 
 import dns.exception
 import dns.message
@@ -22,34 +22,37 @@ from tests.support.daemon import Daemon
 DNSMASQ = "/usr/sbin/dnsmasq"
 
 
-def dnsmasq_argv(
-    port: int,
-    pid_file: str,
-    *,
-    a: Mapping[str, Sequence[str]] | None = None,
-    aaaa: Mapping[str, Sequence[str]] | None = None,
-    mx: Mapping[str, Sequence[tuple[str, int]]] | None = None,
-    txt: Mapping[str, Sequence[str]] | None = None,
-    cname: Mapping[str, str] | None = None,
-    local: Iterable[str] = ("test",),
-    extra_args: Iterable[str] = (),
-) -> list[str]:
+class Served(TypedDict, total=False):
+    """What dnsmasq serves: records by type (name -> values), its local domains (default:
+    "test"), and more arguments."""
+
+    a: Mapping[str, Sequence[str]]
+    aaaa: Mapping[str, Sequence[str]]
+    mx: Mapping[str, Sequence[tuple[str, int]]]
+    txt: Mapping[str, Sequence[str]]
+    cname: Mapping[str, str]
+    local: Iterable[str]
+    extra_args: Iterable[str]
+
+
+def dnsmasq_argv(port: int, pid_file: str, **served: Unpack[Served]) -> list[str]:
     """The dnsmasq command line: 127.0.0.1:port only, no upstream, no /etc/hosts, no config."""
     argv = [
         DNSMASQ, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
         f"--pid-file={pid_file}", "--listen-address=127.0.0.1", "--bind-interfaces",
         f"--port={port}", "--log-facility=-",
     ]
-    argv += [f"--local=/{domain}/" for domain in local]
+    argv += [f"--local=/{domain}/" for domain in served.get("local", ("test",))]
     # --host-record is exact (--address=/name/ would also answer every subdomain); one per address.
-    for records in (a or {}), (aaaa or {}):
+    for records in served.get("a", {}), served.get("aaaa", {}):
         argv += [f"--host-record={name},{ip}" for name, ips in records.items() for ip in ips]
-    argv += [f"--mx-host={name},{host},{pref}" for name, mxs in (mx or {}).items()
+    argv += [f"--mx-host={name},{host},{pref}" for name, mxs in served.get("mx", {}).items()
              for host, pref in mxs]
     # A comma inside a TXT value splits it into several character-strings of one record.
-    argv += [f"--txt-record={name},{text}" for name, texts in (txt or {}).items() for text in texts]
-    argv += [f"--cname={alias},{target}" for alias, target in (cname or {}).items()]
-    return [*argv, *extra_args]
+    argv += [f"--txt-record={name},{text}" for name, texts in served.get("txt", {}).items()
+             for text in texts]
+    argv += [f"--cname={alias},{target}" for alias, target in served.get("cname", {}).items()]
+    return [*argv, *served.get("extra_args", ())]
 
 
 def free_port() -> int:
@@ -77,24 +80,11 @@ class Dnsmasq(Daemon):
     port_taken = ("Address already in use",)
     not_ready = (OSError, dns.exception.DNSException)
 
-    def __init__(
-        self,
-        *,
-        a: Mapping[str, Sequence[str]] | None = None,
-        aaaa: Mapping[str, Sequence[str]] | None = None,
-        mx: Mapping[str, Sequence[tuple[str, int]]] | None = None,
-        txt: Mapping[str, Sequence[str]] | None = None,
-        cname: Mapping[str, str] | None = None,
-        local: Iterable[str] = ("test",),
-        extra_args: Iterable[str] = (),
-        port: int = 0,
-        ready_timeout: float = 10,
-    ) -> None:
+    def __init__(self, *, port: int = 0, ready_timeout: float = 10,
+                 **served: Unpack[Served]) -> None:
         super().__init__()
-        self._tmp = tempfile.TemporaryDirectory(prefix="dnsmasq-")
         self._argv = functools.partial(
-            dnsmasq_argv, pid_file=f"{self._tmp.name}/dnsmasq.pid", a=a, aaaa=aaaa, mx=mx,
-            txt=txt, cname=cname, local=local, extra_args=extra_args)
+            dnsmasq_argv, pid_file=f"{self.temp_dir()}/dnsmasq.pid", **served)
         self._ready_query = dns.message.make_query("ready.invalid.", "A").to_wire()
         # free_port is looked up at each call, so that a test can replace it.
         self.start(lambda: free_port(), port, ready_timeout)
@@ -110,10 +100,3 @@ class Dnsmasq(Daemon):
             sock.send(self._ready_query)
             dns.message.from_wire(sock.recv(65536))
         return True
-
-    def cleanup(self) -> None:
-        self._tmp.cleanup()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
