@@ -17,11 +17,13 @@ connections until stdin closes, its parent dies, or --max-seconds passes.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import errno
 import http.client
 import ipaddress
+import json
 import math
 import os
 import platform
@@ -34,6 +36,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOOPBACK = "127."
 
@@ -450,7 +454,8 @@ def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
 
 @dataclass
 class Table:
-    """A plain two-or-more column text table."""
+    """A report table, rendered as aligned Markdown: the header, then one row per `add` (or
+    `figure`); the first column is left-aligned, the others right-aligned."""
 
     header: list[str]
     rows: list[list[str]] = field(default_factory=list)
@@ -458,17 +463,47 @@ class Table:
     def add(self, *cells: object) -> None:
         self.rows.append([str(c) for c in cells])
 
+    def figure(self, label: str, results: Sequence[dict[str, Any]], key: str,
+               spec: str = ".1f", scale: float = 1.0, unit: str = "") -> None:
+        """A row of one figure, a cell per result: `key` times `scale`, formatted by `fmt`
+        with `spec` and `unit`; "skipped" for a result that has a "skipped" entry."""
+        cells = []
+        for r in results:
+            value = r.get(key)
+            if "skipped" in r:
+                cells.append("skipped")
+                continue
+            if isinstance(value, int | float) and scale != 1.0:
+                value = value * scale
+            cells.append(fmt(value, spec, unit))
+        self.add(label, *cells)
+
+    def figures(self, results: Sequence[dict[str, Any]], rows: Iterable[Figure]) -> None:
+        for row in rows:
+            self.figure(row[0], results, *row[1:])
+
     def render(self) -> str:
-        widths = [max(len(r[i]) for r in [self.header, *self.rows] if i < len(r))
-                  for i in range(len(self.header))]
+        table = [[c.replace("|", "\\|") for c in r] for r in [self.header, *self.rows]]
+        count = max(len(r) for r in table)
+        table = [r + [""] * (count - len(r)) for r in table]
+        widths = [max(3, *(len(r[i]) for r in table)) for i in range(count)]
+        rule = ["-" * widths[0], *("-" * (w - 1) + ":" for w in widths[1:])]
         lines = []
-        for n, row in enumerate([self.header, *self.rows]):
+        for row in [table[0], rule, *table[1:]]:
             cells = [c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
                      for i, c in enumerate(row)]
-            lines.append("  ".join(cells).rstrip())
-            if n == 0:
-                lines.append("  ".join("-" * w for w in widths))
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+# A row of Table.figures: (label, key), then optionally spec, scale and unit as in
+# Table.figure.
+Figure = tuple[Any, ...]
+
+
+def verdict(met: bool | None) -> str:
+    """A goal's "met" cell: yes, NO, or not measured (None)."""
+    return "not measured" if met is None else ("yes" if met else "NO")
 
 
 # --- the agent under test ---------------------------------------------------------------------
@@ -479,29 +514,39 @@ AGENT_METRIC_PREFIXES = (
     "netsentry_check_success",
     "netsentry_check_failures_total",
     "netsentry_scheduler_",
+    "netsentry_checks_in_flight",
 )
 
 
 @dataclass
 class Scrape:
-    at: float
+    at: float  # monotonic time the request was sent (the agent snapshots on arrival)
+    seconds: float = 0.0  # until the body was read
+    size: int = 0  # bytes of the body
     runs: dict[str, float] = field(default_factory=dict)
     success: dict[str, float] = field(default_factory=dict)
     failures: dict[tuple[str, str], float] = field(default_factory=dict)  # (check, reason)
     missed: float = 0.0
     skipped: float = 0.0
-    lag_buckets: dict[float, float] = field(default_factory=dict)
+    lag_buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
     lag_sum: float = 0.0
     lag_count: float = 0.0
+    in_flight: float = 0.0
+
+    def failures_by_reason(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (_, reason), value in self.failures.items():
+            out[reason] = out.get(reason, 0.0) + value
+        return out
 
 
 def scrape(port: int) -> Scrape:
     """One GET of the agent's /metrics on AGENT_HOST:`port`, parsed into a Scrape."""
     at = time.monotonic()
-    status, _, body, _ = http_get(AGENT_HOST, port, "/metrics")
+    status, _, body, seconds = http_get(AGENT_HOST, port, "/metrics")
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}: {body[:200]!r}")
-    out = Scrape(at=at)
+    out = Scrape(at=at, seconds=seconds, size=len(body))
     for name, labels, value in parse_samples(body.decode(), AGENT_METRIC_PREFIXES):
         if name == "netsentry_check_runs_total":
             out.runs[labels["check"]] = value
@@ -519,19 +564,30 @@ def scrape(port: int) -> Scrape:
             out.lag_sum = value
         elif name == "netsentry_scheduler_lag_seconds_count":
             out.lag_count = value
+        elif name == "netsentry_checks_in_flight":
+            out.in_flight = value
     return out
 
 
-def measure_agent(children: Children, argv: Sequence[str], *, label: str, n: int,
-                  interval: float, window: float, scrape_every: float, stderr_file: Path,
+def agent_argv(python: str, config: Path) -> list[str]:
+    """The agent with `config`, listening on AGENT_HOST and a port of the kernel's choice."""
+    return [python, "-m", "exporter", "--config.file", str(config),
+            "--web.listen-address", f"{AGENT_HOST}:0", "--log.level", "info"]
+
+
+def measure_agent(children: Children, args: argparse.Namespace, config: Path, *, label: str,
                   head: dict[str, Any], tail: dict[str, Any], side: subprocess.Popen[bytes],
-                  side_key: str, startup_timeout: float) -> dict[str, Any]:
-    """Runs the agent (`argv`, which listens on AGENT_HOST:0) and measures it: waits for
-    "listening" and "config loaded", warms up one `interval`, then measures `window` seconds
-    between two /metrics scrapes and two /proc readings (scraping every `scrape_every` s in
-    between), and stops it. `side` is the process answering the checks (its CPU per run goes
-    under `side_key`; it is watched too). The result starts with `head`, then checks,
-    interval_s, window_s and pid, then `tail`, then stderr_file and the measured figures."""
+                  side_key: str, startup_timeout: float = 300.0) -> dict[str, Any]:
+    """Runs the agent (`args.python`) with `config`, which holds --checks checks, and measures
+    it: waits for "listening" and "config loaded", warms up one --interval, then measures
+    --window seconds between two /metrics scrapes and two /proc readings (scraping every
+    --scrape-every s in between), and stops it; its stderr goes beside `config` (.stderr).
+    `side` is the process answering the checks (its CPU per run goes under `side_key`; it is
+    watched too). The result starts with `head`, then checks, interval_s, window_s and pid,
+    then `tail`, then stderr_file and the measured figures."""
+    argv = agent_argv(args.python, config)
+    n, interval, window, scrape_every = args.checks, args.interval, args.window, args.scrape_every
+    stderr_file = config.with_suffix(".stderr")
     print(f"\n== netsentry, {n} {label}: {shlex.join(argv)}", flush=True)
     spawned = time.monotonic()
     proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -631,6 +687,150 @@ def measure_agent(children: Children, argv: Sequence[str], *, label: str, n: int
     return out
 
 
+# --- reports and the command line -----------------------------------------------------------
+
+
+def start_run(prefix: str, argv: Sequence[str] | None) -> tuple[Path, dict[str, Any]]:
+    """A benchmark's start: SIGTERM unwinds like Ctrl-C (sigterm_as_keyboard_interrupt); a
+    fresh temporary work directory (its name starts with `prefix`); and the run's description
+    for the report and the JSON: command, machine, workdir, start time."""
+    sigterm_as_keyboard_interrupt()
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    return workdir, {
+        "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
+        "machine": machine(),
+        "workdir": str(workdir),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def report_head(title: str, info: dict[str, Any], *lines: str) -> list[str]:
+    """The report's first lines: a rule, `title`, the command and the machine, then `lines`."""
+    m = info["machine"]
+    return [
+        "", "=" * 78, title,
+        f"command:  {info['command']}",
+        f"machine:  nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}, "
+        f"{m['mem_total_mib']} MiB",
+        f"python:   {m['python']} ({m['python_executable']})",
+        f"kernel:   {m['kernel']}",
+        *lines,
+        "",
+    ]
+
+
+def agent_figures(side_label: str, side_key: str) -> list[Figure]:
+    """The rows of measure_agent's figures; `side_key` (its side_key) is shown as
+    `side_label`."""
+    return [
+        ("CPU µs per check", "cpu_us_per_check", ".1f", 1.0, " µs"),
+        ("completed runs/s", "runs_per_s", ".1f"),
+        ("scheduled runs/s (N / interval)", "scheduled_per_s", ".1f"),
+        ("completion ratio", "completion_ratio", ".3f"),
+        ("failures Δ", "failures_delta", ".0f"),
+        ("missed runs Δ", "missed_delta", ".0f"),
+        ("skipped runs Δ", "skipped_delta", ".0f"),
+        ("scheduler lag p50", "lag_p50_s", ".2f", 1000, " ms"),
+        ("scheduler lag p99", "lag_p99_s", ".2f", 1000, " ms"),
+        ("agent CPU (share of one core)", "cpu_core_fraction", ".1f", 100, " %"),
+        (side_label, side_key, ".1f", 1.0, " µs"),
+        ("other processes' load (cores)", "other_load_cores", ".2f"),
+        ("window (between scrapes)", "window_scrape_s", ".1f", 1.0, " s"),
+        ("/metrics scrapes in window", "scrapes_in_window", ".0f"),
+        ("start-up until config loaded", "startup_s", ".2f", 1.0, " s"),
+        ("peak RSS (VmHWM)", "peak_rss_kib", ".1f", 1 / 1024, " MiB"),
+        ("threads", "threads", ".0f"),
+        ("stderr warn/error lines", "stderr_notable_count", ".0f"),
+    ]
+
+
+def agent_report(results: list[dict[str, Any]], side_label: str, side_key: str) -> list[str]:
+    """measure_agent's figures of each case (a column each, named by its "case"), then what
+    went wrong: skipped cases, failures by reason, the agent's notable stderr lines."""
+    if not results:
+        return []
+    t = Table(["netsentry (per case)", *[r["case"] for r in results]])
+    t.figures(results, agent_figures(side_label, side_key))
+    lines = [t.render(), ""]
+    for r in results:
+        if "skipped" in r:
+            lines.append(f"{r['case']}: skipped — {r['skipped']}")
+        if r.get("failures_by_reason"):
+            lines.append(f"{r['case']}: failures in window by reason: "
+                         f"{ {k: int(v) for k, v in r['failures_by_reason'].items()} }; "
+                         f"examples: {r['failure_examples']}")
+        if r.get("stderr_notable"):
+            lines.append(f"{r['case']}: agent stderr (first {min(len(r['stderr_notable']), 10)}"
+                         f" of {r['stderr_notable_count']} warn/error lines):")
+            lines += [f"  {ln[:300]}" for ln in r["stderr_notable"][:10]]
+    return [*lines, ""]
+
+
+def blackbox_notable(lines: Sequence[str]) -> list[str]:
+    """blackbox_exporter's warning and error lines (the first 20)."""
+    return [ln for ln in lines if "level=error" in ln or "level=warn" in ln][:20]
+
+
+def blackbox_stderr(bb: dict[str, Any]) -> list[str]:
+    """The report's lines for blackbox's stderr_notable (the first 5), if any."""
+    if not bb.get("stderr_notable"):
+        return []
+    return ["blackbox stderr warn/error lines:",
+            *[f"  {ln[:300]}" for ln in bb["stderr_notable"][:5]]]
+
+
+def harness_error(exc: BaseException) -> str:
+    """`exc` as the run's error, also printed to stderr at once."""
+    error = f"{type(exc).__name__}: {exc}"
+    print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+    return error
+
+
+def finish(json_path: str | None, payload: Any, error: str | None) -> int:
+    """A benchmark's end: INCOMPLETE with the harness `error`, if any; the figures
+    (`payload`) as JSON at `json_path` when asked. Returns the exit status: 1 on a harness
+    error, else 0 (whether or not goals are met)."""
+    if error:
+        print(f"INCOMPLETE: {error}", flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n",
+                                   encoding="utf-8")
+        print(f"JSON written to {json_path}")
+    return 1 if error else 0
+
+
+def agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that run the agent over a window beside blackbox:
+    --interval, --window, --scrape-every, --blackbox-*, --no-blackbox, --python, --json."""
+    parser.add_argument("--interval", type=float, default=10.0, help="check interval, s")
+    parser.add_argument("--window", type=float, default=30.0, help="measured window, s")
+    parser.add_argument("--scrape-every", type=float, default=15.0, metavar="SECONDS",
+                        help="also scrape /metrics this often during the window, as a "
+                        "Prometheus server would (default 15; 0: only the window's own scrapes)")
+    parser.add_argument("--blackbox-probes", type=int, default=3000,
+                        help="probes of each full-speed blackbox run (default 3000)")
+    parser.add_argument("--blackbox-clients", type=int, default=4,
+                        help="concurrent keep-alive client threads for /probe (default 4)")
+    parser.add_argument("--blackbox-max-seconds", type=float, default=300.0,
+                        help="upper bound on a full-speed blackbox run")
+    parser.add_argument("--no-blackbox", action="store_true")
+    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
+                        help="interpreter that runs the agent")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+
+
+def check_agent_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """parser.error on agent_arguments' options out of their ranges."""
+    if not 0.5 <= args.interval <= 600 or not 1 <= args.window <= 3600:
+        parser.error("--interval must be in [0.5, 600] s and --window in [1, 3600] s")
+    if args.scrape_every and not 1 <= args.scrape_every <= 3600:
+        parser.error("--scrape-every: 0 (off) or in [1, 3600] s")
+    if not 1 <= args.blackbox_probes <= 1_000_000 or not 1 <= args.blackbox_clients <= 64:
+        parser.error("--blackbox-probes in [1, 1e6], --blackbox-clients in [1, 64]")
+    if not 1 <= args.blackbox_max_seconds <= 3600:
+        parser.error("--blackbox-max-seconds in [1, 3600]")
+
+
 # --- blackbox_exporter -----------------------------------------------------------------------
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
@@ -726,6 +926,89 @@ def run_probes(port: int, module: str, targets: Sequence[str], count: int, clien
     return {"ok": state["ok"], "failed": state["failed"], "errors": state["errors"],
             "examples": examples, "hit_time_limit": state["next"] < count,
             "seconds": time.monotonic() - started}
+
+
+PACED_SECONDS = 20.0  # at most, of a paced blackbox run
+
+
+def measured_probes(bb_pid: int, side_pid: int, side_key: str, port: int, module: str,
+                    target: str, count: int, clients: int, max_seconds: float,
+                    rate: float = 0.0) -> dict[str, Any]:
+    """run_probes of one `target` with the CPU that blackbox (`bb_pid`), the process that
+    answers (`side_pid`, its CPU per probe under `side_key`) and the rest of the machine
+    spent meanwhile."""
+    cpu0, scpu0, self0 = cpu_seconds(bb_pid), cpu_seconds(side_pid), cpu_seconds(os.getpid())
+    t0, ticks0 = time.monotonic(), machine_ticks()
+    one = run_probes(port, module, [target], count, clients, max_seconds, rate)
+    cpu1, scpu1, self1 = cpu_seconds(bb_pid), cpu_seconds(side_pid), cpu_seconds(os.getpid())
+    t1, ticks1 = time.monotonic(), machine_ticks()
+    done = one["ok"] + one["failed"]
+    return {
+        "rate_per_s": rate or None,
+        "asked": count,
+        "probes": done, "ok": one["ok"], "failed": one["failed"], "errors": one["errors"],
+        "examples": one["examples"], "hit_time_limit": one["hit_time_limit"],
+        "seconds": t1 - t0, "probes_per_s": done / (t1 - t0),
+        "cpu_s": cpu1 - cpu0,
+        "cpu_core_fraction": (cpu1 - cpu0) / (t1 - t0),
+        "cpu_us_per_probe": (cpu1 - cpu0) / done * 1e6 if done else math.nan,
+        side_key: (scpu1 - scpu0) / done * 1e6 if done else math.nan,
+        "client_cpu_s": self1 - self0,
+        "other_load_cores": other_load(ticks0, ticks1, t1 - t0,
+                                       (cpu1 - cpu0) + (scpu1 - scpu0) + (self1 - self0)),
+    }
+
+
+def paced_and_full(bb_pid: int, side_pid: int, side_key: str, port: int, module: str,
+                   target: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """measured_probes of `module` twice: paced at the agent's rate (--checks / --interval)
+    for min(--window, PACED_SECONDS) s, the like-for-like reference, then --blackbox-probes at
+    full speed. Returns {"paced": ..., "full": ...}."""
+    rate = args.checks / args.interval
+    seconds = min(args.window, PACED_SECONDS)
+    paced = measured_probes(bb_pid, side_pid, side_key, port, module, target,
+                            max(int(rate * seconds), 1), args.blackbox_clients,
+                            seconds * 3 + 10, rate=rate)
+    print(f"   paced at {rate:g}/s: {paced['probes']} probes ({paced['failed']} failed), "
+          f"{paced['cpu_us_per_probe']:.0f} µs/probe", flush=True)
+    full = measured_probes(bb_pid, side_pid, side_key, port, module, target,
+                           args.blackbox_probes, args.blackbox_clients,
+                           args.blackbox_max_seconds)
+    print(f"   full speed: {full['probes']} probes ({full['failed']} failed) at "
+          f"{full['probes_per_s']:.0f}/s, {full['cpu_us_per_probe']:.0f} µs/probe", flush=True)
+    return {"paced": paced, "full": full}
+
+
+def cpu_goal(r: dict[str, Any], paced: dict[str, Any] | None, full: dict[str, Any] | None,
+             goal: dict[str, Any], ratio_goal: float, min_completion: float,
+             caveats: Sequence[str] = ()) -> dict[str, Any]:
+    """`goal` judged for one measure_agent result `r` against blackbox's paced and full
+    measured_probes: netsentry CPU per check / blackbox CPU per paced probe ≤ `ratio_goal`,
+    with no failures on either side and completion ≥ `min_completion`. Sets measured and met
+    on `goal` (and the ratios on `r`); `caveats` are shown beside the figure."""
+    if "skipped" in r or "cpu_us_per_check" not in r:
+        goal.update(measured="not measured", met=None)
+    elif (not paced or not paced["ok"] or math.isnan(paced["cpu_us_per_probe"])
+          or paced["cpu_us_per_probe"] <= 0):
+        goal.update(measured="not measured (no blackbox reference)", met=None)
+    else:
+        ratio = r["cpu_us_per_check"] / paced["cpu_us_per_probe"]
+        r["cpu_ratio_vs_blackbox_paced"] = ratio
+        if full and full["ok"] and full["cpu_us_per_probe"] > 0:
+            r["cpu_ratio_vs_blackbox_full_speed"] = r["cpu_us_per_check"] / full["cpu_us_per_probe"]
+        notes = []
+        if r["failures_delta"]:
+            notes.append(f"{r['failures_delta']:.0f} netsentry failures")
+        if paced["failed"]:
+            notes.append(f"{paced['failed']} blackbox failures")
+        if r["completion_ratio"] < min_completion:
+            notes.append(f"completion {r['completion_ratio']:.3f}")
+        notes += caveats
+        goal.update(measured=f"{r['cpu_us_per_check']:.1f} / {paced['cpu_us_per_probe']:.1f}"
+                             f" = {ratio:.2f}" + (f" ({'; '.join(notes)})" if notes else ""),
+                    met=(ratio <= ratio_goal and not r["failures_delta"] and not paced["failed"]
+                         and r["completion_ratio"] >= min_completion))
+    return goal
 
 
 if __name__ == "__main__":

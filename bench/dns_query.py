@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import pwd
@@ -41,7 +40,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,27 +51,32 @@ from common import (
     Children,
     StreamLog,
     Table,
-    cpu_seconds,
+    agent_arguments,
+    agent_report,
+    blackbox_notable,
+    blackbox_stderr,
+    check_agent_arguments,
+    cpu_goal,
+    finish,
     fmt,
     free_port,
-    machine,
-    machine_ticks,
+    harness_error,
     measure_agent,
-    other_load,
+    paced_and_full,
     proc_status,
+    report_head,
     run_probes,
-    sigterm_as_keyboard_interrupt,
     start_blackbox,
+    start_run,
+    verdict,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 DNSMASQ = "/usr/sbin/dnsmasq"
 HOST = "127.0.0.1"
 QUERY_NAME = "host.test"
 QUERY_ADDRESS = "127.0.0.5"
 SYSTEM_NAME = "localhost"
 TIMEOUT = "2s"
-PACED_SECONDS = 20.0
 STARTUP_TIMEOUT = 300.0
 GOAL_CPU_RATIO = 0.5
 MIN_COMPLETION = 0.99
@@ -211,43 +214,14 @@ def system_case_problem() -> str | None:
 
 def bench_agent(children: Children, case: str, args: argparse.Namespace, dns: Dnsmasq,
                 workdir: Path) -> dict[str, Any]:
-    n = args.checks
     config = workdir / f"netsentry-{case}.toml"
-    write_config(config, case, n, args.interval, dns.port)
-    argv = [args.python, "-m", "exporter", "--config.file", str(config),
-            "--web.listen-address", f"{HOST}:0", "--log.level", "info"]
-    return measure_agent(children, argv, label=f"dns checks ({case})", n=n,
-                         interval=args.interval, window=args.window,
-                         scrape_every=args.scrape_every,
-                         stderr_file=workdir / f"netsentry-{case}.stderr",
+    write_config(config, case, args.checks, args.interval, dns.port)
+    return measure_agent(children, args, config, label=f"dns checks ({case})",
                          head={"case": case}, tail={}, side=dns.proc,
                          side_key="dnsmasq_cpu_us_per_run", startup_timeout=STARTUP_TIMEOUT)
 
 
 # --- blackbox_exporter --------------------------------------------------------------------------
-
-
-def measured_probes(bb_pid: int, dns_pid: int, port: int, target: str, count: int,
-                    clients: int, max_seconds: float, rate: float = 0.0) -> dict[str, Any]:
-    cpu0, dcpu0, self0 = cpu_seconds(bb_pid), cpu_seconds(dns_pid), cpu_seconds(os.getpid())
-    t0, ticks0 = time.monotonic(), machine_ticks()
-    one = run_probes(port, "dns_a", [target], count, clients, max_seconds, rate)
-    cpu1, dcpu1, self1 = cpu_seconds(bb_pid), cpu_seconds(dns_pid), cpu_seconds(os.getpid())
-    t1, ticks1 = time.monotonic(), machine_ticks()
-    done = one["ok"] + one["failed"]
-    return {
-        "rate_per_s": rate or None,
-        "probes": done, "ok": one["ok"], "failed": one["failed"], "errors": one["errors"],
-        "examples": one["examples"], "hit_time_limit": one["hit_time_limit"],
-        "seconds": t1 - t0, "probes_per_s": done / (t1 - t0),
-        "cpu_s": cpu1 - cpu0,
-        "cpu_core_fraction": (cpu1 - cpu0) / (t1 - t0),
-        "cpu_us_per_probe": (cpu1 - cpu0) / done * 1e6 if done else math.nan,
-        "dnsmasq_cpu_us_per_probe": (dcpu1 - dcpu0) / done * 1e6 if done else math.nan,
-        "client_cpu_s": self1 - self0,
-        "other_load_cores": other_load(ticks0, ticks1, t1 - t0,
-                                       (cpu1 - cpu0) + (dcpu1 - dcpu0) + (self1 - self0)),
-    }
 
 
 def bench_blackbox(children: Children, args: argparse.Namespace, dns: Dnsmasq,
@@ -265,26 +239,14 @@ def bench_blackbox(children: Children, args: argparse.Namespace, dns: Dnsmasq,
         warm = run_probes(port, "dns_a", [target], 100, args.blackbox_clients, 60.0)
         if warm["ok"] == 0:
             raise RuntimeError(f"blackbox warm-up probes all failed: {warm['examples']}")
-        rate = args.checks / args.interval
-        seconds = min(args.window, PACED_SECONDS)
-        paced = measured_probes(proc.pid, dns.proc.pid, port, target,
-                                max(int(rate * seconds), 1), args.blackbox_clients,
-                                seconds * 3 + 10, rate=rate)
-        print(f"   paced at {rate:g}/s: {paced['probes']} probes ({paced['failed']} failed), "
-              f"{paced['cpu_us_per_probe']:.0f} µs/probe", flush=True)
-        full = measured_probes(proc.pid, dns.proc.pid, port, target, args.blackbox_probes,
-                               args.blackbox_clients, args.blackbox_max_seconds)
-        print(f"   full speed: {full['probes']} probes ({full['failed']} failed) at "
-              f"{full['probes_per_s']:.0f}/s, {full['cpu_us_per_probe']:.0f} µs/probe",
-              flush=True)
+        out.update(paced_and_full(proc.pid, dns.proc.pid, "dnsmasq_cpu_us_per_probe", port,
+                                  "dns_a", target, args))
         status = proc_status(proc.pid)
-        out.update({"paced": paced, "full": full, "peak_rss_kib": status.get("VmHWM"),
-                    "threads": status.get("Threads")})
+        out.update({"peak_rss_kib": status.get("VmHWM"), "threads": status.get("Threads")})
     finally:
         out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
         log.join(5.0)
-        out["stderr_notable"] = [ln for ln in log.lines
-                                 if "level=error" in ln or "level=warn" in ln][:20]
+        out["stderr_notable"] = blackbox_notable(log.lines)
     return out
 
 
@@ -295,106 +257,26 @@ CASE_TITLES = {"direct": "netsentry dns, server (direct UDP query)",
 
 
 def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> list[dict[str, Any]]:
-    goals = []
-    for r in results:
-        goal: dict[str, Any] = {
-            "goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU per dns probe",
-            "case": r["case"]}
-        paced = bb.get("paced") if bb else None
-        if "skipped" in r or "cpu_us_per_check" not in r:
-            goal.update(measured="not measured", met=None)
-        elif not paced or not paced["ok"] or math.isnan(paced["cpu_us_per_probe"]):
-            goal.update(measured="not measured (no blackbox reference)", met=None)
-        else:
-            ratio = r["cpu_us_per_check"] / paced["cpu_us_per_probe"]
-            r["cpu_ratio_vs_blackbox_paced"] = ratio
-            full = bb.get("full") if bb else None
-            if full and full["probes"]:
-                r["cpu_ratio_vs_blackbox_full_speed"] = (r["cpu_us_per_check"]
-                                                         / full["cpu_us_per_probe"])
-            caveats = []
-            if r["failures_delta"]:
-                caveats.append(f"{r['failures_delta']:.0f} netsentry failures")
-            if paced["failed"]:
-                caveats.append(f"{paced['failed']} blackbox failures")
-            if r["completion_ratio"] < MIN_COMPLETION:
-                caveats.append(f"completion {r['completion_ratio']:.3f}")
-            if r["case"] == "system":
-                caveats.append("not like-for-like: getaddrinfo vs. a UDP query")
-            goal.update(measured=f"{r['cpu_us_per_check']:.1f} / {paced['cpu_us_per_probe']:.1f}"
-                                 f" = {ratio:.2f}" + (f" ({'; '.join(caveats)})" if caveats
-                                                      else ""),
-                        met=(ratio <= GOAL_CPU_RATIO and not r["failures_delta"]
-                             and not paced["failed"] and r["completion_ratio"] >= MIN_COMPLETION))
-        goals.append(goal)
-    return goals
+    return [cpu_goal(r, bb.get("paced") if bb else None, bb.get("full") if bb else None,
+                     {"goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU "
+                              "per dns probe", "case": r["case"]},
+                     GOAL_CPU_RATIO, MIN_COMPLETION,
+                     ["not like-for-like: getaddrinfo vs. a UDP query"]
+                     if r["case"] == "system" else [])
+            for r in results]
 
 
 def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[str, Any]],
            bb: dict[str, Any] | None, goals: list[dict[str, Any]]) -> str:
-    m = info["machine"]
-    lines = [
-        "", "=" * 78, "netsentry dns benchmark",
-        f"command:  {info['command']}",
-        f"machine:  nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}, "
-        f"{m['mem_total_mib']} MiB",
-        f"python:   {m['python']} ({m['python_executable']})",
-        f"kernel:   {m['kernel']}",
+    lines = report_head(
+        "netsentry dns benchmark", info,
         f"dnsmasq:  {info.get('dnsmasq_version', '?')} on {HOST}:{info.get('dns_port', '?')} "
         f"({QUERY_NAME} A {QUERY_ADDRESS}; no upstream)",
         f"logs:     {info['workdir']}",
         f"checks:   {args.checks:,} at a {args.interval:g} s interval "
         f"({args.checks / args.interval:g} runs/s), window {args.window:g} s, "
-        f"scrape every {args.scrape_every:g} s",
-        "",
-    ]
-    if results:
-        t = Table(["netsentry (per case)", *[r["case"] for r in results]])
-
-        def row(label: str, key: str, spec: str = ".1f", scale: float = 1.0,
-                unit: str = "") -> None:
-            cells = []
-            for r in results:
-                v = r.get(key)
-                if "skipped" in r:
-                    cells.append("skipped")
-                    continue
-                if isinstance(v, int | float) and scale != 1.0:
-                    v = v * scale
-                cells.append(fmt(v, spec, unit))
-            t.add(label, *cells)
-
-        row("CPU µs per check", "cpu_us_per_check", ".1f", unit=" µs")
-        row("completed runs/s", "runs_per_s", ".1f")
-        row("scheduled runs/s (N / interval)", "scheduled_per_s", ".1f")
-        row("completion ratio", "completion_ratio", ".3f")
-        row("failures Δ", "failures_delta", ".0f")
-        row("missed runs Δ", "missed_delta", ".0f")
-        row("skipped runs Δ", "skipped_delta", ".0f")
-        row("scheduler lag p50", "lag_p50_s", ".2f", 1000, " ms")
-        row("scheduler lag p99", "lag_p99_s", ".2f", 1000, " ms")
-        row("agent CPU (share of one core)", "cpu_core_fraction", ".1f", 100, " %")
-        row("dnsmasq CPU µs per run", "dnsmasq_cpu_us_per_run", ".1f", unit=" µs")
-        row("other processes' load (cores)", "other_load_cores", ".2f")
-        row("window (between scrapes)", "window_scrape_s", ".1f", unit=" s")
-        row("/metrics scrapes in window", "scrapes_in_window", ".0f")
-        row("start-up until config loaded", "startup_s", ".2f", unit=" s")
-        row("peak RSS (VmHWM)", "peak_rss_kib", ".1f", 1 / 1024, " MiB")
-        row("threads", "threads", ".0f")
-        row("stderr warn/error lines", "stderr_notable_count", ".0f")
-        lines += [t.render(), ""]
-        for r in results:
-            if "skipped" in r:
-                lines.append(f"{r['case']}: skipped — {r['skipped']}")
-            if r.get("failures_by_reason"):
-                lines.append(f"{r['case']}: failures in window by reason: "
-                             f"{ {k: int(v) for k, v in r['failures_by_reason'].items()} }; "
-                             f"examples: {r['failure_examples']}")
-            if r.get("stderr_notable"):
-                lines.append(f"{r['case']}: agent stderr (first {min(len(r['stderr_notable']), 10)}"
-                             f" of {r['stderr_notable_count']} warn/error lines):")
-                lines += [f"  {ln[:300]}" for ln in r["stderr_notable"][:10]]
-        lines.append("")
+        f"scrape every {args.scrape_every:g} s")
+    lines += agent_report(results, "dnsmasq CPU µs per run", "dnsmasq_cpu_us_per_run")
     if bb is not None and "paced" in bb:
         t = Table(["blackbox_exporter 0.23 (dns_a, udp)", "paced", "full speed"])
         p, f = bb["paced"], bb["full"]
@@ -416,17 +298,14 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         for label, part in (("paced", p), ("full speed", f)):
             if part["examples"]:
                 lines.append(f"blackbox failures ({label}): " + "; ".join(part["examples"]))
-        if bb.get("stderr_notable"):
-            lines += ["blackbox stderr warn/error lines:",
-                      *[f"  {ln[:300]}" for ln in bb["stderr_notable"][:5]]]
+        lines += blackbox_stderr(bb)
     elif bb is not None:
         lines += ["blackbox: not measured (see the error below)", ""]
     t = Table(["goal (DESIGN.md)", "netsentry / blackbox paced", "vs. full speed", "met"])
     for g in goals:
         r = next(x for x in results if x["case"] == g["case"])
         t.add(g["goal"], g["measured"], fmt(r.get("cpu_ratio_vs_blackbox_full_speed"), ".2f"),
-              ("not measured" if g["met"] is None else ("yes" if g["met"] else "NO"))
-              + (" (informational)" if g["case"] == "system" else ""))
+              verdict(g["met"]) + (" (informational)" if g["case"] == "system" else ""))
     lines += [t.render(), ""]
     lines += [
         "  criterion: netsentry CPU µs per completed check / blackbox CPU µs per /probe at the",
@@ -450,46 +329,23 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checks", type=int, default=1000, help="number of dns checks")
-    parser.add_argument("--interval", type=float, default=10.0, help="check interval, s")
-    parser.add_argument("--window", type=float, default=30.0, help="measured window, s")
-    parser.add_argument("--scrape-every", type=float, default=15.0, metavar="SECONDS",
-                        help="also scrape /metrics this often during the window (0: off)")
-    parser.add_argument("--blackbox-probes", type=int, default=3000,
-                        help="probes of the full-speed blackbox run (default 3000)")
-    parser.add_argument("--blackbox-clients", type=int, default=4)
-    parser.add_argument("--blackbox-max-seconds", type=float, default=300.0)
-    parser.add_argument("--no-blackbox", action="store_true")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate blackbox paced and netsentry direct this many times "
                              "and judge the goal by the medians (the machine's speed drifts "
                              "between measurements; default 1)")
-    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
-                        help="interpreter that runs the agent")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    agent_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.checks <= 100_000:
         parser.error("--checks in [1, 100000]")
-    if not 0.5 <= args.interval <= 600 or not 1 <= args.window <= 3600:
-        parser.error("--interval must be in [0.5, 600] s and --window in [1, 3600] s")
-    if args.scrape_every and not 1 <= args.scrape_every <= 3600:
-        parser.error("--scrape-every: 0 (off) or in [1, 3600] s")
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds in [1, 20]")
-    if not 1 <= args.blackbox_probes <= 1_000_000 or not 1 <= args.blackbox_clients <= 64:
-        parser.error("--blackbox-probes in [1, 1e6], --blackbox-clients in [1, 64]")
+    check_agent_arguments(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sigterm_as_keyboard_interrupt()
-    workdir = Path(tempfile.mkdtemp(prefix="netsentry-bench-dns-"))
-    info: dict[str, Any] = {
-        "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
-        "machine": machine(),
-        "workdir": str(workdir),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    workdir, info = start_run("netsentry-bench-dns-", argv)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["dnsmasq_version"] = subprocess.run(
             [DNSMASQ, "--version"], capture_output=True, text=True, timeout=10,
@@ -526,8 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 if dns.proc.poll() is not None:
                     raise RuntimeError(f"dnsmasq exited with {dns.proc.returncode}")
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+                error = harness_error(exc)
             finally:
                 children.stop(dns.proc)
                 dns.log.join(5.0)
@@ -536,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; children stopped", file=sys.stderr)
         return 130
     except (RuntimeError, OSError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+        error = harness_error(exc)
     if len(rounds) > 1 and results and bb and "paced" in bb:
         # The goal is judged on the medians of the rounds; the tables show the last round.
         ours, theirs = (statistics.median(v) for v in zip(*rounds, strict=True))
@@ -553,15 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in info["rounds"]) + f"; the goal above is judged on their medians, "
             f"{results[0]['cpu_us_per_check']:.0f} / {bb['paced']['cpu_us_per_probe']:.0f} "
             f"(the tables show the last round's other figures)", flush=True)
-    if error:
-        print(f"INCOMPLETE: {error}", flush=True)
-    if args.json:
-        payload = {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
-                   "goals": goals, "error": error}
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n",
-                                   encoding="utf-8")
-        print(f"JSON written to {args.json}")
-    return 1 if error else 0
+    return finish(args.json, {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
+                  "goals": goals, "error": error}, error)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -46,13 +44,14 @@ from common import (
     StreamLog,
     Table,
     cpu_seconds,
+    finish,
     fmt,
+    harness_error,
     http_get,
-    machine,
     median,
-    sigterm_as_keyboard_interrupt,
     start_blackbox,
     start_listeners,
+    start_run,
 )
 from tls_http import make_certs, start_servers
 
@@ -191,13 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds in [1, 600], --rounds in [1, 20]")
     if not 1 <= args.connections <= 16:
         parser.error("--connections in [1, 16]: more would be answered 503 by netsentry")
-    sigterm_as_keyboard_interrupt()
-    workdir = Path(tempfile.mkdtemp(prefix="netsentry-bench-probe-"))
+    workdir, info = start_run("netsentry-bench-probe-", argv)
     script = workdir / "count.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
-    info: dict[str, Any] = {"command": shlex.join([sys.executable, *(argv or sys.argv)]),
-                            "machine": machine(), "workdir": str(workdir),
-                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     runs: list[dict[str, Any]] = []
     budget = 120 + (len(CASES) + 1) * 2 * args.rounds * (args.seconds + WARMUP_SECONDS + 5)
     with Children() as children:
@@ -240,13 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   /-/healthy {name:9} round {round_ + 1}: "
                           f"{one['cpu_us_per_probe']:5.0f} µs CPU/request", flush=True)
         except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
-            print(f"\nbenchmark error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            harness_error(exc)
             return 1
     print(report(runs, args))
-    if args.json:
-        Path(args.json).write_text(json.dumps({**info, "args": vars(args), "runs": runs},
-                                              indent=2, default=str), encoding="utf-8")
-    return 0
+    return finish(args.json, {**info, "args": vars(args), "runs": runs}, None)
 
 
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:

@@ -30,17 +30,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import json
 import math
 import os
 import random
 import re
-import shlex
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -55,17 +52,18 @@ from common import (
     StreamLog,
     Table,
     cpu_seconds,
+    finish,
     fmt,
+    harness_error,
     histogram_quantile,
     http_get,
-    machine,
     machine_ticks,
     median,
     open_fds,
     parse_samples,
     proc_status,
-    sigterm_as_keyboard_interrupt,
     sleep_until,
+    start_run,
 )
 from dns_query import QUERY_ADDRESS, QUERY_NAME, start_dnsmasq
 from render import render_seconds
@@ -742,13 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(rest[0], float(rest[rest.index("--max-seconds") + 1])))
         return 0
     args = parse_args(argv)
-    sigterm_as_keyboard_interrupt()
-    workdir = Path(tempfile.mkdtemp(prefix="netsentry-bench-reliability-"))
-    out: dict[str, Any] = {
-        "command": shlex.join([sys.executable, *(argv if argv is not None else sys.argv)]),
-        "machine": machine(), "workdir": str(workdir),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    workdir, out = start_run("netsentry-bench-reliability-", argv)
     print(f"workdir {workdir}", flush=True)
     error = None
     budget = (args.minutes + args.baseline_minutes) * 60 + 1200
@@ -760,8 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 (soak if args.soak else load)(args, children, targets, workdir, out)
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+                error = harness_error(exc)
         if args.fuzz_seconds and not args.soak:
             print(f"== hostile input for {args.fuzz_seconds:g} s", flush=True)
             out["fuzz"] = fuzz(args.fuzz_seconds)
@@ -776,12 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         print("UNEXPECTED:", line)
     for line in out.get("load", {}).get("agent_errors", []):
         print("AGENT ERROR:", line)
-    if error:
-        print(f"INCOMPLETE: {error}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(_jsonable(out), indent=2, default=str) + "\n",
-                                   encoding="utf-8")
-    return 1 if error else 0
+    return finish(args.json, _jsonable(out), error)
 
 
 if __name__ == "__main__":

@@ -24,47 +24,51 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import math
 import os
 import shlex
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     CLK_TCK,
+    PACED_SECONDS,
     Children,
+    Figure,
     StreamLog,
     Table,
+    agent_arguments,
+    agent_argv,
+    blackbox_notable,
+    check_agent_arguments,
     cpu_seconds,
+    finish,
     fmt,
+    harness_error,
     histogram_quantile,
     http_get,
     interesting_lines,
-    machine,
     machine_ticks,
     median,
     open_fds,
     other_load,
-    parse_samples,
     proc_status,
+    report_head,
     run_probes,
-    sigterm_as_keyboard_interrupt,
+    scrape,
     sleep_until,
     start_blackbox,
     start_listeners,
+    start_run,
+    verdict,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 LISTEN_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
 TIMEOUT = "2s"
 RENDER_SAMPLES = 5
-PACED_SECONDS = 20.0  # blackbox at netsentry's rate, per N
 BLACKBOX_ROUNDS = 5
 STARTUP_TIMEOUT = 300.0  # seconds for the agent to load N checks and log "config loaded"
 AGENT_EXITED = "{what} exited with {code} while being measured"  # sleep_until's error
@@ -76,61 +80,8 @@ GOAL_CHECKS = 10_000
 GOAL_INTERVAL = 10.0
 MIN_COMPLETION = 0.99  # below this, runs went missing whether or not the agent counted them
 
-METRIC_PREFIXES = (
-    "netsentry_check_runs_total",
-    "netsentry_check_success",
-    "netsentry_check_failures_total",
-    "netsentry_scheduler_",
-    "netsentry_checks_in_flight",
-)
 
-
-# --- scrapes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Scrape:
-    at: float  # monotonic time the request was sent (the agent snapshots on arrival)
-    seconds: float  # until the body was read
-    size: int
-    runs: dict[str, float] = field(default_factory=dict)
-    success: dict[str, float] = field(default_factory=dict)
-    failures: dict[str, float] = field(default_factory=dict)  # by reason
-    missed: float = 0.0
-    skipped: float = 0.0
-    lag_buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
-    lag_sum: float = 0.0
-    lag_count: float = 0.0
-    in_flight: float = 0.0
-
-
-def scrape(port: int) -> Scrape:
-    at = time.monotonic()
-    status, _, body, seconds = http_get("127.0.0.1", port, "/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics answered {status}: {body[:200]!r}")
-    result = Scrape(at=at, seconds=seconds, size=len(body))
-    for name, labels, value in parse_samples(body.decode(), METRIC_PREFIXES):
-        if name == "netsentry_check_runs_total":
-            result.runs[labels["check"]] = value
-        elif name == "netsentry_check_success":
-            result.success[labels["check"]] = value
-        elif name == "netsentry_check_failures_total":
-            reason = labels.get("reason", "")
-            result.failures[reason] = result.failures.get(reason, 0.0) + value
-        elif name == "netsentry_scheduler_missed_runs_total":
-            result.missed += value
-        elif name == "netsentry_scheduler_skipped_runs_total":
-            result.skipped += value
-        elif name == "netsentry_scheduler_lag_seconds_bucket":
-            result.lag_buckets[float(labels["le"])] = value
-        elif name == "netsentry_scheduler_lag_seconds_sum":
-            result.lag_sum = value
-        elif name == "netsentry_scheduler_lag_seconds_count":
-            result.lag_count = value
-        elif name == "netsentry_checks_in_flight":
-            result.in_flight = value
-    return result
+# --- /metrics renders ---------------------------------------------------------------------------
 
 
 def time_renders(port: int, encoding: str | None) -> tuple[list[float], int]:
@@ -175,8 +126,7 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
                 listener_pid: int, workdir: Path) -> dict[str, Any]:
     config = workdir / f"netsentry-{n}.toml"
     write_config(config, n, args.interval, endpoints)
-    argv = [args.python, "-m", "exporter", "--config.file", str(config),
-            "--web.listen-address", "127.0.0.1:0", "--log.level", "info"]
+    argv = agent_argv(args.python, config)
     print(f"\n== netsentry, {n} checks: {shlex.join(argv)}", flush=True)
     spawned = time.monotonic()
     proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -227,7 +177,8 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
         lag_delta = sorted((le, last.lag_buckets.get(le, 0) - first.lag_buckets.get(le, 0))
                            for le in last.lag_buckets)
         lag_count = last.lag_count - first.lag_count
-        failures = {r: v - first.failures.get(r, 0) for r, v in last.failures.items()}
+        before = first.failures_by_reason()
+        failures = {r: v - before.get(r, 0) for r, v in last.failures_by_reason().items()}
         failures = {r: v for r, v in failures.items() if v}
         scheduled = n / args.interval
         zero_runs = [c for c, v in last.runs.items() if v - first.runs.get(c, 0) == 0]
@@ -386,8 +337,7 @@ def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list
     finally:
         out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
         log.join(5.0)
-        out["stderr_notable"] = [ln for ln in log.lines if "level=error" in ln
-                                 or "level=warn" in ln][:20]
+        out["stderr_notable"] = blackbox_notable(log.lines)
     print(f"   {out['probes']} probes ({out['probes_failed']} failed) at "
           f"{out['probes_per_s']:.0f}/s, CPU {out['cpu_us_per_probe']:.0f} µs/probe", flush=True)
     return out
@@ -454,67 +404,52 @@ def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None,
     return goals
 
 
+# The rows of the netsentry table: label, key of bench_agent's figures, format, scale, unit.
+FIGURES: list[Figure] = [
+    ("interval", "interval_s", "g", 1.0, " s"),
+    ("start-up until config loaded", "startup_s", ".2f", 1.0, " s"),
+    ("checks never run at window start", "never_run_at_window_start", ".0f"),
+    ("window (between scrapes)", "window_scrape_s", ".1f", 1.0, " s"),
+    ("/metrics scrapes rendered in window", "scrapes_rendered_in_window", ".0f"),
+    ("completed runs/s", "runs_per_s", ".1f"),
+    ("scheduled runs/s (N / interval)", "scheduled_per_s", ".1f"),
+    ("completion ratio", "completion_ratio", ".3f"),
+    ("checks with no run in window", "checks_without_run_in_window", ".0f"),
+    ("failures Δ", "failures_delta", ".0f"),
+    ("missed runs Δ", "missed_delta", ".0f"),
+    ("skipped runs Δ", "skipped_delta", ".0f"),
+    ("scheduler lag p50", "lag_p50_s", ".2f", 1000, " ms"),
+    ("scheduler lag p99", "lag_p99_s", ".2f", 1000, " ms"),
+    ("scheduler lag mean", "lag_mean_s", ".2f", 1000, " ms"),
+    ("agent CPU (share of one core)", "cpu_core_fraction", ".1f", 100, " %"),
+    ("machine CPU busy (all cores)", "machine_busy_fraction", ".1f", 100, " %"),
+    ("other processes' load (cores)", "other_load_cores", ".2f"),
+    ("CPU s per 1,000 checks", "cpu_s_per_1000_checks", ".4f", 1.0, " s"),
+    ("CPU µs per check", "cpu_us_per_check", ".1f", 1.0, " µs"),
+    ("listener child CPU µs per conn", "listener_cpu_us_per_conn", ".1f", 1.0, " µs"),
+    ("peak RSS (VmHWM)", "peak_rss_kib", ".1f", 1 / 1024, " MiB"),
+    ("threads", "threads", ".0f"),
+    ("open fds", "fds", ".0f"),
+    ("/metrics render, plain (median)", "render_plain_median_s", ".1f", 1000, " ms"),
+    ("/metrics render, gzip (median)", "render_gzip_median_s", ".1f", 1000, " ms"),
+    ("/metrics size, plain", "metrics_bytes_plain", ".2f", 1 / 2**20, " MiB"),
+    ("/metrics size, gzip", "metrics_bytes_gzip", ".1f", 1 / 1024, " KiB"),
+    ("SIGTERM → exit", "sigterm_exit_s", ".3f", 1.0, " s"),
+    ("exit code", "exit_code", ""),
+    ("stderr warn/error lines", "stderr_notable_count", ".0f"),
+]
+
+
 def report(info: dict[str, Any], results: list[dict[str, Any]], bb: dict[str, Any] | None,
            goals: list[dict[str, Any]]) -> str:
-    m = info["machine"]
-    lines = [
-        "",
-        "=" * 78,
-        "netsentry scale benchmark",
-        f"command:  {info['command']}",
-        f"machine:  nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}, "
-        f"{m['mem_total_mib']} MiB",
-        f"python:   {m['python']} ({m['python_executable']})",
-        f"kernel:   {m['kernel']}",
+    lines = report_head(
+        "netsentry scale benchmark", info,
         f"listeners: {len(info['endpoints'])} accept-and-close endpoints on "
         f"{LISTEN_ADDRESSES[0]}..{LISTEN_ADDRESSES[-1]} (child pid {info['listener_pid']})",
-        f"logs:     {info['workdir']}",
-        "",
-    ]
+        f"logs:     {info['workdir']}")
     if results:
         t = Table(["netsentry", *[f"{r['checks']:,} checks" for r in results]])
-
-        def row(label: str, key: str, spec: str = ".1f", scale: float = 1.0,
-                unit: str = "") -> None:
-            cells = []
-            for r in results:
-                v = r.get(key)
-                if isinstance(v, int | float) and scale != 1.0:
-                    v = v * scale
-                cells.append(fmt(v, spec, unit))
-            t.add(label, *cells)
-
-        row("interval", "interval_s", "g", unit=" s")
-        row("start-up until config loaded", "startup_s", ".2f", unit=" s")
-        row("checks never run at window start", "never_run_at_window_start", ".0f")
-        row("window (between scrapes)", "window_scrape_s", ".1f", unit=" s")
-        row("/metrics scrapes rendered in window", "scrapes_rendered_in_window", ".0f")
-        row("completed runs/s", "runs_per_s", ".1f")
-        row("scheduled runs/s (N / interval)", "scheduled_per_s", ".1f")
-        row("completion ratio", "completion_ratio", ".3f")
-        row("checks with no run in window", "checks_without_run_in_window", ".0f")
-        row("failures Δ", "failures_delta", ".0f")
-        row("missed runs Δ", "missed_delta", ".0f")
-        row("skipped runs Δ", "skipped_delta", ".0f")
-        row("scheduler lag p50", "lag_p50_s", ".2f", 1000, " ms")
-        row("scheduler lag p99", "lag_p99_s", ".2f", 1000, " ms")
-        row("scheduler lag mean", "lag_mean_s", ".2f", 1000, " ms")
-        row("agent CPU (share of one core)", "cpu_core_fraction", ".1f", 100, " %")
-        row("machine CPU busy (all cores)", "machine_busy_fraction", ".1f", 100, " %")
-        row("other processes' load (cores)", "other_load_cores", ".2f")
-        row("CPU s per 1,000 checks", "cpu_s_per_1000_checks", ".4f", unit=" s")
-        row("CPU µs per check", "cpu_us_per_check", ".1f", unit=" µs")
-        row("listener child CPU µs per conn", "listener_cpu_us_per_conn", ".1f", unit=" µs")
-        row("peak RSS (VmHWM)", "peak_rss_kib", ".1f", 1 / 1024, " MiB")
-        row("threads", "threads", ".0f")
-        row("open fds", "fds", ".0f")
-        row("/metrics render, plain (median)", "render_plain_median_s", ".1f", 1000, " ms")
-        row("/metrics render, gzip (median)", "render_gzip_median_s", ".1f", 1000, " ms")
-        row("/metrics size, plain", "metrics_bytes_plain", ".2f", 1 / 2**20, " MiB")
-        row("/metrics size, gzip", "metrics_bytes_gzip", ".1f", 1 / 1024, " KiB")
-        row("SIGTERM → exit", "sigterm_exit_s", ".3f", unit=" s")
-        row("exit code", "exit_code", "")
-        row("stderr warn/error lines", "stderr_notable_count", ".0f")
+        t.figures(results, FIGURES)
         lines += [t.render(), ""]
         for r in results:
             if r.get("failures_by_reason"):
@@ -553,8 +488,7 @@ def report(info: dict[str, Any], results: list[dict[str, Any]], bb: dict[str, An
             lines.append("")
     t = Table(["goal (DESIGN.md)", "measured", "met"])
     for g in goals:
-        t.add(g["goal"], g["measured"],
-              "not measured" if g["met"] is None else ("yes" if g["met"] else "NO"))
+        t.add(g["goal"], g["measured"], verdict(g["met"]))
     lines += [t.render(), ""]
     lines += [f"  criterion: {g['goal'].split(':')[0]} — {g['criterion']}" for g in goals[:2]]
     if len(goals) > 2:
@@ -577,21 +511,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checks", default="1000,10000",
                         help="comma-separated numbers of checks (default 1000,10000)")
-    parser.add_argument("--interval", type=float, default=10.0, help="check interval, s")
-    parser.add_argument("--window", type=float, default=30.0, help="measured window, s")
-    parser.add_argument("--blackbox-probes", type=int, default=3000)
-    parser.add_argument("--blackbox-clients", type=int, default=4,
-                        help="concurrent keep-alive client threads for /probe (default 4)")
-    parser.add_argument("--blackbox-max-seconds", type=float, default=300.0,
-                        help="upper bound on the blackbox probe phase")
-    parser.add_argument("--scrape-every", type=float, default=15.0, metavar="SECONDS",
-                        help="also scrape /metrics this often during the window, as a "
-                        "Prometheus server would (default 15; 0: only the window's own scrapes)")
     parser.add_argument("--ports-per-address", type=int, default=2)
-    parser.add_argument("--no-blackbox", action="store_true")
-    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
-                        help="interpreter that runs the agent")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    agent_arguments(parser)
     args = parser.parse_args(argv)
     try:
         args.check_counts = [int(x) for x in args.checks.split(",") if x.strip()]
@@ -599,28 +520,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--checks: want comma-separated integers, e.g. 1000,10000")
     if not args.check_counts or min(args.check_counts) < 1 or max(args.check_counts) > 100_000:
         parser.error("--checks: each between 1 and 100000")
-    if not 0.5 <= args.interval <= 600 or not 1 <= args.window <= 3600:
-        parser.error("--interval must be in [0.5, 600] s and --window in [1, 3600] s")
-    if args.scrape_every and not 1 <= args.scrape_every <= 3600:
-        parser.error("--scrape-every: 0 (off) or in [1, 3600] s")
     if not 1 <= args.ports_per_address <= 16:
         parser.error("--ports-per-address in [1, 16]")
-    if not 1 <= args.blackbox_probes <= 1_000_000 or not 1 <= args.blackbox_clients <= 64:
-        parser.error("--blackbox-probes in [1, 1e6], --blackbox-clients in [1, 64]")
+    check_agent_arguments(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sigterm_as_keyboard_interrupt()
-    workdir = Path(tempfile.mkdtemp(prefix="netsentry-bench-scale-"))
-    info: dict[str, Any] = {
-        "command": shlex.join([sys.executable, *sys.argv]) if argv is None
-        else shlex.join(argv),
-        "machine": machine(),
-        "workdir": str(workdir),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    workdir, info = start_run("netsentry-bench-scale-", argv)
     results: list[dict[str, Any]] = []
     bb: dict[str, Any] | None = None
     error: str | None = None
@@ -643,22 +551,14 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(bench_agent(children, n, args, listeners.endpoints,
                                                listeners.proc.pid, workdir))
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+                error = harness_error(exc)
     except KeyboardInterrupt:
         print("\ninterrupted; children stopped", file=sys.stderr)
         return 130
     goals = evaluate(results, bb, args.interval)
     print(report(info, results, bb, goals), flush=True)
-    if error:
-        print(f"INCOMPLETE: {error}", flush=True)
-    if args.json:
-        payload = {**info, "args": {k: v for k, v in vars(args).items()},
-                   "netsentry": results, "blackbox": bb, "goals": goals, "error": error}
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n",
-                                   encoding="utf-8")
-        print(f"JSON written to {args.json}")
-    return 1 if error else 0
+    return finish(args.json, {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
+                  "goals": goals, "error": error}, error)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,21 +56,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     CLK_TCK,
+    PACED_SECONDS,
     Children,
     StreamLog,
     Table,
-    cpu_seconds,
+    agent_arguments,
+    agent_report,
+    blackbox_notable,
+    blackbox_stderr,
+    check_agent_arguments,
+    cpu_goal,
+    finish,
     fmt,
+    harness_error,
     http_get,
-    machine,
-    machine_ticks,
     measure_agent,
-    other_load,
+    paced_and_full,
     proc_status,
+    report_head,
     run_probes,
-    sigterm_as_keyboard_interrupt,
     sleep_until,
     start_blackbox,
+    start_run,
+    verdict,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +87,6 @@ HOST = "127.0.0.1"
 SERVER_NAME = "svc.test"
 BODY = b"netsentry bench: ok\n"
 TIMEOUT = "2s"
-PACED_SECONDS = 20.0
 STARTUP_TIMEOUT = 300.0
 SERVER_START_TIMEOUT = 30.0
 GOAL_CPU_RATIO = 0.5
@@ -375,15 +381,9 @@ def config_problem(case: Case, args: argparse.Namespace, workdir: Path) -> str |
 
 def bench_agent(children: Children, case: Case, args: argparse.Namespace, servers: Servers,
                 workdir: Path) -> dict[str, Any]:
-    n = args.checks
     config = workdir / f"netsentry-{case.name}.toml"
-    write_config(config, case, n, args.interval)
-    argv = [args.python, "-m", "exporter", "--config.file", str(config),
-            "--web.listen-address", f"{HOST}:0", "--log.level", "info"]
-    return measure_agent(children, argv, label=f"{case.kind} checks ({case.name})", n=n,
-                         interval=args.interval, window=args.window,
-                         scrape_every=args.scrape_every,
-                         stderr_file=workdir / f"netsentry-{case.name}.stderr",
+    write_config(config, case, args.checks, args.interval)
+    return measure_agent(children, args, config, label=f"{case.kind} checks ({case.name})",
                          head={"case": case.name, "kind": case.kind},
                          tail={"config": str(config)}, side=servers.proc,
                          side_key="server_cpu_us_per_run", startup_timeout=STARTUP_TIMEOUT)
@@ -417,31 +417,6 @@ def blackbox_config(certs: Certs) -> str:
     )
 
 
-def measured_probes(bb_pid: int, server_pid: int, port: int, module: str, target: str,
-                    count: int, clients: int, max_seconds: float,
-                    rate: float = 0.0) -> dict[str, Any]:
-    cpu0, scpu0, self0 = cpu_seconds(bb_pid), cpu_seconds(server_pid), cpu_seconds(os.getpid())
-    t0, ticks0 = time.monotonic(), machine_ticks()
-    one = run_probes(port, module, [target], count, clients, max_seconds, rate)
-    cpu1, scpu1, self1 = cpu_seconds(bb_pid), cpu_seconds(server_pid), cpu_seconds(os.getpid())
-    t1, ticks1 = time.monotonic(), machine_ticks()
-    done = one["ok"] + one["failed"]
-    return {
-        "rate_per_s": rate or None,
-        "asked": count,
-        "probes": done, "ok": one["ok"], "failed": one["failed"], "errors": one["errors"],
-        "examples": one["examples"], "hit_time_limit": one["hit_time_limit"],
-        "seconds": t1 - t0, "probes_per_s": done / (t1 - t0),
-        "cpu_s": cpu1 - cpu0,
-        "cpu_core_fraction": (cpu1 - cpu0) / (t1 - t0),
-        "cpu_us_per_probe": (cpu1 - cpu0) / done * 1e6 if done else math.nan,
-        "server_cpu_us_per_probe": (scpu1 - scpu0) / done * 1e6 if done else math.nan,
-        "client_cpu_s": self1 - self0,
-        "other_load_cores": other_load(ticks0, ticks1, t1 - t0,
-                                       (cpu1 - cpu0) + (scpu1 - scpu0) + (self1 - self0)),
-    }
-
-
 def bench_blackbox(children: Children, args: argparse.Namespace, servers: Servers,
                    cases: list[Case], certs: Certs, workdir: Path) -> dict[str, Any]:
     proc, log, port = start_blackbox(children, blackbox_config(certs), workdir)
@@ -459,28 +434,15 @@ def bench_blackbox(children: Children, args: argparse.Namespace, servers: Server
                 one["error"] = f"warm-up probes all failed: {warm['examples']}"
                 print(f"   {case.module}: {one['error']}", flush=True)
                 continue
-            rate = args.checks / args.interval
-            seconds = min(args.window, PACED_SECONDS)
-            paced = measured_probes(proc.pid, servers.proc.pid, port, case.module,
-                                    case.bb_target, max(int(rate * seconds), 1),
-                                    args.blackbox_clients, seconds * 3 + 10, rate=rate)
-            print(f"   paced at {rate:g}/s: {paced['probes']} probes ({paced['failed']} "
-                  f"failed), {paced['cpu_us_per_probe']:.0f} µs/probe", flush=True)
-            full = measured_probes(proc.pid, servers.proc.pid, port, case.module,
-                                   case.bb_target, args.blackbox_probes,
-                                   args.blackbox_clients, args.blackbox_max_seconds)
-            print(f"   full speed: {full['probes']} probes ({full['failed']} failed) at "
-                  f"{full['probes_per_s']:.0f}/s, {full['cpu_us_per_probe']:.0f} µs/probe",
-                  flush=True)
-            one.update({"paced": paced, "full": full})
+            one.update(paced_and_full(proc.pid, servers.proc.pid, "server_cpu_us_per_probe",
+                                      port, case.module, case.bb_target, args))
             sleep_until(time.monotonic() + 1.0, [proc, servers.proc], "blackbox")
         status = proc_status(proc.pid)
         out.update({"peak_rss_kib": status.get("VmHWM"), "threads": status.get("Threads")})
     finally:
         out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
         log.join(5.0)
-        out["stderr_notable"] = [ln for ln in log.lines
-                                 if "level=error" in ln or "level=warn" in ln][:20]
+        out["stderr_notable"] = blackbox_notable(log.lines)
     return out
 
 
@@ -515,50 +477,18 @@ def bb_part(bb: dict[str, Any] | None, case: str, part: str) -> dict[str, Any] |
 
 
 def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> list[dict[str, Any]]:
-    goals = []
-    for r in results:
-        paced, full = bb_part(bb, r["case"], "paced"), bb_part(bb, r["case"], "full")
-        goal: dict[str, Any] = {
-            "goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU per probe",
-            "case": r["case"]}
-        if "skipped" in r or "cpu_us_per_check" not in r:
-            goal.update(measured="not measured", met=None)
-        elif (not paced or not paced["ok"] or math.isnan(paced["cpu_us_per_probe"])
-              or paced["cpu_us_per_probe"] <= 0):
-            goal.update(measured="not measured (no blackbox reference)", met=None)
-        else:
-            ratio = r["cpu_us_per_check"] / paced["cpu_us_per_probe"]
-            r["cpu_ratio_vs_blackbox_paced"] = ratio
-            if full and full["ok"] and full["cpu_us_per_probe"] > 0:
-                r["cpu_ratio_vs_blackbox_full_speed"] = (r["cpu_us_per_check"]
-                                                         / full["cpu_us_per_probe"])
-            caveats = []
-            if r["failures_delta"]:
-                caveats.append(f"{r['failures_delta']:.0f} netsentry failures")
-            if paced["failed"]:
-                caveats.append(f"{paced['failed']} blackbox failures")
-            if r["completion_ratio"] < MIN_COMPLETION:
-                caveats.append(f"completion {r['completion_ratio']:.3f}")
-            goal.update(measured=f"{r['cpu_us_per_check']:.1f} / {paced['cpu_us_per_probe']:.1f}"
-                                 f" = {ratio:.2f}" + (f" ({'; '.join(caveats)})" if caveats
-                                                      else ""),
-                        met=(ratio <= GOAL_CPU_RATIO and not r["failures_delta"]
-                             and not paced["failed"] and r["completion_ratio"] >= MIN_COMPLETION))
-        goals.append(goal)
-    return goals
+    return [cpu_goal(r, bb_part(bb, r["case"], "paced"), bb_part(bb, r["case"], "full"),
+                     {"goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU "
+                              "per probe", "case": r["case"]},
+                     GOAL_CPU_RATIO, MIN_COMPLETION)
+            for r in results]
 
 
 def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[str, Any]],
            bb: dict[str, Any] | None, goals: list[dict[str, Any]]) -> str:
-    m = info["machine"]
     ports = info.get("ports", {})
-    lines = [
-        "", "=" * 78, "netsentry tls/http benchmark",
-        f"command:  {info['command']}",
-        f"machine:  nproc {m['nproc']} (affinity {m['affinity_cpus']}), {m['cpu_model']}, "
-        f"{m['mem_total_mib']} MiB",
-        f"python:   {m['python']} ({m['python_executable']})",
-        f"kernel:   {m['kernel']}",
+    lines = report_head(
+        "netsentry tls/http benchmark", info,
         f"openssl:  {info.get('openssl_version', '?')}; certificate for {SERVER_NAME} "
         "(EC P-256) signed by a CA of the run",
         f"servers:  one asyncio child on {HOST}: TLS accept-handshake-close :"
@@ -567,56 +497,8 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         f"logs:     {info['workdir']}",
         f"checks:   {args.checks:,} per case at a {args.interval:g} s interval "
         f"({args.checks / args.interval:g} runs/s), timeout {TIMEOUT}, window {args.window:g} s, "
-        f"scrape every {args.scrape_every:g} s",
-        "",
-    ]
-    if results:
-        t = Table(["netsentry (per case)", *[r["case"] for r in results]])
-
-        def row(label: str, key: str, spec: str = ".1f", scale: float = 1.0,
-                unit: str = "") -> None:
-            cells = []
-            for r in results:
-                if "skipped" in r:
-                    cells.append("skipped")
-                    continue
-                v = r.get(key)
-                if isinstance(v, int | float) and scale != 1.0:
-                    v = v * scale
-                cells.append(fmt(v, spec, unit))
-            t.add(label, *cells)
-
-        row("CPU µs per check", "cpu_us_per_check", ".1f", unit=" µs")
-        row("completed runs/s", "runs_per_s", ".1f")
-        row("scheduled runs/s (N / interval)", "scheduled_per_s", ".1f")
-        row("completion ratio", "completion_ratio", ".3f")
-        row("failures Δ", "failures_delta", ".0f")
-        row("missed runs Δ", "missed_delta", ".0f")
-        row("skipped runs Δ", "skipped_delta", ".0f")
-        row("scheduler lag p50", "lag_p50_s", ".2f", 1000, " ms")
-        row("scheduler lag p99", "lag_p99_s", ".2f", 1000, " ms")
-        row("agent CPU (share of one core)", "cpu_core_fraction", ".1f", 100, " %")
-        row("server child CPU µs per run", "server_cpu_us_per_run", ".1f", unit=" µs")
-        row("other processes' load (cores)", "other_load_cores", ".2f")
-        row("window (between scrapes)", "window_scrape_s", ".1f", unit=" s")
-        row("/metrics scrapes in window", "scrapes_in_window", ".0f")
-        row("start-up until config loaded", "startup_s", ".2f", unit=" s")
-        row("peak RSS (VmHWM)", "peak_rss_kib", ".1f", 1 / 1024, " MiB")
-        row("threads", "threads", ".0f")
-        row("stderr warn/error lines", "stderr_notable_count", ".0f")
-        lines += [t.render(), ""]
-        for r in results:
-            if "skipped" in r:
-                lines.append(f"{r['case']}: skipped — {r['skipped']}")
-            if r.get("failures_by_reason"):
-                lines.append(f"{r['case']}: failures in window by reason: "
-                             f"{ {k: int(v) for k, v in r['failures_by_reason'].items()} }; "
-                             f"examples: {r['failure_examples']}")
-            if r.get("stderr_notable"):
-                lines.append(f"{r['case']}: agent stderr (first {min(len(r['stderr_notable']), 10)}"
-                             f" of {r['stderr_notable_count']} warn/error lines):")
-                lines += [f"  {ln[:300]}" for ln in r["stderr_notable"][:10]]
-        lines.append("")
+        f"scrape every {args.scrape_every:g} s")
+    lines += agent_report(results, "server child CPU µs per run", "server_cpu_us_per_run")
     if bb is not None and bb.get("modules"):
         names = [c for c in CASE_NAMES if c in bb["modules"]]
         t = Table(["blackbox_exporter 0.23", *[f"{bb['modules'][c]['module']}"
@@ -654,10 +536,7 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
                 if mod.get(label, {}).get("examples"):
                     lines.append(f"blackbox {mod['module']} failures ({label}): "
                                  + "; ".join(mod[label]["examples"]))
-        if bb.get("stderr_notable"):
-            lines += ["blackbox stderr warn/error lines:",
-                      *[f"  {ln[:300]}" for ln in bb["stderr_notable"][:5]]]
-        lines.append("")
+        lines += [*blackbox_stderr(bb), ""]
     elif bb is not None:
         lines += ["blackbox: not measured (see the error below)", ""]
 
@@ -697,8 +576,7 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
             return f"{p['failed']} / {f['failed']}" if p and f else "n/a"
 
         t.add("blackbox failures paced / full", *[bb_failed(r) for r in results])
-        t.add("goal met", *[("not measured" if g["met"] is None else
-                             ("yes" if g["met"] else "NO")) for g in goals])
+        t.add("goal met", *[verdict(g["met"]) for g in goals])
         lines += [t.render(), ""]
         for g in goals:
             lines.append(f"  {g['goal']}: {g['measured']}")
@@ -722,31 +600,13 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--checks", type=int, default=1000, help="number of checks per case")
-    parser.add_argument("--interval", type=float, default=10.0, help="check interval, s")
-    parser.add_argument("--window", type=float, default=30.0, help="measured window, s")
-    parser.add_argument("--scrape-every", type=float, default=15.0, metavar="SECONDS",
-                        help="also scrape /metrics this often during the window (0: off)")
     parser.add_argument("--cases", default=",".join(CASE_NAMES),
                         help=f"comma-separated subset of {','.join(CASE_NAMES)}")
-    parser.add_argument("--blackbox-probes", type=int, default=3000,
-                        help="probes of each full-speed blackbox run (default 3000)")
-    parser.add_argument("--blackbox-clients", type=int, default=4)
-    parser.add_argument("--blackbox-max-seconds", type=float, default=300.0)
-    parser.add_argument("--no-blackbox", action="store_true")
-    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
-                        help="interpreter that runs the agent")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    agent_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.checks <= 100_000:
         parser.error("--checks in [1, 100000]")
-    if not 0.5 <= args.interval <= 600 or not 1 <= args.window <= 3600:
-        parser.error("--interval must be in [0.5, 600] s and --window in [1, 3600] s")
-    if args.scrape_every and not 1 <= args.scrape_every <= 3600:
-        parser.error("--scrape-every: 0 (off) or in [1, 3600] s")
-    if not 1 <= args.blackbox_probes <= 1_000_000 or not 1 <= args.blackbox_clients <= 64:
-        parser.error("--blackbox-probes in [1, 1e6], --blackbox-clients in [1, 64]")
-    if not 1 <= args.blackbox_max_seconds <= 3600:
-        parser.error("--blackbox-max-seconds in [1, 3600]")
+    check_agent_arguments(parser, args)
     args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in args.case_list if c not in CASE_NAMES]
     if unknown or not args.case_list:
@@ -763,14 +623,7 @@ def time_budget(args: argparse.Namespace) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sigterm_as_keyboard_interrupt()
-    workdir = Path(tempfile.mkdtemp(prefix="netsentry-bench-tls-http-"))
-    info: dict[str, Any] = {
-        "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
-        "machine": machine(),
-        "workdir": str(workdir),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    workdir, info = start_run("netsentry-bench-tls-http-", argv)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["openssl_version"] = subprocess.run(
             [OPENSSL, "version"], capture_output=True, text=True, timeout=10,
@@ -806,8 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                 if servers.proc.poll() is not None:
                     raise RuntimeError(f"server child exited with {servers.proc.returncode}")
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+                error = harness_error(exc)
             finally:
                 assert servers.proc.stdin is not None
                 with contextlib.suppress(OSError):
@@ -821,22 +673,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; children stopped", file=sys.stderr)
         return 130
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        print(f"\nbenchmark error: {error}", file=sys.stderr, flush=True)
+        error = harness_error(exc)
     goals = evaluate(results, bb)
     print(report(info, args, results, bb, goals), flush=True)
     tail = info.get("servers_stderr_tail") or []
     if tail:
         print("server child: " + " | ".join(tail), flush=True)
-    if error:
-        print(f"INCOMPLETE: {error}", flush=True)
-    if args.json:
-        payload = {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
-                   "goals": goals, "error": error}
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n",
-                                   encoding="utf-8")
-        print(f"JSON written to {args.json}")
-    return 1 if error else 0
+    return finish(args.json, {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
+                  "goals": goals, "error": error}, error)
 
 
 if __name__ == "__main__":
