@@ -46,30 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
-    CLK_TCK,
-    Children,
-    StreamLog,
-    Table,
-    agent_arguments,
-    agent_report,
-    blackbox_notable,
-    blackbox_stderr,
-    check_agent_arguments,
-    cpu_goal,
-    finish,
-    fmt,
-    free_port,
-    harness_error,
-    measure_agent,
-    paced_and_full,
-    proc_status,
-    report_head,
-    run_probes,
-    start_blackbox,
-    start_run,
-    verdict,
-)
+import common
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 HOST = "127.0.0.1"
@@ -87,7 +64,7 @@ MIN_COMPLETION = 0.99
 def free_udp_tcp_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both)."""
     for _ in range(20):
-        port = free_port(HOST)
+        port = common.free_port(HOST)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             try:
                 u.bind((HOST, port))
@@ -128,11 +105,11 @@ def dns_answers_ok(port: int, timeout: float = 0.5) -> bool:
 class Dnsmasq:
     proc: subprocess.Popen[bytes]
     port: int
-    log: StreamLog
+    log: common.StreamLog
     argv: list[str] = field(default_factory=list)
 
 
-def start_dnsmasq(children: Children, workdir: Path) -> Dnsmasq:
+def start_dnsmasq(children: common.Children, workdir: Path) -> Dnsmasq:
     user = pwd.getpwuid(os.geteuid()).pw_name
     for _attempt in range(3):  # the free port may be taken between finding and binding it
         port = free_udp_tcp_port()
@@ -144,7 +121,7 @@ def start_dnsmasq(children: Children, workdir: Path) -> Dnsmasq:
         print(f"== dnsmasq: {shlex.join(argv)}", flush=True)
         proc = children.start(argv)
         assert proc.stderr is not None
-        log = StreamLog(proc.stderr, str(workdir / "dnsmasq.stderr"))
+        log = common.StreamLog(proc.stderr, str(workdir / "dnsmasq.stderr"))
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and proc.poll() is None:
             if dns_answers_ok(port):
@@ -212,21 +189,21 @@ def system_case_problem() -> str | None:
     return None
 
 
-def bench_agent(children: Children, case: str, args: argparse.Namespace, dns: Dnsmasq,
+def bench_agent(children: common.Children, case: str, args: argparse.Namespace, dns: Dnsmasq,
                 workdir: Path) -> dict[str, Any]:
     config = workdir / f"netsentry-{case}.toml"
     write_config(config, case, args.checks, args.interval, dns.port)
-    return measure_agent(children, args, config, label=f"dns checks ({case})",
-                         head={"case": case}, tail={}, side=dns.proc,
-                         side_key="dnsmasq_cpu_us_per_run", startup_timeout=STARTUP_TIMEOUT)
+    return common.measure_agent(children, args, config, label=f"dns checks ({case})",
+                                head={"case": case}, tail={}, side=dns.proc,
+                                side_key="dnsmasq_cpu_us_per_run", startup_timeout=STARTUP_TIMEOUT)
 
 
 # --- blackbox_exporter --------------------------------------------------------------------------
 
 
-def bench_blackbox(children: Children, args: argparse.Namespace, dns: Dnsmasq,
+def bench_blackbox(children: common.Children, args: argparse.Namespace, dns: Dnsmasq,
                    workdir: Path) -> dict[str, Any]:
-    proc, log, port = start_blackbox(
+    proc, log, port = common.start_blackbox(
         children,
         "modules:\n  dns_a:\n    prober: dns\n    timeout: 2s\n    dns:\n"
         f"      query_name: {QUERY_NAME}\n      query_type: A\n"
@@ -236,17 +213,17 @@ def bench_blackbox(children: Children, args: argparse.Namespace, dns: Dnsmasq,
     out: dict[str, Any] = {"pid": proc.pid, "port": port, "clients": args.blackbox_clients,
                            "target": target}
     try:
-        warm = run_probes(port, "dns_a", [target], 100, args.blackbox_clients, 60.0)
+        warm = common.run_probes(port, "dns_a", [target], 100, args.blackbox_clients, 60.0)
         if warm["ok"] == 0:
             raise RuntimeError(f"blackbox warm-up probes all failed: {warm['examples']}")
-        out.update(paced_and_full(proc.pid, dns.proc.pid, "dnsmasq_cpu_us_per_probe", port,
-                                  "dns_a", target, args))
-        status = proc_status(proc.pid)
+        out.update(common.paced_and_full(proc.pid, dns.proc.pid, "dnsmasq_cpu_us_per_probe", port,
+                                         "dns_a", target, args))
+        status = common.proc_status(proc.pid)
         out.update({"peak_rss_kib": status.get("VmHWM"), "threads": status.get("Threads")})
     finally:
         out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
         log.join(5.0)
-        out["stderr_notable"] = blackbox_notable(log.lines)
+        out["stderr_notable"] = common.blackbox_notable(log.lines)
     return out
 
 
@@ -257,18 +234,21 @@ CASE_TITLES = {"direct": "netsentry dns, server (direct UDP query)",
 
 
 def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return [cpu_goal(r, bb.get("paced") if bb else None, bb.get("full") if bb else None,
-                     {"goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU "
-                              "per dns probe", "case": r["case"]},
-                     GOAL_CPU_RATIO, MIN_COMPLETION,
-                     ["not like-for-like: getaddrinfo vs. a UDP query"]
-                     if r["case"] == "system" else [])
-            for r in results]
+    paced, full = (bb.get("paced"), bb.get("full")) if bb else (None, None)
+    goals = []
+    for r in results:
+        goal = {"goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU per dns "
+                        "probe", "case": r["case"]}
+        system = r["case"] == "system"
+        caveats = ["not like-for-like: getaddrinfo vs. a UDP query"] if system else []
+        goals.append(common.cpu_goal(r, paced, full, goal, GOAL_CPU_RATIO, MIN_COMPLETION,
+                                     caveats))
+    return goals
 
 
 def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[str, Any]],
            bb: dict[str, Any] | None, goals: list[dict[str, Any]]) -> str:
-    lines = report_head(
+    lines = common.report_head(
         "netsentry dns benchmark", info,
         f"dnsmasq:  {info.get('dnsmasq_version', '?')} on {HOST}:{info.get('dns_port', '?')} "
         f"({QUERY_NAME} A {QUERY_ADDRESS}; no upstream)",
@@ -276,43 +256,46 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         f"checks:   {args.checks:,} at a {args.interval:g} s interval "
         f"({args.checks / args.interval:g} runs/s), window {args.window:g} s, "
         f"scrape every {args.scrape_every:g} s")
-    lines += agent_report(results, "dnsmasq CPU µs per run", "dnsmasq_cpu_us_per_run")
+    lines += common.agent_report(results, "dnsmasq CPU µs per run", "dnsmasq_cpu_us_per_run")
     if bb is not None and "paced" in bb:
-        t = Table(["blackbox_exporter 0.23 (dns_a, udp)", "paced", "full speed"])
+        t = common.Table(["blackbox_exporter 0.23 (dns_a, udp)", "paced", "full speed"])
         p, f = bb["paced"], bb["full"]
         t.add("rate asked", f"{p['rate_per_s']:g}/s", "as fast as "
               f"{bb['clients']} clients go")
         t.add("probes (ok / failed)", f"{p['ok']} / {p['failed']}", f"{f['ok']} / {f['failed']}")
-        t.add("probes/s", fmt(p["probes_per_s"], ".1f"), fmt(f["probes_per_s"], ".0f"))
-        t.add("CPU µs per probe", fmt(p["cpu_us_per_probe"], ".1f", " µs"),
-              fmt(f["cpu_us_per_probe"], ".1f", " µs"))
-        t.add("CPU (share of one core)", fmt(p["cpu_core_fraction"] * 100, ".1f", " %"),
-              fmt(f["cpu_core_fraction"] * 100, ".1f", " %"))
-        t.add("dnsmasq CPU µs per probe", fmt(p["dnsmasq_cpu_us_per_probe"], ".1f", " µs"),
-              fmt(f["dnsmasq_cpu_us_per_probe"], ".1f", " µs"))
-        t.add("other processes' load (cores)", fmt(p["other_load_cores"], ".2f"),
-              fmt(f["other_load_cores"], ".2f"))
-        t.add("peak RSS (VmHWM)", fmt((bb.get("peak_rss_kib") or math.nan) / 1024, ".1f",
-                                      " MiB"), "")
+        t.add("probes/s", common.fmt(p["probes_per_s"], ".1f"),
+              common.fmt(f["probes_per_s"], ".0f"))
+        t.add("CPU µs per probe", common.fmt(p["cpu_us_per_probe"], ".1f", " µs"),
+              common.fmt(f["cpu_us_per_probe"], ".1f", " µs"))
+        t.add("CPU (share of one core)", common.fmt(p["cpu_core_fraction"] * 100, ".1f", " %"),
+              common.fmt(f["cpu_core_fraction"] * 100, ".1f", " %"))
+        t.add("dnsmasq CPU µs per probe", common.fmt(p["dnsmasq_cpu_us_per_probe"], ".1f", " µs"),
+              common.fmt(f["dnsmasq_cpu_us_per_probe"], ".1f", " µs"))
+        t.add("other processes' load (cores)", common.fmt(p["other_load_cores"], ".2f"),
+              common.fmt(f["other_load_cores"], ".2f"))
+        t.add("peak RSS (VmHWM)", common.fmt((bb.get("peak_rss_kib") or math.nan) / 1024, ".1f",
+                                             " MiB"), "")
         lines += [t.render(), ""]
         for label, part in (("paced", p), ("full speed", f)):
             if part["examples"]:
                 lines.append(f"blackbox failures ({label}): " + "; ".join(part["examples"]))
-        lines += blackbox_stderr(bb)
+        lines += common.blackbox_stderr(bb)
     elif bb is not None:
         lines += ["blackbox: not measured (see the error below)", ""]
-    t = Table(["goal (DESIGN.md)", "netsentry / blackbox paced", "vs. full speed", "met"])
+    t = common.Table(["goal (DESIGN.md)", "netsentry / blackbox paced", "vs. full speed", "met"])
     for g in goals:
         r = next(x for x in results if x["case"] == g["case"])
-        t.add(g["goal"], g["measured"], fmt(r.get("cpu_ratio_vs_blackbox_full_speed"), ".2f"),
-              verdict(g["met"]) + (" (informational)" if g["case"] == "system" else ""))
+        t.add(g["goal"], g["measured"],
+              common.fmt(r.get("cpu_ratio_vs_blackbox_full_speed"), ".2f"),
+              common.verdict(g["met"]) + (" (informational)" if g["case"] == "system" else ""))
     lines += [t.render(), ""]
     lines += [
         "  criterion: netsentry CPU µs per completed check / blackbox CPU µs per /probe at the",
         f"  same rate (N / interval), ≤ {GOAL_CPU_RATIO}, with no failures on either side and",
         f"  completion ≥ {MIN_COMPLETION}. Agent CPU includes the --scrape-every scrapes, not the",
         "  two boundary scrapes' renders; dnsmasq's CPU is shown apart and counted on neither",
-        f"  side. CPU is from /proc (clock ticks of 1/{CLK_TCK} s). The system-resolver case",
+        "  side. CPU is from /proc (clock ticks of "
+        f"1/{common.CLK_TCK} s). The system-resolver case",
         "  has no blackbox counterpart (blackbox always asks a nameserver): its ratio is",
         "  informational, against the direct-query probe; and its N checks all resolve the",
         "  same name, so concurrent runs may share one getaddrinfo (netsentry's resolver",
@@ -333,19 +316,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="alternate blackbox paced and netsentry direct this many times "
                              "and judge the goal by the medians (the machine's speed drifts "
                              "between measurements; default 1)")
-    agent_arguments(parser)
+    common.agent_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.checks <= 100_000:
         parser.error("--checks in [1, 100000]")
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds in [1, 20]")
-    check_agent_arguments(parser, args)
+    common.check_agent_arguments(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir, info = start_run("netsentry-bench-dns-", argv)
+    workdir, info = common.start_run("netsentry-bench-dns-", argv)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["dnsmasq_version"] = subprocess.run(
             [DNSMASQ, "--version"], capture_output=True, text=True, timeout=10,
@@ -355,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[tuple[float, float]] = []  # (netsentry direct, blackbox paced) µs per run
     error: str | None = None
     try:
-        with Children() as children:
+        with common.Children() as children:
             dns = start_dnsmasq(children, workdir)
             info["dns_port"] = dns.port
             try:
@@ -382,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 if dns.proc.poll() is not None:
                     raise RuntimeError(f"dnsmasq exited with {dns.proc.returncode}")
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = harness_error(exc)
+                error = common.harness_error(exc)
             finally:
                 children.stop(dns.proc)
                 dns.log.join(5.0)
@@ -391,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; children stopped", file=sys.stderr)
         return 130
     except (RuntimeError, OSError) as exc:
-        error = harness_error(exc)
+        error = common.harness_error(exc)
     if len(rounds) > 1 and results and bb and "paced" in bb:
         # The goal is judged on the medians of the rounds; the tables show the last round.
         ours, theirs = (statistics.median(v) for v in zip(*rounds, strict=True))
@@ -407,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in info["rounds"]) + f"; the goal above is judged on their medians, "
             f"{results[0]['cpu_us_per_check']:.0f} / {bb['paced']['cpu_us_per_probe']:.0f} "
             f"(the tables show the last round's other figures)", flush=True)
-    return finish(args.json, {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
-                  "goals": goals, "error": error}, error)
+    return common.finish(args.json, {**info, "args": vars(args), "netsentry": results,
+                                     "blackbox": bb, "goals": goals, "error": error}, error)
 
 
 if __name__ == "__main__":

@@ -39,20 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
-    Children,
-    StreamLog,
-    Table,
-    cpu_seconds,
-    finish,
-    fmt,
-    harness_error,
-    http_get,
-    median,
-    start_blackbox,
-    start_listeners,
-    start_run,
-)
+import common
 from tls_http import make_certs, start_servers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +90,8 @@ timeout = "2s"
 """
 
 
-def start_netsentry(children: Children, python: str, workdir: Path
-                    ) -> tuple[subprocess.Popen[bytes], StreamLog, int]:
+def start_netsentry(children: common.Children, python: str, workdir: Path
+                    ) -> tuple[subprocess.Popen[bytes], common.StreamLog, int]:
     config = workdir / "netsentry.toml"
     config.write_text(NETSENTRY_CONFIG, encoding="utf-8")
     argv = [python, "-m", "exporter", "--config.file", str(config),
@@ -112,7 +99,7 @@ def start_netsentry(children: Children, python: str, workdir: Path
     print(f"\n== netsentry: {shlex.join(argv)}", flush=True)
     proc = children.start(argv)
     assert proc.stderr is not None
-    log = StreamLog(proc.stderr, str(workdir / "netsentry.stderr"))
+    log = common.StreamLog(proc.stderr, str(workdir / "netsentry.stderr"))
     port = int(log.wait_for(r"msg=listening address=127\.0\.0\.1:(\d+)", STARTUP_TIMEOUT,
                             proc).group(1))
     log.wait_for(r'msg="config loaded"', STARTUP_TIMEOUT, proc)
@@ -149,12 +136,12 @@ def run_wrk(url: str, success: str | None, seconds: int, connections: int, scrip
     only answers holding that line count (else every 2xx answer does)."""
     argv = [WRK, "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
             *(["-s", str(script), url, "--", success] if success else [url])]
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
                           check=False)
     elapsed = time.monotonic() - started
-    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    cpu = {name: common.cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()[-300:]}")
     out = parse_wrk(done.stdout)
@@ -172,7 +159,7 @@ def run_wrk(url: str, success: str | None, seconds: int, connections: int, scrip
 
 
 def check_once(port: int, path: str, success: str) -> None:
-    status, _, body, _ = http_get(HOST, port, path, timeout=10.0)
+    status, _, body, _ = common.http_get(HOST, port, path, timeout=10.0)
     if status != 200 or f"\n{success}\n" not in body.decode():
         raise RuntimeError(f"GET {path} answered {status}:\n{body.decode()[:600]}")
 
@@ -190,18 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds in [1, 600], --rounds in [1, 20]")
     if not 1 <= args.connections <= 16:
         parser.error("--connections in [1, 16]: more would be answered 503 by netsentry")
-    workdir, info = start_run("netsentry-bench-probe-", argv)
+    workdir, info = common.start_run("netsentry-bench-probe-", argv)
     script = workdir / "count.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
     runs: list[dict[str, Any]] = []
     budget = 120 + (len(CASES) + 1) * 2 * args.rounds * (args.seconds + WARMUP_SECONDS + 5)
-    with Children() as children:
+    with common.Children() as children:
         try:
-            listeners = start_listeners(children, [HOST], 1, budget)
+            listeners = common.start_listeners(children, [HOST], 1, budget)
             servers = start_servers(children, make_certs(workdir / "certs"), workdir, budget)
             targets = {"tcp": (listeners.endpoints[0], listeners.proc.pid),
                        "http": (f"http://{HOST}:{servers.http_port}/", servers.proc.pid)}
-            bb, _, bb_port = start_blackbox(children, BLACKBOX_CONFIG, workdir)
+            bb, _, bb_port = common.start_blackbox(children, BLACKBOX_CONFIG, workdir)
             ns, _, ns_port = start_netsentry(children, args.python, workdir)
             exporters = {"blackbox": (bb.pid, bb_port), "netsentry": (ns.pid, ns_port)}
             for case in CASES:
@@ -235,34 +222,35 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   /-/healthy {name:9} round {round_ + 1}: "
                           f"{one['cpu_us_per_probe']:5.0f} µs CPU/request", flush=True)
         except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
-            harness_error(exc)
+            common.harness_error(exc)
             return 1
     print(report(runs, args))
-    return finish(args.json, {**info, "args": vars(args), "runs": runs}, None)
+    return common.finish(args.json, {**info, "args": vars(args), "runs": runs}, None)
 
 
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     def med(case: str, exporter: str, key: str) -> float:
-        return median([r[key] for r in runs if r["case"] == case and r["exporter"] == exporter])
+        return common.median([r[key] for r in runs
+                              if r["case"] == case and r["exporter"] == exporter])
 
     def total(case: str, exporter: str, key: str) -> int:
         return sum(r.get(key, 0) for r in runs if r["case"] == case and r["exporter"] == exporter)
 
-    table = Table(["medians of " + str(args.rounds) + " runs", *(
+    table = common.Table(["medians of " + str(args.rounds) + " runs", *(
         f"{case} {exporter}" for case in CASES for exporter in ("blackbox", "netsentry"))])
     cells = [(case, exporter) for case in CASES for exporter in ("blackbox", "netsentry")]
-    table.add("probes/s", *(fmt(med(c, e, "probes_per_s"), ".0f") for c, e in cells))
+    table.add("probes/s", *(common.fmt(med(c, e, "probes_per_s"), ".0f") for c, e in cells))
     table.add("exporter CPU µs per probe",
-              *(fmt(med(c, e, "cpu_us_per_probe"), ".0f") for c, e in cells))
+              *(common.fmt(med(c, e, "cpu_us_per_probe"), ".0f") for c, e in cells))
     table.add("target CPU µs per probe",
-              *(fmt(med(c, e, "target_cpu_us_per_probe"), ".0f") for c, e in cells))
+              *(common.fmt(med(c, e, "target_cpu_us_per_probe"), ".0f") for c, e in cells))
     table.add("failed probes / socket errors / non-2xx", *(
         f"{total(c, e, 'probes_bad')} / {total(c, e, 'socket_errors')} / "
         f"{total(c, e, 'non_2xx')}" for c, e in cells))
     lines = ["", f"wrk -t 1 -c {args.connections} -d {args.seconds}s, keep-alive, after a "
              f"{WARMUP_SECONDS} s warm-up; CPU from /proc (utime+stime)", "", table.render(), ""]
     lines.append("web layer floor, exporter CPU µs per /-/healthy request: " + ", ".join(
-        f"{e} {fmt(med('healthy', e, 'cpu_us_per_probe'), '.0f')}"
+        f"{e} {common.fmt(med('healthy', e, 'cpu_us_per_probe'), '.0f')}"
         for e in ("blackbox", "netsentry")))
     for case in CASES:
         ratio = med(case, "netsentry", "cpu_us_per_probe") / med(

@@ -46,25 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
-    CLK_TCK,
-    Children,
-    StreamLog,
-    Table,
-    cpu_seconds,
-    finish,
-    fmt,
-    harness_error,
-    histogram_quantile,
-    http_get,
-    machine_ticks,
-    median,
-    open_fds,
-    parse_samples,
-    proc_status,
-    sleep_until,
-    start_run,
-)
+import common
 from dns_query import QUERY_ADDRESS, QUERY_NAME, start_dnsmasq
 from render import render_seconds
 
@@ -154,7 +136,7 @@ class Targets:
         return [p.pid for p in self.procs] + [self.dnsmasq_pid]
 
 
-def start_targets(children: Children, workdir: Path, max_seconds: float) -> Targets:
+def start_targets(children: common.Children, workdir: Path, max_seconds: float) -> Targets:
     procs, endpoints = [], {}
     for role in ("healthy", "stuck"):
         argv = [sys.executable, os.path.abspath(__file__), "serve", role, "--max-seconds",
@@ -237,8 +219,8 @@ def group_of(check: str) -> tuple[str, str]:
 
 
 def read(port: int, parse: bool = True) -> Reading:
-    status, _, body, elapsed = http_get(HOST, port, "/metrics", headers={"Accept-Encoding":
-                                                                         "gzip"})
+    status, _, body, elapsed = common.http_get(HOST, port, "/metrics", headers={"Accept-Encoding":
+                                                                                "gzip"})
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
     out = Reading(time.monotonic(), elapsed)
@@ -247,7 +229,7 @@ def read(port: int, parse: bool = True) -> Reading:
     out.in_flight = float(match[1]) if match else math.nan
     if not parse:
         return out
-    for name, labels, value in parse_samples(text, PREFIXES):
+    for name, labels, value in common.parse_samples(text, PREFIXES):
         check = labels.get("check", "")
         if name == "netsentry_check_runs_total":
             out.runs[check] = value
@@ -284,22 +266,22 @@ class Cpu:
 
     @staticmethod
     def read(agent: int, targets: list[int]) -> Cpu:
-        return Cpu(time.monotonic(), cpu_seconds(agent), sum(cpu_seconds(p) for p in targets),
-                   machine_ticks())
+        return Cpu(time.monotonic(), common.cpu_seconds(agent),
+                   sum(common.cpu_seconds(p) for p in targets), common.machine_ticks())
 
     def since(self, first: Cpu) -> dict[str, float]:
         seconds = self.at - first.at
         agent = (self.agent - first.agent) / seconds
         targets = (self.targets - first.targets) / seconds
-        busy = (self.machine[0] - first.machine[0]) / CLK_TCK / seconds
+        busy = (self.machine[0] - first.machine[0]) / common.CLK_TCK / seconds
         return {"agent_cores": agent, "targets_cores": targets,
                 "others_cores": max(busy - agent - targets, 0.0), "machine_cores": busy}
 
 
 def process(pid: int) -> dict[str, int]:
-    status = proc_status(pid)
+    status = common.proc_status(pid)
     return {"rss_kib": status.get("VmRSS", -1), "threads": status.get("Threads", -1),
-            "fds": open_fds(pid)}
+            "fds": common.open_fds(pid)}
 
 
 def window(first: Reading, last: Reading, interval: float, names: list[tuple[str, str, bool]]
@@ -341,21 +323,21 @@ def window(first: Reading, last: Reading, interval: float, names: list[tuple[str
         "skipped": last.skipped - first.skipped,
         "failures": dict(failures),
         "latency": latency,
-        "lag_p50": histogram_quantile(0.5, lag),
-        "lag_p99": histogram_quantile(0.99, lag),
+        "lag_p50": common.histogram_quantile(0.5, lag),
+        "lag_p99": common.histogram_quantile(0.99, lag),
     }
 
 
 # --- the agent -----------------------------------------------------------------------------------
 
 
-def start_agent(children: Children, config: Path, workdir: Path, port: int = 0,
-                tag: str = "agent") -> tuple[subprocess.Popen[bytes], StreamLog, int]:
+def start_agent(children: common.Children, config: Path, workdir: Path, port: int = 0,
+                tag: str = "agent") -> tuple[subprocess.Popen[bytes], common.StreamLog, int]:
     argv = [sys.executable, "-m", "exporter", "--config.file", str(config),
             "--web.listen-address", f"{HOST}:{port}"]
     proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stderr is not None
-    log = StreamLog(proc.stderr, str(workdir / f"{tag}.stderr"))
+    log = common.StreamLog(proc.stderr, str(workdir / f"{tag}.stderr"))
     bound = int(log.wait_for(r"msg=listening address=127\.0\.0\.1:(\d+)", STARTUP_TIMEOUT,
                              proc).group(1))
     return proc, log, bound
@@ -365,7 +347,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if http_get(HOST, port, "/-/ready", timeout=2.0)[0] == 200:
+            if common.http_get(HOST, port, "/-/ready", timeout=2.0)[0] == 200:
                 return True
         except OSError:
             pass
@@ -373,7 +355,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool
     return False
 
 
-def load(args: argparse.Namespace, children: Children, targets: Targets, workdir: Path,
+def load(args: argparse.Namespace, children: common.Children, targets: Targets, workdir: Path,
          out: dict[str, Any]) -> None:
     names = check_names(args.checks, args.stuck)
     healthy = [c for c in names if not c[2]]
@@ -387,9 +369,9 @@ def load(args: argparse.Namespace, children: Children, targets: Targets, workdir
     print(f"== baseline: {len(names)} checks, all answered, for {args.baseline_minutes:g} min",
           flush=True)
     others = targets.pids
-    sleep_until(time.monotonic() + args.interval + 1, watched, "warm-up")
+    common.sleep_until(time.monotonic() + args.interval + 1, watched, "warm-up")
     first, cpu = read(port), Cpu.read(proc.pid, others)
-    sleep_until(first.at + args.baseline_minutes * 60, watched, "baseline")
+    common.sleep_until(first.at + args.baseline_minutes * 60, watched, "baseline")
     base = window(first, read(port), args.interval, names)
     base["cpu"] = Cpu.read(proc.pid, others).since(cpu)
     out["baseline"] = base
@@ -402,24 +384,24 @@ def load(args: argparse.Namespace, children: Children, targets: Targets, workdir
     out["reload_s"] = time.monotonic() - started
     if status != 200:
         raise RuntimeError(f"reload answered {status}: {body[:300]!r}")
-    sleep_until(time.monotonic() + args.interval + 1, watched, "warm-up")
+    common.sleep_until(time.monotonic() + args.interval + 1, watched, "warm-up")
     first, cpu = read(port), Cpu.read(proc.pid, others)
     start_proc = process(proc.pid)
     scrapes, peak = [first.scrape_s], dict(start_proc)
     end = first.at + args.minutes * 60
     while time.monotonic() < end - args.scrape_seconds / 2:
-        sleep_until(min(time.monotonic() + args.scrape_seconds, end), watched, "load")
+        common.sleep_until(min(time.monotonic() + args.scrape_seconds, end), watched, "load")
         scrapes.append(read(port, parse=False).scrape_s)
         now = process(proc.pid)
         peak = {k: max(peak[k], now[k]) for k in peak}
-    sleep_until(end, watched, "load")
+    common.sleep_until(end, watched, "load")
     end_proc = process(proc.pid)
     end_cpu = Cpu.read(proc.pid, others).since(cpu)
     last = read(port)
     scrapes.append(last.scrape_s)
     out["load"] = window(first, last, args.interval, names)
     out["load"].update({"process_start": start_proc, "process_end": end_proc,
-                        "process_peak": peak, "scrape_median_s": median(scrapes),
+                        "process_peak": peak, "scrape_median_s": common.median(scrapes),
                         "scrape_max_s": max(scrapes), "scrapes": len(scrapes),
                         "stuck_in_flight_end": last.in_flight, "cpu": end_cpu})
     notable = [ln for ln in log.lines if "level=error" in ln or "Traceback" in ln]
@@ -436,7 +418,7 @@ def load(args: argparse.Namespace, children: Children, targets: Targets, workdir
         if bound != port or not wait_ready(port, proc, 60):
             raise RuntimeError("the restarted agent did not serve on the same port")
         restarts.append(time.monotonic() - killed)
-        sleep_until(time.monotonic() + 2, [proc], "after restart")
+        common.sleep_until(time.monotonic() + 2, [proc], "after restart")
     out["restart_s"] = restarts
     children.stop(proc)
 
@@ -470,7 +452,7 @@ def _post(port: int, path: str) -> tuple[int, dict[str, str], bytes, float]:
 # --- soak ----------------------------------------------------------------------------------------
 
 
-def soak(args: argparse.Namespace, children: Children, targets: Targets, workdir: Path,
+def soak(args: argparse.Namespace, children: common.Children, targets: Targets, workdir: Path,
          out: dict[str, Any]) -> None:
     names = check_names(args.checks, args.stuck)
     config = workdir / "netsentry.toml"
@@ -479,7 +461,7 @@ def soak(args: argparse.Namespace, children: Children, targets: Targets, workdir
     watched = [proc, *targets.procs]
     log.wait_for(r'msg="config loaded"', STARTUP_TIMEOUT, proc)
     print(f"== soak: {len(names)} checks for {args.minutes:g} min", flush=True)
-    sleep_until(time.monotonic() + args.interval + 1, watched, "warm-up")
+    common.sleep_until(time.monotonic() + args.interval + 1, watched, "warm-up")
     first, cpu = read(port), Cpu.read(proc.pid, targets.pids)
     samples = []
     end = first.at + args.minutes * 60
@@ -489,7 +471,7 @@ def soak(args: argparse.Namespace, children: Children, targets: Targets, workdir
                         "in_flight": reading.in_flight, "scrape_s": reading.scrape_s})
         if time.monotonic() >= end:
             break
-        sleep_until(min(time.monotonic() + args.sample_seconds, end), watched, "soak")
+        common.sleep_until(min(time.monotonic() + args.sample_seconds, end), watched, "soak")
     out["soak"] = window(first, read(port), args.interval, names)
     out["soak"]["samples"] = samples
     out["soak"]["cpu"] = Cpu.read(proc.pid, targets.pids).since(cpu)
@@ -580,15 +562,15 @@ def suite(workdir: Path) -> dict[str, Any]:
 
 
 def ms(seconds: float) -> str:
-    return fmt(seconds * 1000, ".1f", " ms")
+    return common.fmt(seconds * 1000, ".1f", " ms")
 
 
 def mib(kib: int) -> str:
-    return fmt(kib / 1024, ".0f", " MiB")
+    return common.fmt(kib / 1024, ".0f", " MiB")
 
 
 def report(args: argparse.Namespace, out: dict[str, Any]) -> str:
-    table = Table(["", "figure", "goal"])
+    table = common.Table(["", "figure", "goal"])
     if "load" in out:
         b, w = out["baseline"], out["load"]
         stuck = round(args.checks * args.stuck)
@@ -653,7 +635,7 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> str:
                       f"{form(values[0])} → {form(values[-1])} ({form(min(half))}–"
                       f"{form(max(half))})", "flat")
     if "soak" in out:
-        series = Table(["minute", "RSS", "open fds", "threads", "runs in flight", "scrape"])
+        series = common.Table(["minute", "RSS", "open fds", "threads", "runs in flight", "scrape"])
         samples = out["soak"]["samples"]
         step = max(len(samples) // 12, 1)
         for x in samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else []):
@@ -740,19 +722,19 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(rest[0], float(rest[rest.index("--max-seconds") + 1])))
         return 0
     args = parse_args(argv)
-    workdir, out = start_run("netsentry-bench-reliability-", argv)
+    workdir, out = common.start_run("netsentry-bench-reliability-", argv)
     print(f"workdir {workdir}", flush=True)
     error = None
     budget = (args.minutes + args.baseline_minutes) * 60 + 1200
     try:
-        with Children() as children:
+        with common.Children() as children:
             targets = start_targets(children, workdir, budget)
             print(f"targets: {targets.endpoints}, dnsmasq {HOST}:{targets.dns_port}",
                   flush=True)
             try:
                 (soak if args.soak else load)(args, children, targets, workdir, out)
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = harness_error(exc)
+                error = common.harness_error(exc)
         if args.fuzz_seconds and not args.soak:
             print(f"== hostile input for {args.fuzz_seconds:g} s", flush=True)
             out["fuzz"] = fuzz(args.fuzz_seconds)
@@ -767,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         print("UNEXPECTED:", line)
     for line in out.get("load", {}).get("agent_errors", []):
         print("AGENT ERROR:", line)
-    return finish(args.json, _jsonable(out), error)
+    return common.finish(args.json, _jsonable(out), error)
 
 
 if __name__ == "__main__":

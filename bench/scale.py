@@ -33,38 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
-    CLK_TCK,
-    PACED_SECONDS,
-    Children,
-    Figure,
-    StreamLog,
-    Table,
-    agent_arguments,
-    agent_argv,
-    blackbox_notable,
-    check_agent_arguments,
-    cpu_seconds,
-    finish,
-    fmt,
-    harness_error,
-    histogram_quantile,
-    http_get,
-    interesting_lines,
-    machine_ticks,
-    median,
-    open_fds,
-    other_load,
-    proc_status,
-    report_head,
-    run_probes,
-    scrape,
-    sleep_until,
-    start_blackbox,
-    start_listeners,
-    start_run,
-    verdict,
-)
+import common
 
 LISTEN_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
 TIMEOUT = "2s"
@@ -89,7 +58,8 @@ def time_renders(port: int, encoding: str | None) -> tuple[list[float], int]:
     headers = {"Accept-Encoding": encoding} if encoding else {}
     times, size = [], 0
     for _ in range(RENDER_SAMPLES):
-        status, response_headers, body, seconds = http_get("127.0.0.1", port, "/metrics", headers)
+        status, response_headers, body, seconds = common.http_get("127.0.0.1", port, "/metrics",
+                                                                  headers)
         if status != 200:
             raise RuntimeError(f"/metrics ({encoding or 'plain'}) answered {status}")
         if encoding == "gzip":
@@ -122,16 +92,16 @@ def write_config(path: Path, n: int, interval: float, endpoints: list[str]) -> N
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints: list[str],
+def bench_agent(children: common.Children, n: int, args: argparse.Namespace, endpoints: list[str],
                 listener_pid: int, workdir: Path) -> dict[str, Any]:
     config = workdir / f"netsentry-{n}.toml"
     write_config(config, n, args.interval, endpoints)
-    argv = agent_argv(args.python, config)
+    argv = common.agent_argv(args.python, config)
     print(f"\n== netsentry, {n} checks: {shlex.join(argv)}", flush=True)
     spawned = time.monotonic()
     proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stderr is not None
-    log = StreamLog(proc.stderr, str(workdir / f"netsentry-{n}.stderr"))
+    log = common.StreamLog(proc.stderr, str(workdir / f"netsentry-{n}.stderr"))
     out: dict[str, Any] = {"checks": n, "interval_s": args.interval, "window_s": args.window,
                            "pid": proc.pid, "stderr_file": str(workdir / f"netsentry-{n}.stderr")}
     try:
@@ -142,29 +112,31 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
         out["startup_s"] = loaded - spawned
         print(f"   listening on 127.0.0.1:{port}; config loaded after {out['startup_s']:.2f} s; "
               f"warming up {args.interval:g} s", flush=True)
-        sleep_until(loaded + args.interval + 1.0, [proc], "the agent", exited=AGENT_EXITED)
+        common.sleep_until(loaded + args.interval + 1.0, [proc], "the agent", exited=AGENT_EXITED)
 
         # The window: scrape, then /proc; ...; /proc, then scrape. The scrapes' own render
         # CPU stays outside the CPU window; rates are taken over each one's own interval.
-        first = scrape(port)
-        cpu0, t_cpu0, ticks0 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
-        lcpu0, self0 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
+        first = common.scrape(port)
+        cpu0, t_cpu0 = common.cpu_seconds(proc.pid), time.monotonic()
+        ticks0 = common.machine_ticks()
+        lcpu0, self0 = common.cpu_seconds(listener_pid), common.cpu_seconds(os.getpid())
         print(f"   window start: {sum(first.runs.values()):.0f} runs so far; "
               f"measuring {args.window:g} s", flush=True)
         extra_scrapes = 0
         if args.scrape_every > 0:  # like a Prometheus server scraping during the window
             next_scrape = t_cpu0 + args.scrape_every
             while next_scrape < t_cpu0 + args.window - 1.0:
-                sleep_until(next_scrape, [proc], "the agent", exited=AGENT_EXITED)
-                scrape(port)
+                common.sleep_until(next_scrape, [proc], "the agent", exited=AGENT_EXITED)
+                common.scrape(port)
                 extra_scrapes += 1
                 next_scrape += args.scrape_every
-        sleep_until(t_cpu0 + args.window, [proc], "the agent", exited=AGENT_EXITED)
-        cpu1, t_cpu1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
-        lcpu1, self1 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
-        status_end = proc_status(proc.pid)
-        fds_end = open_fds(proc.pid)
-        last = scrape(port)
+        common.sleep_until(t_cpu0 + args.window, [proc], "the agent", exited=AGENT_EXITED)
+        cpu1, t_cpu1 = common.cpu_seconds(proc.pid), time.monotonic()
+        ticks1 = common.machine_ticks()
+        lcpu1, self1 = common.cpu_seconds(listener_pid), common.cpu_seconds(os.getpid())
+        status_end = common.proc_status(proc.pid)
+        fds_end = common.open_fds(proc.pid)
+        last = common.scrape(port)
 
         scrape_window = last.at - first.at
         cpu_window = t_cpu1 - t_cpu0
@@ -203,8 +175,8 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
             "missed_total_at_end": last.missed,
             "skipped_total_at_end": last.skipped,
             "lag_observations": lag_count,
-            "lag_p50_s": histogram_quantile(0.5, lag_delta),
-            "lag_p99_s": histogram_quantile(0.99, lag_delta),
+            "lag_p50_s": common.histogram_quantile(0.5, lag_delta),
+            "lag_p99_s": common.histogram_quantile(0.99, lag_delta),
             "lag_mean_s": (last.lag_sum - first.lag_sum) / lag_count if lag_count else math.nan,
             "lag_buckets_delta": {("+Inf" if math.isinf(le) else repr(le)): v
                                   for le, v in lag_delta},
@@ -216,8 +188,8 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
             "machine_busy_fraction": busy_fraction(ticks0, ticks1),
             # Busy CPU of everything else on the machine (other users' processes), in cores:
             # the figures above are only as good as this is small.
-            "other_load_cores": other_load(ticks0, ticks1, cpu_window,
-                                           cpu + (lcpu1 - lcpu0) + (self1 - self0)),
+            "other_load_cores": common.other_load(ticks0, ticks1, cpu_window,
+                                                  cpu + (lcpu1 - lcpu0) + (self1 - self0)),
             "listener_cpu_us_per_conn": listener_cpu_per_conn * 1e6,
             "rss_end_kib": status_end.get("VmRSS"),
             "threads": status_end.get("Threads"),
@@ -229,12 +201,12 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
 
         plain, plain_size = time_renders(port, None)
         gz, gz_size = time_renders(port, "gzip")
-        status_peak = proc_status(proc.pid)
+        status_peak = common.proc_status(proc.pid)
         out.update({
             "render_plain_s": plain,
             "render_gzip_s": gz,
-            "render_plain_median_s": median(plain),
-            "render_gzip_median_s": median(gz),
+            "render_plain_median_s": common.median(plain),
+            "render_gzip_median_s": common.median(gz),
             "metrics_bytes_plain": plain_size,
             "metrics_bytes_gzip": gz_size,
             "peak_rss_kib": status_peak.get("VmHWM"),
@@ -246,7 +218,7 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
         log.join(5.0)
         out["sigterm_exit_s"] = exit_s
         out["exit_code"] = proc.returncode
-        notable = interesting_lines(log.lines)
+        notable = common.interesting_lines(log.lines)
         out["stderr_notable_count"] = len(notable)
         out["stderr_notable"] = notable[:40]
         out["stderr_lines"] = len(log.lines)
@@ -259,19 +231,19 @@ def bench_agent(children: Children, n: int, args: argparse.Namespace, endpoints:
 # --- blackbox_exporter --------------------------------------------------------------------------
 
 
-def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list[str],
+def bench_blackbox(children: common.Children, args: argparse.Namespace, endpoints: list[str],
                    listener_pid: int, workdir: Path) -> dict[str, Any]:
-    proc, log, port = start_blackbox(
+    proc, log, port = common.start_blackbox(
         children, "modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 2s\n", workdir)
     out: dict[str, Any] = {"pid": proc.pid, "port": port, "concurrency": args.blackbox_clients}
     try:
-        warm = run_probes(port, "tcp_connect", endpoints, min(100, args.blackbox_probes),
-                          args.blackbox_clients,
-                          60.0)
+        warm = common.run_probes(port, "tcp_connect", endpoints, min(100, args.blackbox_probes),
+                                 args.blackbox_clients,
+                                 60.0)
         if warm["ok"] == 0:
             raise RuntimeError(f"blackbox warm-up probes all failed: {warm['examples']}")
-        cpu0, t0, ticks0 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
-        lcpu0, self0 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
+        cpu0, t0, ticks0 = common.cpu_seconds(proc.pid), time.monotonic(), common.machine_ticks()
+        lcpu0, self0 = common.cpu_seconds(listener_pid), common.cpu_seconds(os.getpid())
         # In rounds, to show the spread; the overall figure is over all probes.
         result: dict[str, Any] = {"ok": 0, "failed": 0, "errors": 0, "examples": [],
                                   "hit_time_limit": False}
@@ -284,31 +256,32 @@ def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list
             if count == 0 or left <= 0:
                 result["hit_time_limit"] |= left <= 0
                 continue
-            round_cpu0 = cpu_seconds(proc.pid)
-            one = run_probes(port, "tcp_connect", endpoints, count, args.blackbox_clients, left)
+            round_cpu0 = common.cpu_seconds(proc.pid)
+            one = common.run_probes(port, "tcp_connect", endpoints, count,
+                                    args.blackbox_clients, left)
             done_round = one["ok"] + one["failed"]
             if done_round:
-                rounds.append((cpu_seconds(proc.pid) - round_cpu0) / done_round * 1e6)
+                rounds.append((common.cpu_seconds(proc.pid) - round_cpu0) / done_round * 1e6)
             for key in ("ok", "failed", "errors"):
                 result[key] += one[key]
             result["examples"] += one["examples"][:5 - len(result["examples"])]
             result["hit_time_limit"] |= one["hit_time_limit"]
-        cpu1, t1, ticks1 = cpu_seconds(proc.pid), time.monotonic(), machine_ticks()
-        lcpu1, self1 = cpu_seconds(listener_pid), cpu_seconds(os.getpid())
-        status = proc_status(proc.pid)
+        cpu1, t1, ticks1 = common.cpu_seconds(proc.pid), time.monotonic(), common.machine_ticks()
+        lcpu1, self1 = common.cpu_seconds(listener_pid), common.cpu_seconds(os.getpid())
+        status = common.proc_status(proc.pid)
         # CPU per probe depends on the rate (caches, wakeups): also measure blackbox at the
         # rate netsentry runs its checks, N / interval, for a like-for-like ratio.
         paced: dict[int, dict[str, float]] = {}
         for n in args.check_counts:
             rate = n / args.interval
-            seconds = min(args.window, PACED_SECONDS)
-            paced_cpu0 = cpu_seconds(proc.pid)
-            one = run_probes(port, "tcp_connect", endpoints, max(int(rate * seconds), 1),
-                             args.blackbox_clients,
-                             seconds * 3 + 10, rate=rate)
+            seconds = min(args.window, common.PACED_SECONDS)
+            paced_cpu0 = common.cpu_seconds(proc.pid)
+            one = common.run_probes(port, "tcp_connect", endpoints, max(int(rate * seconds), 1),
+                                    args.blackbox_clients,
+                                    seconds * 3 + 10, rate=rate)
             done_paced = one["ok"] + one["failed"]
             paced[n] = {"rate_per_s": rate, "probes": done_paced, "failed": one["failed"],
-                        "cpu_us_per_probe": (cpu_seconds(proc.pid) - paced_cpu0) / done_paced
+                        "cpu_us_per_probe": (common.cpu_seconds(proc.pid) - paced_cpu0) / done_paced
                         * 1e6 if done_paced else math.nan}
             print(f"   paced at {rate:g}/s: {done_paced} probes, "
                   f"{paced[n]['cpu_us_per_probe']:.0f} µs/probe", flush=True)
@@ -331,13 +304,13 @@ def bench_blackbox(children: Children, args: argparse.Namespace, endpoints: list
             "hit_time_limit": result["hit_time_limit"],
             "machine_busy_fraction": busy_fraction(ticks0, ticks1),
             "client_cpu_s": self1 - self0,
-            "other_load_cores": other_load(ticks0, ticks1, t1 - t0, (cpu1 - cpu0) + (lcpu1 - lcpu0)
-                                           + (self1 - self0)),
+            "other_load_cores": common.other_load(ticks0, ticks1, t1 - t0, (cpu1 - cpu0)
+                                                  + (lcpu1 - lcpu0) + (self1 - self0)),
         })
     finally:
         out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
         log.join(5.0)
-        out["stderr_notable"] = blackbox_notable(log.lines)
+        out["stderr_notable"] = common.blackbox_notable(log.lines)
     print(f"   {out['probes']} probes ({out['probes_failed']} failed) at "
           f"{out['probes_per_s']:.0f}/s, CPU {out['cpu_us_per_probe']:.0f} µs/probe", flush=True)
     return out
@@ -363,7 +336,7 @@ def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None,
         p99 = at_goal["lag_p99_s"]
         met = (not math.isnan(p99) and p99 < GOAL_LAG_P99 and at_goal["missed_delta"] == 0
                and at_goal["skipped_delta"] == 0 and at_goal["completion_ratio"] >= MIN_COMPLETION)
-        goal.update(measured=f"p99 {fmt(p99 * 1000, '.1f', ' ms')}, missed "
+        goal.update(measured=f"p99 {common.fmt(p99 * 1000, '.1f', ' ms')}, missed "
                              f"{at_goal['missed_delta']:.0f}, skipped "
                              f"{at_goal['skipped_delta']:.0f}, completion "
                              f"{at_goal['completion_ratio']:.3f} "
@@ -405,7 +378,7 @@ def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None,
 
 
 # The rows of the netsentry table: label, key of bench_agent's figures, format, scale, unit.
-FIGURES: list[Figure] = [
+FIGURES: list[common.Figure] = [
     ("interval", "interval_s", "g", 1.0, " s"),
     ("start-up until config loaded", "startup_s", ".2f", 1.0, " s"),
     ("checks never run at window start", "never_run_at_window_start", ".0f"),
@@ -442,13 +415,13 @@ FIGURES: list[Figure] = [
 
 def report(info: dict[str, Any], results: list[dict[str, Any]], bb: dict[str, Any] | None,
            goals: list[dict[str, Any]]) -> str:
-    lines = report_head(
+    lines = common.report_head(
         "netsentry scale benchmark", info,
         f"listeners: {len(info['endpoints'])} accept-and-close endpoints on "
         f"{LISTEN_ADDRESSES[0]}..{LISTEN_ADDRESSES[-1]} (child pid {info['listener_pid']})",
         f"logs:     {info['workdir']}")
     if results:
-        t = Table(["netsentry", *[f"{r['checks']:,} checks" for r in results]])
+        t = common.Table(["netsentry", *[f"{r['checks']:,} checks" for r in results]])
         t.figures(results, FIGURES)
         lines += [t.render(), ""]
         for r in results:
@@ -462,33 +435,34 @@ def report(info: dict[str, Any], results: list[dict[str, Any]], bb: dict[str, An
                 lines += [f"  {ln[:300]}" for ln in r["stderr_notable"][:10]]
         lines.append("")
     if bb is not None:
-        t = Table(["blackbox_exporter 0.23 (tcp_connect)", "value"])
+        t = common.Table(["blackbox_exporter 0.23 (tcp_connect)", "value"])
         t.add("probes (ok / failed)", f"{bb.get('probes_ok', 0)} / {bb.get('probes_failed', 0)}")
         t.add("client concurrency (keep-alive)", bb["concurrency"])
-        t.add("probes/s", fmt(bb.get("probes_per_s"), ".0f"))
-        t.add("CPU (share of one core)", fmt(bb.get("cpu_core_fraction", math.nan) * 100,
-                                             ".1f", " %"))
-        t.add("machine CPU busy (all cores)", fmt(bb.get("machine_busy_fraction", math.nan)
-                                                  * 100, ".1f", " %"))
-        t.add("other processes' load (cores)", fmt(bb.get("other_load_cores"), ".2f"))
-        t.add("CPU µs per probe", fmt(bb.get("cpu_us_per_probe"), ".1f", " µs"))
+        t.add("probes/s", common.fmt(bb.get("probes_per_s"), ".0f"))
+        t.add("CPU (share of one core)", common.fmt(bb.get("cpu_core_fraction", math.nan) * 100,
+                                                    ".1f", " %"))
+        t.add("machine CPU busy (all cores)", common.fmt(bb.get("machine_busy_fraction", math.nan)
+                                                         * 100, ".1f", " %"))
+        t.add("other processes' load (cores)", common.fmt(bb.get("other_load_cores"), ".2f"))
+        t.add("CPU µs per probe", common.fmt(bb.get("cpu_us_per_probe"), ".1f", " µs"))
         per_round = bb.get("cpu_us_per_probe_rounds") or []
         if per_round:
             t.add(f"  … per round of ~{bb['probes'] // max(len(per_round), 1)} (min/med/max)",
-                  f"{min(per_round):.0f} / {median(per_round):.0f} / {max(per_round):.0f} µs")
+                  f"{min(per_round):.0f} / {common.median(per_round):.0f} / "
+                  f"{max(per_round):.0f} µs")
         for n, paced in sorted((bb.get("paced") or {}).items()):
             t.add(f"CPU µs per probe at {paced['rate_per_s']:g}/s (as {n:,} checks)",
-                  fmt(paced["cpu_us_per_probe"], ".1f", " µs"))
-        t.add("peak RSS (VmHWM)", fmt((bb.get("peak_rss_kib") or math.nan) / 1024, ".1f",
-                                      " MiB"))
-        t.add("threads", fmt(bb.get("threads"), ".0f"))
+                  common.fmt(paced["cpu_us_per_probe"], ".1f", " µs"))
+        t.add("peak RSS (VmHWM)", common.fmt((bb.get("peak_rss_kib") or math.nan) / 1024, ".1f",
+                                             " MiB"))
+        t.add("threads", common.fmt(bb.get("threads"), ".0f"))
         lines += [t.render(), ""]
         if bb.get("failure_examples"):
             lines.append("blackbox failures: " + "; ".join(bb["failure_examples"]))
             lines.append("")
-    t = Table(["goal (DESIGN.md)", "measured", "met"])
+    t = common.Table(["goal (DESIGN.md)", "measured", "met"])
     for g in goals:
-        t.add(g["goal"], g["measured"], verdict(g["met"]))
+        t.add(g["goal"], g["measured"], common.verdict(g["met"]))
     lines += [t.render(), ""]
     lines += [f"  criterion: {g['goal'].split(':')[0]} — {g['criterion']}" for g in goals[:2]]
     if len(goals) > 2:
@@ -498,7 +472,7 @@ def report(info: dict[str, Any], results: list[dict[str, Any]], bb: dict[str, An
         "  scrape's /metrics render happens inside the window (as one Prometheus scrape per",
         "  window would); agent CPU excludes the two boundary scrapes' renders but includes any",
         "  --scrape-every scrapes. CPU is from /proc (clock ticks of 1/"
-        f"{CLK_TCK} s).",
+        f"{common.CLK_TCK} s).",
     ]
     lines.append("=" * 78)
     return "\n".join(lines)
@@ -512,7 +486,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checks", default="1000,10000",
                         help="comma-separated numbers of checks (default 1000,10000)")
     parser.add_argument("--ports-per-address", type=int, default=2)
-    agent_arguments(parser)
+    common.agent_arguments(parser)
     args = parser.parse_args(argv)
     try:
         args.check_counts = [int(x) for x in args.checks.split(",") if x.strip()]
@@ -522,13 +496,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--checks: each between 1 and 100000")
     if not 1 <= args.ports_per_address <= 16:
         parser.error("--ports-per-address in [1, 16]")
-    check_agent_arguments(parser, args)
+    common.check_agent_arguments(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir, info = start_run("netsentry-bench-scale-", argv)
+    workdir, info = common.start_run("netsentry-bench-scale-", argv)
     results: list[dict[str, Any]] = []
     bb: dict[str, Any] | None = None
     error: str | None = None
@@ -536,9 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = (len(args.check_counts) * (STARTUP_TIMEOUT + args.interval + args.window + 120)
               + args.blackbox_max_seconds + 300)
     try:
-        with Children() as children:
-            listeners = start_listeners(children, LISTEN_ADDRESSES, args.ports_per_address,
-                                        budget)
+        with common.Children() as children:
+            listeners = common.start_listeners(children, LISTEN_ADDRESSES, args.ports_per_address,
+                                               budget)
             info["endpoints"] = listeners.endpoints
             info["listener_pid"] = listeners.proc.pid
             print(f"listeners: {' '.join(listeners.endpoints)}", flush=True)
@@ -551,14 +525,14 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(bench_agent(children, n, args, listeners.endpoints,
                                                listeners.proc.pid, workdir))
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = harness_error(exc)
+                error = common.harness_error(exc)
     except KeyboardInterrupt:
         print("\ninterrupted; children stopped", file=sys.stderr)
         return 130
     goals = evaluate(results, bb, args.interval)
     print(report(info, results, bb, goals), flush=True)
-    return finish(args.json, {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
-                  "goals": goals, "error": error}, error)
+    return common.finish(args.json, {**info, "args": vars(args), "netsentry": results,
+                                     "blackbox": bb, "goals": goals, "error": error}, error)
 
 
 if __name__ == "__main__":

@@ -54,32 +54,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
-    CLK_TCK,
-    PACED_SECONDS,
-    Children,
-    StreamLog,
-    Table,
-    agent_arguments,
-    agent_report,
-    blackbox_notable,
-    blackbox_stderr,
-    check_agent_arguments,
-    cpu_goal,
-    finish,
-    fmt,
-    harness_error,
-    http_get,
-    measure_agent,
-    paced_and_full,
-    proc_status,
-    report_head,
-    run_probes,
-    sleep_until,
-    start_blackbox,
-    start_run,
-    verdict,
-)
+import common
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENSSL = "/usr/bin/openssl"
@@ -231,20 +206,20 @@ def _serve_main(argv: list[str]) -> int:
 @dataclass
 class Servers:
     proc: subprocess.Popen[bytes]
-    log: StreamLog
+    log: common.StreamLog
     tls_port: int
     http_port: int
     https_port: int
 
 
-def start_servers(children: Children, certs: Certs, workdir: Path,
+def start_servers(children: common.Children, certs: Certs, workdir: Path,
                   max_seconds: float) -> Servers:
     argv = [sys.executable, os.path.abspath(__file__), "serve", "--cert", str(certs.cert),
             "--key", str(certs.key), "--max-seconds", f"{max_seconds:.0f}"]
     print(f"== servers: {shlex.join(argv)}", flush=True)
     proc = children.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
-    log = StreamLog(proc.stderr, str(workdir / "servers.stderr"))
+    log = common.StreamLog(proc.stderr, str(workdir / "servers.stderr"))
     ready, _, _ = select.select([proc.stdout], [], [], SERVER_START_TIMEOUT)
     words = proc.stdout.readline().decode().split() if ready else []
     if len(words) != 4 or words[0] != "ready":
@@ -287,7 +262,7 @@ def verify_servers(servers: Servers, certs: Certs) -> list[str]:
         cipher = tls.cipher()
         seen.append(f"TLS {tls.version()} {cipher[0] if cipher else '?'}, certificate for "
                     f"{SERVER_NAME} verified against the CA")
-    status, _, body, _ = http_get(HOST, servers.http_port, "/", timeout=5.0)
+    status, _, body, _ = common.http_get(HOST, servers.http_port, "/", timeout=5.0)
     if status != 200 or body != BODY:
         raise RuntimeError(f"HTTP server answered {status} {body[:100]!r}")
     seen.append(f"HTTP 200, {len(body)} bytes")
@@ -379,14 +354,14 @@ def config_problem(case: Case, args: argparse.Namespace, workdir: Path) -> str |
 # --- the agent ----------------------------------------------------------------------------------
 
 
-def bench_agent(children: Children, case: Case, args: argparse.Namespace, servers: Servers,
+def bench_agent(children: common.Children, case: Case, args: argparse.Namespace, servers: Servers,
                 workdir: Path) -> dict[str, Any]:
     config = workdir / f"netsentry-{case.name}.toml"
     write_config(config, case, args.checks, args.interval)
-    return measure_agent(children, args, config, label=f"{case.kind} checks ({case.name})",
-                         head={"case": case.name, "kind": case.kind},
-                         tail={"config": str(config)}, side=servers.proc,
-                         side_key="server_cpu_us_per_run", startup_timeout=STARTUP_TIMEOUT)
+    return common.measure_agent(children, args, config, label=f"{case.kind} checks ({case.name})",
+                                head={"case": case.name, "kind": case.kind},
+                                tail={"config": str(config)}, side=servers.proc,
+                                side_key="server_cpu_us_per_run", startup_timeout=STARTUP_TIMEOUT)
 
 
 # --- blackbox_exporter --------------------------------------------------------------------------
@@ -417,9 +392,9 @@ def blackbox_config(certs: Certs) -> str:
     )
 
 
-def bench_blackbox(children: Children, args: argparse.Namespace, servers: Servers,
+def bench_blackbox(children: common.Children, args: argparse.Namespace, servers: Servers,
                    cases: list[Case], certs: Certs, workdir: Path) -> dict[str, Any]:
-    proc, log, port = start_blackbox(children, blackbox_config(certs), workdir)
+    proc, log, port = common.start_blackbox(children, blackbox_config(certs), workdir)
     out: dict[str, Any] = {"pid": proc.pid, "port": port, "clients": args.blackbox_clients,
                            "config": str(workdir / "blackbox.yml"), "modules": {}}
     try:
@@ -427,22 +402,22 @@ def bench_blackbox(children: Children, args: argparse.Namespace, servers: Server
             print(f"   module {case.module}, target {case.bb_target}", flush=True)
             one: dict[str, Any] = {"module": case.module, "target": case.bb_target}
             out["modules"][case.name] = one
-            warm = run_probes(port, case.module, [case.bb_target], BLACKBOX_WARMUP,
-                              args.blackbox_clients, 60.0)
+            warm = common.run_probes(port, case.module, [case.bb_target], BLACKBOX_WARMUP,
+                                     args.blackbox_clients, 60.0)
             one["warmup_ok"], one["warmup_failed"] = warm["ok"], warm["failed"]
             if warm["ok"] == 0:
                 one["error"] = f"warm-up probes all failed: {warm['examples']}"
                 print(f"   {case.module}: {one['error']}", flush=True)
                 continue
-            one.update(paced_and_full(proc.pid, servers.proc.pid, "server_cpu_us_per_probe",
-                                      port, case.module, case.bb_target, args))
-            sleep_until(time.monotonic() + 1.0, [proc, servers.proc], "blackbox")
-        status = proc_status(proc.pid)
+            one.update(common.paced_and_full(proc.pid, servers.proc.pid, "server_cpu_us_per_probe",
+                                             port, case.module, case.bb_target, args))
+            common.sleep_until(time.monotonic() + 1.0, [proc, servers.proc], "blackbox")
+        status = common.proc_status(proc.pid)
         out.update({"peak_rss_kib": status.get("VmHWM"), "threads": status.get("Threads")})
     finally:
         out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
         log.join(5.0)
-        out["stderr_notable"] = blackbox_notable(log.lines)
+        out["stderr_notable"] = common.blackbox_notable(log.lines)
     return out
 
 
@@ -477,17 +452,19 @@ def bb_part(bb: dict[str, Any] | None, case: str, part: str) -> dict[str, Any] |
 
 
 def evaluate(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return [cpu_goal(r, bb_part(bb, r["case"], "paced"), bb_part(bb, r["case"], "full"),
-                     {"goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU "
-                              "per probe", "case": r["case"]},
-                     GOAL_CPU_RATIO, MIN_COMPLETION)
-            for r in results]
+    goals = []
+    for r in results:
+        paced, full = bb_part(bb, r["case"], "paced"), bb_part(bb, r["case"], "full")
+        goal = {"goal": f"{r['case']}: CPU per check ≤ {GOAL_CPU_RATIO} × blackbox CPU per probe",
+                "case": r["case"]}
+        goals.append(common.cpu_goal(r, paced, full, goal, GOAL_CPU_RATIO, MIN_COMPLETION))
+    return goals
 
 
 def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[str, Any]],
            bb: dict[str, Any] | None, goals: list[dict[str, Any]]) -> str:
     ports = info.get("ports", {})
-    lines = report_head(
+    lines = common.report_head(
         "netsentry tls/http benchmark", info,
         f"openssl:  {info.get('openssl_version', '?')}; certificate for {SERVER_NAME} "
         "(EC P-256) signed by a CA of the run",
@@ -498,11 +475,11 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         f"checks:   {args.checks:,} per case at a {args.interval:g} s interval "
         f"({args.checks / args.interval:g} runs/s), timeout {TIMEOUT}, window {args.window:g} s, "
         f"scrape every {args.scrape_every:g} s")
-    lines += agent_report(results, "server child CPU µs per run", "server_cpu_us_per_run")
+    lines += common.agent_report(results, "server child CPU µs per run", "server_cpu_us_per_run")
     if bb is not None and bb.get("modules"):
         names = [c for c in CASE_NAMES if c in bb["modules"]]
-        t = Table(["blackbox_exporter 0.23", *[f"{bb['modules'][c]['module']}"
-                                               for c in names]])
+        t = common.Table(["blackbox_exporter 0.23", *[f"{bb['modules'][c]['module']}"
+                                                      for c in names]])
 
         def bb_row(label: str, render: Callable[[dict[str, Any], dict[str, Any]], str]) -> None:
             cells = []
@@ -513,21 +490,23 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
 
         bb_row("paced: rate asked", lambda p, f: f"{p['rate_per_s']:g}/s")
         bb_row("paced: probes ok / failed", lambda p, f: f"{p['ok']} / {p['failed']}")
-        bb_row("paced: CPU µs per probe", lambda p, f: fmt(p["cpu_us_per_probe"], ".1f", " µs"))
+        bb_row("paced: CPU µs per probe",
+               lambda p, f: common.fmt(p["cpu_us_per_probe"], ".1f", " µs"))
         bb_row("paced: server child CPU µs per probe",
-               lambda p, f: fmt(p["server_cpu_us_per_probe"], ".1f", " µs"))
+               lambda p, f: common.fmt(p["server_cpu_us_per_probe"], ".1f", " µs"))
         bb_row("full: probes ok / failed", lambda p, f: f"{f['ok']} / {f['failed']}")
-        bb_row("full: probes/s", lambda p, f: fmt(f["probes_per_s"], ".0f"))
-        bb_row("full: CPU µs per probe", lambda p, f: fmt(f["cpu_us_per_probe"], ".1f", " µs"))
+        bb_row("full: probes/s", lambda p, f: common.fmt(f["probes_per_s"], ".0f"))
+        bb_row("full: CPU µs per probe",
+               lambda p, f: common.fmt(f["cpu_us_per_probe"], ".1f", " µs"))
         bb_row("full: CPU (share of one core)",
-               lambda p, f: fmt(f["cpu_core_fraction"] * 100, ".1f", " %"))
+               lambda p, f: common.fmt(f["cpu_core_fraction"] * 100, ".1f", " %"))
         bb_row("full: server child CPU µs per probe",
-               lambda p, f: fmt(f["server_cpu_us_per_probe"], ".1f", " µs"))
+               lambda p, f: common.fmt(f["server_cpu_us_per_probe"], ".1f", " µs"))
         bb_row("full: other processes' load (cores)",
-               lambda p, f: fmt(f["other_load_cores"], ".2f"))
+               lambda p, f: common.fmt(f["other_load_cores"], ".2f"))
         lines += [t.render(),
                   f"  ({bb['clients']} keep-alive clients; peak RSS "
-                  f"{fmt((bb.get('peak_rss_kib') or math.nan) / 1024, '.1f', ' MiB')})", ""]
+                  f"{common.fmt((bb.get('peak_rss_kib') or math.nan) / 1024, '.1f', ' MiB')})", ""]
         for c in names:
             mod = bb["modules"][c]
             if "error" in mod:
@@ -536,12 +515,12 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
                 if mod.get(label, {}).get("examples"):
                     lines.append(f"blackbox {mod['module']} failures ({label}): "
                                  + "; ".join(mod[label]["examples"]))
-        lines += [*blackbox_stderr(bb), ""]
+        lines += [*common.blackbox_stderr(bb), ""]
     elif bb is not None:
         lines += ["blackbox: not measured (see the error below)", ""]
 
     if results:
-        t = Table(["summary", *[r["case"] for r in results]])
+        t = common.Table(["summary", *[r["case"] for r in results]])
 
         def cell(r: dict[str, Any], text: str) -> str:
             return "skipped" if "skipped" in r else text
@@ -551,32 +530,32 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
             return p.get(key) if p else None
 
         t.add("netsentry CPU µs per check",
-              *[cell(r, fmt(r.get("cpu_us_per_check"), ".1f", " µs")) for r in results])
+              *[cell(r, common.fmt(r.get("cpu_us_per_check"), ".1f", " µs")) for r in results])
         t.add("blackbox CPU µs per probe, paced",
-              *[fmt(part(r, "paced", "cpu_us_per_probe"), ".1f", " µs") for r in results])
+              *[common.fmt(part(r, "paced", "cpu_us_per_probe"), ".1f", " µs") for r in results])
         t.add("blackbox CPU µs per probe, full speed",
-              *[fmt(part(r, "full", "cpu_us_per_probe"), ".1f", " µs") for r in results])
+              *[common.fmt(part(r, "full", "cpu_us_per_probe"), ".1f", " µs") for r in results])
         t.add(f"ratio vs. paced (goal ≤ {GOAL_CPU_RATIO})",
-              *[cell(r, fmt(r.get("cpu_ratio_vs_blackbox_paced"), ".2f")) for r in results])
+              *[cell(r, common.fmt(r.get("cpu_ratio_vs_blackbox_paced"), ".2f")) for r in results])
         t.add("ratio vs. full speed",
-              *[cell(r, fmt(r.get("cpu_ratio_vs_blackbox_full_speed"), ".2f"))
+              *[cell(r, common.fmt(r.get("cpu_ratio_vs_blackbox_full_speed"), ".2f"))
                 for r in results])
         floor = info.get("openssl_floor", {}).get("cpu_us_per_handshake")
         t.add("OpenSSL's own client, CPU µs per handshake",
-              *[cell(r, fmt(floor, ".1f", " µs")) if r["case"] != "http" else "—"
+              *[cell(r, common.fmt(floor, ".1f", " µs")) if r["case"] != "http" else "—"
                 for r in results])
         t.add("floor / blackbox paced (best reachable ratio)",
-              *[fmt(floor / p, ".2f") if r["case"] != "http" and floor and
+              *[common.fmt(floor / p, ".2f") if r["case"] != "http" and floor and
                 (p := part(r, "paced", "cpu_us_per_probe")) else "—" for r in results])
         t.add("netsentry failures Δ (window)",
-              *[cell(r, fmt(r.get("failures_delta"), ".0f")) for r in results])
+              *[cell(r, common.fmt(r.get("failures_delta"), ".0f")) for r in results])
 
         def bb_failed(r: dict[str, Any]) -> str:
             p, f = bb_part(bb, r["case"], "paced"), bb_part(bb, r["case"], "full")
             return f"{p['failed']} / {f['failed']}" if p and f else "n/a"
 
         t.add("blackbox failures paced / full", *[bb_failed(r) for r in results])
-        t.add("goal met", *[verdict(g["met"]) for g in goals])
+        t.add("goal met", *[common.verdict(g["met"]) for g in goals])
         lines += [t.render(), ""]
         for g in goals:
             lines.append(f"  {g['goal']}: {g['measured']}")
@@ -587,7 +566,8 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         f"  either side and completion ≥ {MIN_COMPLETION}. Agent CPU includes the --scrape-every",
         "  scrapes, not the two boundary scrapes' renders; the servers' CPU (a child of their",
         "  own) is shown apart and counted on neither side. CPU is from /proc (clock ticks of",
-        f"  1/{CLK_TCK} s). blackbox builds its TLS config (CA file read) per probe; netsentry's",
+        f"  1/{common.CLK_TCK} s). blackbox builds its TLS config (CA file read) per probe; "
+        "netsentry's",
         "  tcp check keeps one SSL context per check across runs.",
         "=" * 78,
     ]
@@ -602,11 +582,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checks", type=int, default=1000, help="number of checks per case")
     parser.add_argument("--cases", default=",".join(CASE_NAMES),
                         help=f"comma-separated subset of {','.join(CASE_NAMES)}")
-    agent_arguments(parser)
+    common.agent_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.checks <= 100_000:
         parser.error("--checks in [1, 100000]")
-    check_agent_arguments(parser, args)
+    common.check_agent_arguments(parser, args)
     args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in args.case_list if c not in CASE_NAMES]
     if unknown or not args.case_list:
@@ -617,13 +597,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def time_budget(args: argparse.Namespace) -> float:
     """An upper bound of the whole run, for the server child's --max-seconds."""
     per_case = STARTUP_TIMEOUT + args.interval + args.window + 120
-    per_module = 60 + min(args.window, PACED_SECONDS) * 3 + 10 + args.blackbox_max_seconds + 60
+    per_module = (60 + min(args.window, common.PACED_SECONDS) * 3 + 10
+                  + args.blackbox_max_seconds + 60)
     return float(3 * per_case + 3 * per_module + 600)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir, info = start_run("netsentry-bench-tls-http-", argv)
+    workdir, info = common.start_run("netsentry-bench-tls-http-", argv)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["openssl_version"] = subprocess.run(
             [OPENSSL, "version"], capture_output=True, text=True, timeout=10,
@@ -634,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         certs = make_certs(workdir / "certs")
         info["ca_file"] = str(certs.ca)
-        with Children() as children:
+        with common.Children() as children:
             servers = start_servers(children, certs, workdir, time_budget(args))
             info["ports"] = {"tls": servers.tls_port, "http": servers.http_port,
                              "https": servers.https_port}
@@ -654,12 +635,12 @@ def main(argv: list[str] | None = None) -> int:
                         results.append({"case": case.name, "kind": case.kind,
                                         "skipped": problem})
                         continue
-                    sleep_until(time.monotonic() + 2.0, [servers.proc], "pause")
+                    common.sleep_until(time.monotonic() + 2.0, [servers.proc], "pause")
                     results.append(bench_agent(children, case, args, servers, workdir))
                 if servers.proc.poll() is not None:
                     raise RuntimeError(f"server child exited with {servers.proc.returncode}")
             except (RuntimeError, TimeoutError, OSError) as exc:
-                error = harness_error(exc)
+                error = common.harness_error(exc)
             finally:
                 assert servers.proc.stdin is not None
                 with contextlib.suppress(OSError):
@@ -673,14 +654,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; children stopped", file=sys.stderr)
         return 130
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        error = harness_error(exc)
+        error = common.harness_error(exc)
     goals = evaluate(results, bb)
     print(report(info, args, results, bb, goals), flush=True)
     tail = info.get("servers_stderr_tail") or []
     if tail:
         print("server child: " + " | ".join(tail), flush=True)
-    return finish(args.json, {**info, "args": vars(args), "netsentry": results, "blackbox": bb,
-                  "goals": goals, "error": error}, error)
+    return common.finish(args.json, {**info, "args": vars(args), "netsentry": results,
+                                     "blackbox": bb, "goals": goals, "error": error}, error)
 
 
 if __name__ == "__main__":
