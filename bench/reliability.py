@@ -493,7 +493,7 @@ def fuzz(seconds: float, seed: int = 1) -> dict[str, Any]:
     entries: list[tuple[str, Any, Any, bytes]] = [
         (f"{module}.{c.name}", c.error, c.decode, c.seed())
         for module, codecs in CODECS.items() for c in codecs]
-    valid = (ROOT / "exporter" / "default.toml").read_text().replace("$self_target",
+    valid = (ROOT / "exporter" / "config" / "default.toml").read_text().replace("$self_target",
                                                                     "127.0.0.1:10025")
     valid = valid.replace("$hostname", "localhost").encode()
 
