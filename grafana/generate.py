@@ -37,6 +37,7 @@ OFFSET_ALERT = 0.1
 CERT_DAYS_ALERT = 14
 LAG_ALERT = 0.5
 STALE_ALERT = 3
+LOSS_ALERT = 0.05
 
 Json = dict[str, Any]
 
@@ -166,6 +167,22 @@ def stat(title: str, description: str, expr: str, unit: str, *, width: int = 6,
                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
     return panel("stat", title, description, [query(expr, " ")], unit, width=width,
                  height=height, defaults=defaults, options=options)
+
+
+def heatmap(title: str, description: str, expr: str, unit: str, *, width: int = 12,
+            height: int = 8) -> Json:
+    """A histogram's buckets over time, one rate per `le` (the query sums by `le`)."""
+    target = query(expr, "{{le}}")
+    target.update(format="heatmap")
+    options = {"calculate": False, "cellGap": 1, "color": {"mode": "scheme",
+                                                           "scheme": "Spectral",
+                                                           "steps": 64, "exponent": 0.5},
+               "yAxis": {"axisPlacement": "left", "unit": unit},
+               "rowsFrame": {"layout": "auto"}, "filterValues": {"le": 1e-9},
+               "tooltip": {"mode": "single", "yHistogram": True},
+               "legend": {"show": True}}
+    return panel("heatmap", title, description, [target], unit, width=width, height=height,
+                 options=options)
 
 
 def row(title: str) -> Json:
@@ -557,11 +574,78 @@ def paths() -> Json:
     ], kinds="tcp|http|socket")
 
 
+def network() -> Json:
+    ping = CHECK + ', kind="ping"'
+    path = CHECK + ', kind="path"'
+    udp = CHECK + ', kind="udp"'
+    loss = (f"1 - (increase(netsentry_ping_packets_received_total{{{ping}}}[$__rate_interval])"
+            f" / increase(netsentry_ping_packets_sent_total{{{ping}}}[$__rate_interval]))")
+    return dashboard("netsentry-network", "netsentry / Network", (
+        "ping, path and udp checks: loss and latency to hosts, smokeping-style, the hops on "
+        "the way and how they change, and UDP services."), [
+        row("Loss and latency (ping)"),
+        timeseries("Loss", "Share of the echoes without a reply in time, from the counters; "
+                   f"the line is NetsentryPacketLoss's threshold, {LOSS_ALERT:.0%}.",
+                   [query(loss, "{{check}}")], "percentunit",
+                   thresholds=steps((None, "green"), (LOSS_ALERT, "red"))),
+        heatmap("Latency heatmap", "Every echo reply's round trip (the histogram's buckets), "
+                "smokeping-style: a band that moves up is a longer path or a queue, a tail "
+                "that grows is congestion. Select one check to see its own.",
+                "sum by (le) (increase(netsentry_ping_rtt_seconds_bucket"
+                f"{{{ping}}}[$__rate_interval]))", "s"),
+        timeseries("Round trip", "Shortest, mean and longest round trip of the last run's "
+                   "replies.", queries(
+                       (f"netsentry_ping_rtt_min_seconds{{{ping}}}", "{{check}} min"),
+                       (f"netsentry_ping_rtt_mean_seconds{{{ping}}}", "{{check}} mean"),
+                       (f"netsentry_ping_rtt_max_seconds{{{ping}}}", "{{check}} max")), "s"),
+        timeseries("Jitter", "Standard deviation of the last run's round trips (ping's mdev).",
+                   [query(f"netsentry_ping_rtt_stddev_seconds{{{ping}}}", "{{check}}")], "s"),
+        timeseries("Duplicates and ICMP errors", "Echo replies received twice, and ICMP errors "
+                   "about the checks' echoes by type (the hop that sent one is on the status "
+                   "page).", queries(
+                       (f"sum by (check) (rate(netsentry_ping_duplicates_total{{{ping}}}"
+                        "[$__rate_interval]))", "{{check}} duplicates"),
+                       (f"sum by (check, type) (rate(netsentry_ping_icmp_errors_total{{{ping}}}"
+                        "[$__rate_interval]))", "{{check}} {{type}}")), "pps"),
+        timeseries("Reply TTL", "TTL or hop limit of the replies as they arrive: a change "
+                   "is a change of the path back.",
+                   [query(f"netsentry_ping_reply_ttl{{{ping}}}", "{{check}}")], "short",
+                   decimals=0),
+        row("Path"),
+        timeseries("Hops", "Hops to the destination (its TTL distance) as of the last run.",
+                   [query(f"netsentry_path_hops{{{path}}}", "{{check}}")], "short",
+                   decimals=0),
+        timeseries("Path changes", "Runs whose sequence of answering hops differed from the "
+                   "previous run's (NetsentryPathChanged).",
+                   [query(f"increase(netsentry_path_changes_total{{{path}}}[$__rate_interval])",
+                          "{{check}}")], "short", bars=True, decimals=0),
+        state_timeline("Destination reached", "1 = the destination answered a probe.",
+                       query(f"netsentry_path_reached{{{path}}}", "{{check}}"),
+                       mapping((0, "not reached", "red"), (1, "reached", "green")), width=12),
+        timeseries("Round trip by hop", "Median round trip of the answered probes to each "
+                   "hop; select one check.",
+                   [query(f"netsentry_path_hop_rtt_seconds{{{path}}}", "{{check}} hop {{hop}}")],
+                   "s"),
+        table("Loss by hop", "Share of the probes to each hop without an answer. Loss at one "
+              "hop only, the destination reached, is a router rate-limiting its ICMP.",
+              [query(f"netsentry_path_hop_loss_ratio{{{path}}} > 0", table=True)],
+              "percentunit", value="loss", sort="loss", hide=("kind",),
+              thresholds=steps((None, "green"), (0.01, "orange"), (0.5, "red"))),
+        row("UDP"),
+        timeseries("UDP response time", "Time from sending the datagram to the reply that "
+                   "matched.", [query(f"netsentry_udp_response_seconds{{{udp}}}",
+                                      "{{check}}")], "s"),
+        timeseries("UDP response size", "Length of the reply that matched.",
+                   [query(f"netsentry_udp_response_bytes{{{udp}}}", "{{check}}")], "bytes"),
+    ], kinds="ping|path|udp")
+
+
 DASHBOARDS = {
     "netsentry-overview.json": overview,
     "netsentry-dns.json": dns,
     "netsentry-clock.json": clock,
     "netsentry-paths.json": paths,
+    "netsentry-network.json": network,
 }
 
 

@@ -48,10 +48,10 @@ def test_the_check_fails_on_a_hand_edited_file(tmp_path: Path) -> None:
     assert module.main(["--check"]) == 1
 
 
-def test_there_are_the_four_dashboards() -> None:
+def test_there_are_the_five_dashboards() -> None:
     titles = {board["title"] for board in dashboards().values()}
     assert titles == {"netsentry / Overview", "netsentry / DNS", "netsentry / Clock",
-                      "netsentry / Network paths"}
+                      "netsentry / Network paths", "netsentry / Network"}
     uids = [board["uid"] for board in dashboards().values()]
     assert len(set(uids)) == len(uids)
 
@@ -158,6 +158,8 @@ def test_the_alert_thresholds_are_drawn_where_the_alerts_fire() -> None:
         [None, 0, days]
     lag = _threshold("NetsentrySchedulerLagging", r"> ([\d.]+)")
     assert _steps(_panel("netsentry-overview.json", "Scheduler lag, p99")) == [None, lag]
+    loss = _threshold("NetsentryPacketLoss", r"> ([\d.]+)")
+    assert _steps(_panel("netsentry-network.json", "Loss")) == [None, loss]
     stale = _threshold("NetsentryCheckStale", r"> (\d+) \*")
     assert _steps(_panel("netsentry-overview.json", "Most overdue checks"))[-1] == stale
 
