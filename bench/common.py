@@ -704,6 +704,15 @@ def start_run(prefix: str, argv: Sequence[str] | None) -> tuple[Path, dict[str, 
     }
 
 
+def tool_version(argv: Sequence[str]) -> str:
+    """The first line `argv` (e.g. `openssl version`) prints, "?" when it cannot run."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10,
+                              check=False).stdout.split("\n", 1)[0].strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def report_head(title: str, info: dict[str, Any], *lines: str) -> list[str]:
     """The report's first lines: a rule, `title`, the command and the machine, then `lines`."""
     m = info["machine"]
@@ -764,11 +773,6 @@ def agent_report(results: list[dict[str, Any]], side_label: str, side_key: str) 
                          f" of {r['stderr_notable_count']} warn/error lines):")
             lines += [f"  {ln[:300]}" for ln in r["stderr_notable"][:10]]
     return [*lines, ""]
-
-
-def blackbox_notable(lines: Sequence[str]) -> list[str]:
-    """blackbox_exporter's warning and error lines (the first 20)."""
-    return [ln for ln in lines if "level=error" in ln or "level=warn" in ln][:20]
 
 
 def blackbox_stderr(bb: dict[str, Any]) -> list[str]:
@@ -854,6 +858,16 @@ def start_blackbox(children: Children, config_text: str,
             return proc, log, port
         children.stop(proc)
     raise RuntimeError("blackbox_exporter did not start; see blackbox.stderr")
+
+
+def stop_blackbox(children: Children, proc: subprocess.Popen[bytes], log: StreamLog,
+                  out: dict[str, Any]) -> None:
+    """Stops blackbox_exporter (SIGTERM, 10 s) and records in `out` how long it took to exit
+    (sigterm_exit_s) and its first 20 warning and error lines (stderr_notable)."""
+    out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
+    log.join(5.0)
+    out["stderr_notable"] = [ln for ln in log.lines
+                             if "level=error" in ln or "level=warn" in ln][:20]
 
 
 def loopback_target(target: str) -> bool:

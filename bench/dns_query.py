@@ -29,7 +29,6 @@ It is a benchmark, not a test: it exits 0 whether or not the goal is met (1 on a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import pwd
@@ -221,9 +220,7 @@ def bench_blackbox(children: common.Children, args: argparse.Namespace, dns: Dns
         status = common.proc_status(proc.pid)
         out.update({"peak_rss_kib": status.get("VmHWM"), "threads": status.get("Threads")})
     finally:
-        out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
-        log.join(5.0)
-        out["stderr_notable"] = common.blackbox_notable(log.lines)
+        common.stop_blackbox(children, proc, log, out)
     return out
 
 
@@ -329,10 +326,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir, info = common.start_run("netsentry-bench-dns-", argv)
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        info["dnsmasq_version"] = subprocess.run(
-            [DNSMASQ, "--version"], capture_output=True, text=True, timeout=10,
-            check=False).stdout.split("\n", 1)[0].replace("Copyright", "").split("  ")[0]
+    version = common.tool_version([DNSMASQ, "--version"])
+    info["dnsmasq_version"] = version.replace("Copyright", "").split("  ")[0]
     results: list[dict[str, Any]] = []
     bb: dict[str, Any] | None = None
     rounds: list[tuple[float, float]] = []  # (netsentry direct, blackbox paced) µs per run

@@ -308,9 +308,7 @@ def bench_blackbox(children: common.Children, args: argparse.Namespace, endpoint
                                                   + (lcpu1 - lcpu0) + (self1 - self0)),
         })
     finally:
-        out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
-        log.join(5.0)
-        out["stderr_notable"] = common.blackbox_notable(log.lines)
+        common.stop_blackbox(children, proc, log, out)
     print(f"   {out['probes']} probes ({out['probes_failed']} failed) at "
           f"{out['probes_per_s']:.0f}/s, CPU {out['cpu_us_per_probe']:.0f} µs/probe", flush=True)
     return out

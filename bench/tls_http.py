@@ -415,9 +415,7 @@ def bench_blackbox(children: common.Children, args: argparse.Namespace, servers:
         status = common.proc_status(proc.pid)
         out.update({"peak_rss_kib": status.get("VmHWM"), "threads": status.get("Threads")})
     finally:
-        out["sigterm_exit_s"] = children.stop(proc, timeout=10.0)
-        log.join(5.0)
-        out["stderr_notable"] = common.blackbox_notable(log.lines)
+        common.stop_blackbox(children, proc, log, out)
     return out
 
 
@@ -605,10 +603,7 @@ def time_budget(args: argparse.Namespace) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir, info = common.start_run("netsentry-bench-tls-http-", argv)
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        info["openssl_version"] = subprocess.run(
-            [OPENSSL, "version"], capture_output=True, text=True, timeout=10,
-            check=False).stdout.strip()
+    info["openssl_version"] = common.tool_version([OPENSSL, "version"])
     results: list[dict[str, Any]] = []
     bb: dict[str, Any] | None = None
     error: str | None = None
