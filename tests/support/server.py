@@ -22,6 +22,7 @@ import time
 from typing import ClassVar, TypeVar
 
 S = TypeVar("S", bound="Served")
+T = TypeVar("T", bound="ThreadedServer")
 
 POLL = 0.05  # the longest the serving thread sleeps without looking at its stop flag
 MAX_PER_WAKEUP = 64  # datagrams read, or connections accepted, per wakeup
@@ -89,7 +90,7 @@ class ThreadedServer(Served):
         """True once close() was called: long handlers look at it between waits."""
         return self._stop.is_set()
 
-    def start(self: S) -> S:
+    def start(self: T) -> T:
         self._thread.start()
         return self
 

@@ -1,5 +1,6 @@
 """The test helpers themselves: a real dnsmasq, a network namespace whose resolver is ours, the
-certificate factory, and the threaded server base of the fakes."""
+certificate factory, the threaded server base of the fakes, and running a check and reading
+its samples."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ from tests.support.certs import (
     make_expired_cert,
     server_context,
 )
+from tests.support.checks import counters, gauges, make_check, run_check, sample
 from tests.support.dnsmasq import Dnsmasq
+from tests.support.fakedns import FakeDns
 from tests.support.netns import netns_available, run_in_netns
 from tests.support.server import POLL, ThreadedServer
 from tests.support.servers import AcceptServer, EchoServer, LineServer
@@ -326,3 +329,32 @@ def test_connections_beyond_the_cap_are_closed_at_accept(
 def test_a_server_needs_udp_or_tcp() -> None:
     with pytest.raises(ValueError, match="UDP, TCP or both"):
         ThreadedServer()
+
+
+# --- running a check, reading a sample --------------------------------------------------------
+
+
+def test_run_check_builds_the_check_from_its_keys_and_sample_reads_exact_labels() -> None:
+    with FakeDns("answer") as server:
+        result = run_check("dns", target="host.test", server=server.address)
+        again = run_check(make_check("dns", target="host.test", server=server.address))
+        assert len(server.queries) == 2
+    assert result.success and again.success, (result, again)
+    assert sample(result, "netsentry_dns_answers") == 1
+    assert sample(result, "netsentry_dns_responses_total", rcode="NOERROR") == 1  # a count
+    assert sample(result, "netsentry_dns_responses_total", rcode="SERVFAIL") is None
+    assert sample(result, "netsentry_dns_responses_total") is None  # labels are exact
+    assert counters(result) == {"netsentry_dns_responses_totalNOERROR": 1,
+                                "netsentry_dns_answer_changes_total": 0}
+    assert gauges(result)["netsentry_dns_answers"] == 1
+    with pytest.raises(TypeError):
+        run_check(make_check("dns", target="host.test"), timeout="2s")
+
+
+def test_sample_reads_exposition_text() -> None:
+    text = ('# HELP netsentry_check_runs_total Runs.\n# TYPE netsentry_check_runs_total counter\n'
+            'netsentry_check_runs_total{check="a",kind="tcp"} 3\n'
+            'netsentry_check_runs_total{check="b",kind="tcp"} 5\n')
+    assert sample(text, "netsentry_check_runs_total", check="b", kind="tcp") == 5
+    assert sample(text, "netsentry_check_runs_total", check="a") is None
+    assert sample(text, "netsentry_check_success", check="a", kind="tcp") is None
