@@ -3,7 +3,6 @@ a platform without adjtimex said once, and a target refused with its line."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import errno
 import logging
@@ -18,19 +17,16 @@ import pytest
 
 from exporter.checks import KINDS, clock
 from exporter.codecs import timex
-from exporter.config.load import load_check, load_default, load_text
+from exporter.config.load import load_default, load_text
 from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
 from exporter.net import kernel_clock
-from exporter.net.blocking import BlockingPool
 from exporter.net.kernel_clock import ClockUnavailable, Syscall
-from exporter.net.resolve import Resolver
-from exporter.runner import Runner
 from exporter.store import Result, Store
 from exporter.web import pages, status
-from tests.checks.test_dns import values
 from tests.codecs.test_timex import golden
 from tests.support.agent import ROOT, Agent
+from tests.support.checks import gauges, make_check, run_checks
 
 STATES = ("ok", "ins", "del", "oop", "wait", "error")
 # The fake kernels answer in this machine's own layout, as the real one does.
@@ -39,23 +35,13 @@ NATIVE = ("LP64" if kernel_clock.NATIVE.size == 208 else "ILP32",
 
 
 def clock_check() -> CheckConfig:
-    return load_check({"name": "c", "kind": "clock", "timeout": "1s"}, "test")
+    return make_check("clock", name="c")
 
 
 def run(syscall: Syscall, runs: int = 1) -> list[Result]:
     """Run a clock check `runs` times through the runner, with `syscall` as the kernel."""
     kind = dataclasses.replace(KINDS["clock"], check=clock.make_check(syscall))
-    check, memory = clock_check(), dict[str, Any]()
-
-    async def go() -> list[Result]:
-        pool = BlockingPool(1)
-        try:
-            runner = Runner(Resolver(pool), {"clock": kind})
-            return [await runner.run(check, memory=memory) for _ in range(runs)]
-        finally:
-            pool.close()
-
-    return asyncio.run(go())
+    return run_checks(clock_check(), runs, memory={}, kinds={"clock": kind})
 
 
 def kernel(state: int = timex.TIME_OK, **fields: int) -> Syscall:
@@ -77,7 +63,7 @@ def failing(code: int) -> Syscall:
 
 
 def state_values(result: Result) -> dict[str, float]:
-    got = values(result)
+    got = gauges(result)
     return {s: got[f"netsentry_clock_state{s}"] for s in STATES}
 
 
@@ -109,7 +95,7 @@ def test_the_real_adjtimex_reads_and_changes_nothing() -> None:
 def test_the_real_clock_check() -> None:
     [result] = run(kernel_clock.system_adjtimex())
     truth = kernel_clock.read(kernel_clock.system_adjtimex())
-    got = values(result)
+    got = gauges(result)
     assert got["netsentry_clock_synchronized"] == int(truth.synchronized)
     assert got["netsentry_clock_max_error_seconds"] >= 0
     assert sum(state_values(result).values()) == 1
@@ -127,7 +113,7 @@ def test_the_real_clock_check() -> None:
 def test_a_synchronised_clock() -> None:
     [result] = run(kernel())
     assert result.success, result
-    assert values(result) == {
+    assert gauges(result) == {
         "netsentry_clock_synchronized": 1,
         "netsentry_clock_estimated_error_seconds": pytest.approx(0.0015),
         "netsentry_clock_max_error_seconds": pytest.approx(0.25),
@@ -144,7 +130,7 @@ def test_an_unsynchronised_clock_fails_and_keeps_its_values() -> None:
     assert result.reason is Reason.UNSYNCHRONIZED
     assert result.message == ("the kernel clock is unsynchronised (STA_UNSYNC, maximum error "
                               "16s): no time daemon has synchronised it lately")
-    got = values(result)
+    got = gauges(result)
     assert got["netsentry_clock_synchronized"] == 0
     assert got["netsentry_clock_max_error_seconds"] == pytest.approx(16)
     assert state_values(result) == {s: int(s == "error") for s in STATES}

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import Reason
-from tests.checks.test_dns import counts, dns_check, run, values
+from tests.checks.test_dns import dns_check
 from tests.support.agent import Agent
+from tests.support.checks import counters, gauges, run_check
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.fakedns import FakeDns
 from tests.support.netns import run_in_netns
@@ -40,32 +41,32 @@ def dnsmasq() -> Iterator[Dnsmasq]:
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_records(dnsmasq: Dnsmasq, target: str, record: str, answers: str,
                  transport: str) -> None:
-    result, _ = run(dns_check(target=target, server=dnsmasq.address, record=record,
+    result = run_check(dns_check(target=target, server=dnsmasq.address, record=record,
                               transport=transport))
     assert result.success, result
     assert dict(result.details)["answers"] == answers
-    assert values(result)["netsentry_dns_answers"] == 1
-    assert counts(result)["netsentry_dns_responses_totalNOERROR"] == 1
+    assert gauges(result)["netsentry_dns_answers"] == 1
+    assert counters(result)["netsentry_dns_responses_totalNOERROR"] == 1
 
 
 def test_cname_chain_is_followed(dnsmasq: Dnsmasq) -> None:
-    result, _ = run(dns_check(target="www.test", server=dnsmasq.address))
+    result = run_check(dns_check(target="www.test", server=dnsmasq.address))
     assert dict(result.details)["cnames"] == "host.test."
 
 
 def test_nxdomain(dnsmasq: Dnsmasq) -> None:
-    result, _ = run(dns_check(target="nope.test", server=dnsmasq.address))
+    result = run_check(dns_check(target="nope.test", server=dnsmasq.address))
     assert (result.reason, result.message) == (Reason.NXDOMAIN, "rcode NXDOMAIN, expected NOERROR")
-    assert counts(result)["netsentry_dns_responses_totalNXDOMAIN"] == 1
+    assert counters(result)["netsentry_dns_responses_totalNXDOMAIN"] == 1
 
 
 def test_compare_with_system_flags_a_split_horizon(dnsmasq: Dnsmasq) -> None:
     # localhost: /etc/hosts says 127.0.0.1 to getaddrinfo; this nameserver says otherwise.
     with Dnsmasq(a={"localhost": ["127.0.0.9"]}, local=("localhost",)) as other:
-        result, _ = run(dns_check(target="localhost", server=other.address,
+        result = run_check(dns_check(target="localhost", server=other.address,
                                   compare_with_system=True))
     assert result.success, result
-    assert values(result)["netsentry_dns_resolver_mismatch"] == 1
+    assert gauges(result)["netsentry_dns_resolver_mismatch"] == 1
     assert dict(result.details)["system resolver"] == "127.0.0.1"
 
 

@@ -14,16 +14,13 @@ from typing import Any
 import pytest
 
 from exporter.codecs import ntp as codec
-from exporter.config.load import load_check
 from exporter.config.model import CheckConfig
-from exporter.net.blocking import BlockingPool
-from exporter.net.resolve import Address, Resolver
+from exporter.net.resolve import Address
 from exporter.net.udp import TimedDatagram, timed_udp_exchange
-from exporter.runner import Runner
 from exporter.scheduler import first_run, slot_of
-from exporter.store import Result
 from tests.codecs.test_ntp import assert_agree
 from tests.support.agent import Agent
+from tests.support.checks import gauges, make_check, run_checks
 from tests.support.chronyd import Chronyd
 
 STRATUM = 3
@@ -38,30 +35,13 @@ def chronyd() -> Iterator[Chronyd]:
 
 
 def ntp_check(**keys: Any) -> CheckConfig:
-    table = {"name": "n", "kind": "ntp", "interval": "1m", "timeout": "1s", **keys}
-    return load_check(table, "test")
-
-
-def run_many(check: CheckConfig, times: int) -> list[Result]:
-    async def go() -> list[Result]:
-        pool = BlockingPool(2)
-        try:
-            runner = Runner(Resolver(pool))
-            return [await runner.run(check) for _ in range(times)]
-        finally:
-            pool.close()
-
-    return asyncio.run(go())
-
-
-def values(result: Result) -> dict[str, float]:
-    return {spec.name + "".join(labels): value for spec, labels, value in result.observations}
+    return make_check("ntp", **keys)
 
 
 def test_chronyd_same_clock(chronyd: Chronyd) -> None:
-    results = run_many(ntp_check(target=chronyd.address), 9)
+    results = run_checks(ntp_check(target=chronyd.address), 9)
     assert all(r.success for r in results), [r.message for r in results if not r.success]
-    got = [values(r) for r in results]
+    got = [gauges(r) for r in results]
     for v in got:
         assert v["netsentry_ntp_stratum"] == STRATUM
         assert v["netsentry_ntp_leap"] == 0
@@ -78,7 +58,7 @@ def test_chronyd_same_clock(chronyd: Chronyd) -> None:
 
 def test_chronyd_two_samples(chronyd: Chronyd) -> None:
     started = time.monotonic()
-    (result,) = run_many(ntp_check(target=chronyd.address, samples=2, timeout="3s"), 1)
+    (result,) = run_checks(ntp_check(target=chronyd.address, samples=2, timeout="3s"), 1)
     assert result.success, result
     assert time.monotonic() - started >= 2.0  # the second request waited its 2 s
     assert dict(result.details)["samples"] == "2 of 2 answered; the least delay used"

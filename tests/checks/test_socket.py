@@ -21,8 +21,8 @@ from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
 from exporter.net import sysctl
 from exporter.store import Result
-from tests.checks.test_dns import run
 from tests.support.agent import ROOT, Agent
+from tests.support.checks import run_check
 from tests.support.netns import run_in_netns
 from tests.support.servers import closed_port
 
@@ -58,7 +58,7 @@ def listener() -> Iterator[socket.socket]:
 def test_a_buffer_above_rmem_max_is_clamped_and_the_run_fails_naming_it() -> None:
     rmem_max = limit("net.core.rmem_max")
     asked = rmem_max + 4096
-    result, _ = run(check(options={"SO_RCVBUF": asked, "TCP_NODELAY": 1}))
+    result = run_check(check(options={"SO_RCVBUF": asked, "TCP_NODELAY": 1}))
     assert result.reason is Reason.UNEXPECTED_RESPONSE, result
     # Linux clamps the request at rmem_max, then doubles it (socket(7)).
     assert result.message == (
@@ -76,7 +76,7 @@ def test_requests_within_the_limits_take_effect() -> None:
     assert limit("net.core.wmem_max") >= 65536 and limit("net.core.rmem_max") >= 65536
     options = {"SO_SNDBUF": 65536, "SO_RCVBUF": 65536, "TCP_NODELAY": True, "SO_REUSEADDR": 1,
                "IP_TOS": 16, "IP_TTL": 33, "TCP_USER_TIMEOUT": 30000}
-    result, _ = run(check(options=options))
+    result = run_check(check(options=options))
     assert result.success, result
     got = series(result)
     assert {name: got["socket_option_value", name] for name in options} == {
@@ -89,13 +89,13 @@ def test_requests_within_the_limits_take_effect() -> None:
 def test_the_kernel_masks_ecn_bits_of_ip_tos_on_tcp() -> None:
     # The two low bits of the TOS byte are ECN, which the kernel owns on TCP sockets: a
     # request that sets them reads back without them, and that is a finding.
-    result, _ = run(check(options={"IP_TOS": 17}))
+    result = run_check(check(options={"IP_TOS": 17}))
     assert (result.reason, result.message) == (Reason.UNEXPECTED_RESPONSE,
                                                "IP_TOS = 17 not in effect: reads back 16")
 
 
 def test_ipv6_options_on_an_ipv6_socket() -> None:
-    result, _ = run(check(family="ipv6", options={"IPV6_V6ONLY": 1, "IPV6_TCLASS": 32,
+    result = run_check(check(family="ipv6", options={"IPV6_V6ONLY": 1, "IPV6_TCLASS": 32,
                                                    "IPV6_UNICAST_HOPS": 7}))
     assert result.success, result
     got = series(result)
@@ -105,7 +105,7 @@ def test_ipv6_options_on_an_ipv6_socket() -> None:
 
 
 def test_no_options_audits_what_a_new_socket_gets() -> None:
-    result, _ = run(check())
+    result = run_check(check())
     assert result.success, result
     got = series(result)
     assert not [key for key in got if key[0] in ("socket_option_requested",
@@ -125,7 +125,7 @@ def test_no_options_audits_what_a_new_socket_gets() -> None:
 
 
 def test_udp_audits_socket_level_options_only() -> None:
-    result, _ = run(check(protocol="udp", options={"SO_RCVBUF": 4096}))
+    result = run_check(check(protocol="udp", options={"SO_RCVBUF": 4096}))
     assert result.success, result
     names = {label for (name, label) in series(result) if name == "socket_option_value"}
     assert names == {"SO_SNDBUF", "SO_RCVBUF", "SO_REUSEADDR", "SO_REUSEPORT", "IP_TOS", "IP_TTL"}
@@ -139,7 +139,7 @@ def test_keepalive_options_read_back_on_a_connected_loopback_socket(
 ) -> None:
     keepalive = {"SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 5}
     port = listener.getsockname()[1]
-    result, _ = run(check(target=f"127.0.0.1:{port}", options=keepalive))
+    result = run_check(check(target=f"127.0.0.1:{port}", options=keepalive))
     assert result.success, result
     got = series(result)
     assert {name: got["socket_connected_option_value", name] for name in keepalive} == keepalive
@@ -156,7 +156,7 @@ def test_keepalive_options_read_back_on_a_connected_loopback_socket(
 
 
 def test_a_refused_connect_fails_as_refused() -> None:
-    result, _ = run(check(target=f"127.0.0.1:{closed_port()}", options={"TCP_NODELAY": 1}))
+    result = run_check(check(target=f"127.0.0.1:{closed_port()}", options={"TCP_NODELAY": 1}))
     assert result.reason is Reason.REFUSED
     # The options were set and read before the connect: those series are there.
     assert series(result)["socket_option_value", "TCP_NODELAY"] == 1
@@ -167,7 +167,7 @@ def test_a_refused_connect_fails_as_refused() -> None:
 
 def test_bind_on_a_port_a_listener_holds_fails_with_eaddrinuse(listener: socket.socket) -> None:
     port = listener.getsockname()[1]
-    result, _ = run(check(bind=f"127.0.0.1:{port}", options={"SO_REUSEADDR": 1}))
+    result = run_check(check(bind=f"127.0.0.1:{port}", options={"SO_REUSEADDR": 1}))
     assert (result.reason, result.message) == (
         Reason.NETWORK_ERROR,
         f"cannot bind and listen on 127.0.0.1:{port}: EADDRINUSE (Address already in use)")
@@ -176,7 +176,7 @@ def test_bind_on_a_port_a_listener_holds_fails_with_eaddrinuse(listener: socket.
 
 def test_bind_on_a_free_port_succeeds_and_lets_it_go() -> None:
     port = closed_port()
-    result, _ = run(check(bind=f"127.0.0.1:{port}"))
+    result = run_check(check(bind=f"127.0.0.1:{port}"))
     assert result.success, result
     with socket.create_server(("127.0.0.1", port)):  # the check closed its socket
         pass
@@ -186,7 +186,7 @@ def test_udp_bind_on_a_busy_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
-        result, _ = run(check(protocol="udp", bind=f"127.0.0.1:{port}"))
+        result = run_check(check(protocol="udp", bind=f"127.0.0.1:{port}"))
     assert (result.reason, result.message) == (
         Reason.NETWORK_ERROR, f"cannot bind 127.0.0.1:{port}: EADDRINUSE (Address already in use)")
 
@@ -201,8 +201,8 @@ def test_a_restart_over_time_wait_needs_so_reuseaddr() -> None:
         accepted.close()
         assert client.recv(1) == b""
         client.close()
-    without, _ = run(check(bind=f"127.0.0.1:{port}"))
-    with_reuse, _ = run(check(bind=f"127.0.0.1:{port}", options={"SO_REUSEADDR": 1}))
+    without = run_check(check(bind=f"127.0.0.1:{port}"))
+    with_reuse = run_check(check(bind=f"127.0.0.1:{port}", options={"SO_REUSEADDR": 1}))
     assert without.reason is Reason.NETWORK_ERROR
     assert "EADDRINUSE" in without.message
     assert with_reuse.success, with_reuse

@@ -49,6 +49,7 @@ class HttpServer(ThreadedServer):
         super().__init__(tcp=True, tls=tls)
         self.routes = routes
         self.requests: list[Request] = []
+        self.trickled = 0  # body bytes sent one at a time (Reply.trickle), all connections
         self.start()
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
@@ -103,6 +104,7 @@ class HttpServer(ThreadedServer):
                 if self.stopping or time.monotonic() > deadline:
                     return
                 conn.sendall(reply.body[i:i + 1])
+                self.trickled += 1
                 time.sleep(reply.trickle)
         else:
             conn.sendall(reply.body)
