@@ -46,6 +46,11 @@ interval = "1m"
 [[checks]]
 name = "clock"
 kind = "clock"
+
+[[checks]]
+name = "udp"
+kind = "udp"
+target = "127.0.0.1:7"
 """
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.checks import clock, dns, http, ntp, socket, tcp
+from exporter.checks import clock, dns, http, ntp, socket, tcp, udp
 from exporter.checks.base import Kind
 from exporter.metrics import Spec
 
@@ -22,6 +22,7 @@ KINDS: dict[str, Kind[Any]] = {
         socket.KIND,
         ntp.KIND,
         clock.KIND,
+        udp.KIND,
     )
 }
 

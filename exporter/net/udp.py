@@ -1,10 +1,12 @@
-"""One datagram out, one reply back: the DNS and NTP transports over UDP.
+"""One datagram out, one reply back: the DNS and NTP transports over UDP, and the udp check's.
 
 `udp_exchange` moves bytes and knows no protocol: the caller encodes the request and says,
 with a predicate, which datagram is the reply. It runs until cancelled; the caller's
 deadline ends it, and its socket is closed whatever happens. `timed_udp_exchange` is
 `udp_exchange` with the times the request left and the reply arrived, from the kernel
-where it can tell them (NTP).
+where it can tell them (NTP). `ConnectedUdp` is a socket connected to its peer, so that a
+closed port is refused rather than silent, for a request that may be sent again (the udp
+check).
 """
 
 from __future__ import annotations
@@ -208,3 +210,92 @@ def _timestamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
             if seconds or nanoseconds:
                 return int(seconds) * 1_000_000_000 + int(nanoseconds)
     return None
+
+
+# --- a connected socket: the udp check's tries ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A datagram from a connected peer, and how long after the last send it came."""
+
+    data: bytes
+    truncated: bool  # longer than the buffer: `data` is its first max_size bytes
+    elapsed: float  # seconds from the last send to its arrival
+    kernel: bool  # both ends of `elapsed` are the kernel's timestamps
+
+
+class ConnectedUdp:
+    """A UDP socket connected to one peer, for a request sent perhaps several times.
+
+    Connected, unlike `udp_exchange`'s: the kernel then delivers only the peer's datagrams
+    (anything from another address or port is dropped before it reaches us), and an ICMP port
+    unreachable about our datagram becomes ECONNREFUSED, raised by the next `send` or
+    `receive` as ConnectionRefusedError; other ICMP errors raise their OSError
+    (EHOSTUNREACH, ...). Times come from the kernel's SO_TIMESTAMPING where it gives them,
+    as in `timed_udp_exchange`. The caller's deadline ends a `receive`; `close` (or the end
+    of the `with` block) closes the socket.
+    """
+
+    __slots__ = ("_kernel", "_kernel_sent", "_loop", "_previous_sent", "_user_sent", "sock")
+
+    def __init__(self, address: Address, *, kernel_timestamps: bool = True) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.sock = socket.socket(address.family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            self._kernel = kernel_timestamps and _enable_timestamping(self.sock)
+            self.sock.connect(address.sockaddr)  # UDP: sets the peer, sends nothing
+        except BaseException:
+            self.sock.close()
+            raise
+        self._user_sent = 0
+        self._kernel_sent: int | None = None
+        self._previous_sent: int | None = None  # the kernel's time of the send before
+
+    def __enter__(self) -> ConnectedUdp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    async def send(self, payload: bytes) -> None:
+        """Send `payload` in one datagram; the times of a later reply count from here."""
+        if self._kernel:  # the previous send's timestamp, if it is still in the queue
+            self._kernel_sent = _drain_error_queue(self.sock) or self._kernel_sent
+        self._previous_sent = self._kernel_sent
+        self._kernel_sent = None
+        while True:
+            try:
+                self._user_sent = time.perf_counter_ns()
+                self.sock.send(payload)
+                return
+            except (BlockingIOError, InterruptedError):
+                await wait_ready(self._loop, self.sock.fileno(), write=True)
+
+    async def receive(self, max_size: int = 65536) -> Reply:
+        """The next datagram from the peer, whichever send it answers; runs until one comes
+        (or an ICMP error raises), the caller's deadline ends it."""
+        while True:
+            await wait_ready(self._loop, self.sock.fileno(), write=False)
+            if self._kernel:  # the send's timestamp waits in the error queue (POLLERR)
+                self._kernel_sent = _drain_error_queue(self.sock) or self._kernel_sent
+            try:
+                data, ancillary, flags, _ = self.sock.recvmsg(max_size, _ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            user_received = time.perf_counter_ns()
+            truncated = bool(flags & socket.MSG_TRUNC)
+            kernel_received = _timestamp(ancillary) if self._kernel else None
+            kernel_sent = self._kernel_sent
+            if kernel_received is not None and kernel_sent is not None:
+                if kernel_received < kernel_sent and self._previous_sent is not None:
+                    # A reply to the previous send, in just before this one left: the
+                    # kernel's times tell, and it counts from the send before it came.
+                    kernel_sent = self._previous_sent
+                if kernel_received >= kernel_sent:
+                    return Reply(data, truncated, (kernel_received - kernel_sent) / 1e9, True)
+            return Reply(data, truncated, (user_received - self._user_sent) / 1e9, False)
