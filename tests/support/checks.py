@@ -17,13 +17,14 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.checks import KINDS, Kind
+from exporter.checks import KINDS
+from exporter.checks.base import Kind, Observation
 from exporter.config.load import load_check
 from exporter.config.model import CheckConfig
 from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner
-from exporter.store import Observation, Result
+from exporter.store import Result
 
 
 def make_check(kind: str, **options: Any) -> CheckConfig:
