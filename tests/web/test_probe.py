@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from exporter.web.server import Request
 from tests.support.agent import Agent
 from tests.support.httpservers import HttpServer, Reply
 from tests.support.servers import AcceptServer, Listener, closed_port
+from tests.support.udpservers import UdpServer, closed_udp_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,6 +93,11 @@ timeout = "5s"
 [probe.templates.quick]
 kind = "tcp"
 timeout = "2s"
+
+[probe.templates.pong]
+kind = "udp"
+send = "ping"
+expect = "^pong"
 """)
     with Agent(path) as started:
         yield started
@@ -140,6 +147,31 @@ def test_a_failed_probe_is_200_with_the_reason(agent: Agent) -> None:
     assert got["netsentry_probe_success"] == 0
     assert got["netsentry_probe_failure_reason[reason=refused]"] == 1
     assert got["netsentry_probe_failure_reason[reason=timeout]"] == 0
+
+
+def test_udp_targets_are_probed_under_the_same_rules(agent: Agent) -> None:
+    outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    outside.bind(("127.0.0.2", 0))  # not in the list: must receive nothing
+    outside.setblocking(False)
+    try:
+        with UdpServer(lambda data: [b"pong"]) as server:
+            status, text = get(agent, f"template=pong&target={server.target}")
+            plain_status, plain = get(agent, f"kind=udp&target={server.target}")
+            assert server.payloads == [b"ping", b""]  # a kind's defaults: an empty datagram
+        assert (status, plain_status) == (200, 200)
+        got = samples(text)
+        assert (got["netsentry_probe_success"], got["netsentry_udp_response_bytes"]) == (1, 4)
+        assert samples(plain)["netsentry_probe_success"] == 1
+        status, text = get(agent, f"kind=udp&target=127.0.0.1:{closed_udp_port()}")
+        assert samples(text)["netsentry_probe_failure_reason[reason=refused]"] == 1
+        target = f"127.0.0.2:{outside.getsockname()[1]}"
+        assert get(agent, f"kind=udp&target={target}") == (
+            400, f"target '{target}' is not allowed by [probe] allow: 127.0.0.2 is not in an "
+            "allowed network\n")
+        with pytest.raises(BlockingIOError):
+            outside.recv(100)
+    finally:
+        outside.close()
 
 
 # --- the allow-list -------------------------------------------------------------------------
