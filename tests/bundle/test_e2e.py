@@ -15,6 +15,7 @@ alerts in the pending state.
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -36,7 +37,7 @@ from tests.support.fakedns import FakeDns
 from tests.support.fakentp import FakeNtp
 from tests.support.httpservers import HttpServer, Reply
 from tests.support.prometheus import Prometheus, PromQLError
-from tests.support.servers import AcceptServer, LineServer, closed_port
+from tests.support.servers import AcceptServer, EchoServer, LineServer, closed_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -183,18 +184,30 @@ def clock_checks(s: Servers) -> list[Check]:
     return [{"name": "clock"}]
 
 
+def udp_checks(s: Servers) -> list[Check]:
+    echo = s.stack.enter_context(EchoServer(udp=True))
+    silent = s.stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    silent.bind(("127.0.0.1", 0))  # bound, never answers
+    return [
+        {"name": "udp-ok", "target": echo.target, "send": "ping", "expect": "^ping$"},
+        {"name": "udp-refused", "target": f"127.0.0.1:{closed_port()}", "send": "ping"},
+        {"name": "udp-silent", "target": f"127.0.0.1:{silent.getsockname()[1]}", "count": 2},
+    ]
+
+
 # The scenario's checks by kind. A kind registered in exporter.checks without an entry here
 # fails test_the_scenario_covers_every_registered_kind.
 SCENARIO: dict[str, Callable[[Servers], list[Check]]] = {
     "dns": dns_checks, "tcp": tcp_checks, "http": http_checks, "socket": socket_checks,
-    "ntp": ntp_checks, "clock": clock_checks,
+    "ntp": ntp_checks, "clock": clock_checks, "udp": udp_checks,
 }
 # Alert → the checks it must be pending (or firing) for; dropped for unregistered kinds.
 EXPECTED_ALERTS = {
     "NetsentryDnsCheckFailing": {"dns-vanishing", "dns-silent"},
     "NetsentryDnsNxdomain": {"dns-vanishing"},
     "NetsentryDnsResolverMismatch": {"dns-mismatch"},
-    "NetsentryCheckFailing": {"tcp-refused", "http-bad-status", "socket-clamped"},
+    "NetsentryCheckFailing": {"tcp-refused", "http-bad-status", "socket-clamped", "udp-refused",
+                              "udp-silent"},
     "NetsentryCertificateExpiringSoon": {"tcp-tls"},
     "NetsentryCertificateExpired": {"https-expired"},
     "NetsentryClockOffsetHigh": {"ntp-skewed"},

@@ -17,6 +17,7 @@ from tests.support.agent import Agent
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.httpservers import HttpServer, Reply
+from tests.support.udpservers import UdpServer
 
 HEAD = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
 RECORDS = {"host.test": ["127.0.0.5"]}
@@ -103,3 +104,58 @@ def test_http_server_resetting_mid_transfer(tmp_path: Path) -> None:
             assert_recovers(agent, "web", lifted)
             assert agent.value("netsentry_http_response_bytes", check="web",
                                kind="http") == len(body)
+
+
+def udp_check(name: str, target: str, count: int) -> str:
+    return (f'\n[[checks]]\nname = "{name}"\nkind = "udp"\ntarget = "{target}"\n'
+            f'send = "ping"\nexpect = "^ping$"\ncount = {count}\n')
+
+
+def test_udp_server_dies_and_comes_back(tmp_path: Path) -> None:
+    server = UdpServer()
+    port = server.port
+    path = tmp_path / "c.toml"
+    path.write_text(HEAD + udp_check("echo", server.target, 3))
+    try:
+        with Agent(path) as agent:
+            up = wait_counts(agent, "echo", lambda c: c.success == 1, what="a first success")
+            server.close()
+            down = wait_counts(agent, "echo", lambda c: c.runs >= up.runs + 4,
+                               what="four runs with the server gone")
+            # Unlike dns's unconnected socket, the udp check's connected one hears the port
+            # unreachable: refused, at once, and nothing else.
+            assert set(down.since(up)) == {"refused"}
+            assert down.success == 0
+            server = UdpServer(port=port)
+            lifted = counts(agent, "echo")
+            assert_recovers(agent, "echo", lifted)
+            assert agent.value("netsentry_scheduler_missed_runs_total", check="echo",
+                               kind="udp") == 0
+    finally:
+        server.close()
+
+
+def test_udp_tries_ride_out_packet_loss(tmp_path: Path) -> None:
+    with UdpServer() as server, \
+            FaultProxy("udp", ("127.0.0.1", server.port), Faults(drop=0.3), seed=5) as proxy:
+        path = tmp_path / "c.toml"
+        path.write_text(HEAD + "".join(udp_check(f"once-{i}", proxy.address, 1)
+                                       for i in range(4))
+                        + "".join(udp_check(f"thrice-{i}", proxy.address, 3) for i in range(4)))
+        names = [f"{kind}-{i}" for kind in ("once", "thrice") for i in range(4)]
+        with Agent(path) as agent:
+            before = {n: counts(agent, n) for n in names}
+            wait_counts(agent, "thrice-3", lambda c: c.runs >= before["thrice-3"].runs + 8,
+                        what="eight runs under loss")
+            lossy = {n: counts(agent, n) for n in names}
+            proxy.faults = Faults()
+            lifted = {n: counts(agent, n) for n in names}
+            # A datagram and its echo each survive with 0.7: one try fails about half the
+            # runs, three tries about one in eight. Lost datagrams are silence: timeouts.
+            assert {r for n in names for r in lossy[n].since(before[n])} <= {"timeout"}
+            failed = {kind: sum(lossy[n].failed - before[n].failed for n in names
+                                if n.startswith(kind)) for kind in ("once", "thrice")}
+            assert failed["once"] > 0 and failed["thrice"] < failed["once"], failed
+            assert proxy.stats["dropped_up"] + proxy.stats["dropped_down"] > 0
+            for name in names:
+                assert_recovers(agent, name, lifted[name])

@@ -28,6 +28,7 @@ from exporter.runner import Runner
 from exporter.store import Result
 from tests.support.httpservers import HttpServer, Reply
 from tests.support.servers import closed_port
+from tests.support.udpservers import closed_udp_port
 
 
 class Targets:
@@ -85,6 +86,10 @@ CASES: dict[str, tuple[Any, Reason]] = {
     "http, trickling body": (lambda t: {"kind": "http", "target": t.trickle.url()},
                              Reason.TIMEOUT),
     "ntp, silent server": (lambda t: {"kind": "ntp", "target": silent(t)}, Reason.TIMEOUT),
+    "udp, silent port": (lambda t: {"kind": "udp", "target": silent(t), "send": "x"},
+                         Reason.TIMEOUT),
+    "udp, refused": (lambda t: {"kind": "udp", "target": f"127.0.0.1:{closed_udp_port()}"},
+                     Reason.REFUSED),
 }
 
 

@@ -31,11 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exporter.codecs
-from exporter.checks import KINDS
+from exporter.checks import KINDS, udp
 from exporter.checks.base import COMMON_KEYS
 from exporter.cli.main import check_config
 from exporter.codecs import dns, ntp, tcp_info, timex, x509
-from exporter.config.load import load_text, tomllib
+from exporter.config.load import load_check, load_text, tomllib
 from exporter.errors import ConfigError
 from exporter.web import webconfig
 from tests.support.certs import DAY, Authority
@@ -168,6 +168,28 @@ def test_codec_raises_only_its_own_error(codec: Codec) -> None:
     fuzz()
 
 
+# --- the udp check's judging of replies -------------------------------------------------------
+# The udp kind has no codec: a reply is bytes, judged by a regex or a prefix. Whatever arrives,
+# judging it and quoting it raise nothing.
+
+UDP_SETTINGS = [load_check({"name": "u", "kind": "udp", "target": "127.0.0.1:7", **keys},
+                           "test").settings
+                for keys in ({}, {"expect": "^pong"}, {"expect": r"(?s)^\x81\x80.{2}\d+$"},
+                             {"expect": "café"}, {"expect_hex": "8180"})]
+
+
+@FUZZ
+@given(st.binary(max_size=2048), st.sampled_from(UDP_SETTINGS))
+def test_udp_replies_are_judged_without_raising(data: bytes, judged: Any) -> None:
+    verdict = udp.matches(judged, data)
+    if judged.expect_hex:
+        assert verdict == data.startswith(judged.expect_hex)
+    elif not judged.expect:
+        assert verdict is True  # no expectation: any reply will do
+    quoted = udp.excerpt(data)
+    assert quoted.isascii() and quoted.isprintable()
+
+
 # --- the config loader ------------------------------------------------------------------------
 
 KIND_KEYS = sorted({f.name for kind in KINDS.values() for f in fields(kind.settings)})
@@ -180,7 +202,8 @@ scalars = st.one_of(
     st.text(max_size=40),
     st.sampled_from(DURATIONS),
     st.sampled_from(("127.0.0.1:53", "[::1]:80", "http://127.0.0.1:1/", "host.test", "A",
-                     "udp", "tls", "2xx", "/dev/null", "/nonexistent")),
+                     "udp", "tls", "2xx", "/dev/null", "/nonexistent", "de ad", "0x1f", "^pong",
+                     "127.0.0.1:domain")),
 )
 values = st.recursive(
     scalars,

@@ -189,9 +189,10 @@ def test_ten_thousand_checks_validate(tmp_path: Path) -> None:
         'kind = "tcp"\ntarget = "127.0.0.1:{i}"',
         'kind = "dns"\ntarget = "host{i}.test"\nserver = ["127.0.0.1:53"]',
         'kind = "http"\ntarget = "http://127.0.0.1:8080/{i}"',
+        'kind = "udp"\ntarget = "127.0.0.1:{i}"\nsend_hex = "00 01"\nexpect = "^\\\\x00"',
     ]
     text = '[defaults]\ninterval = "10s"\n' + "".join(
-        f'\n[[checks]]\nname = "c{i}"\n' + kinds[i % 3].format(i=i % 60000 + 1) + "\n"
+        f'\n[[checks]]\nname = "c{i}"\n' + kinds[i % len(kinds)].format(i=i % 60000 + 1) + "\n"
         for i in range(10_000))
     path = tmp_path / "big.toml"
     path.write_text(text)

@@ -2,12 +2,14 @@
 
 `UdpServer` counts every datagram it receives (`.received`, and the payloads in `.payloads`),
 drops the first `drop_first` of them unanswered, and answers each of the others with what
-`answer(datagram)` returns: a list of datagrams (none, one, or a flood). `SilentUdp` is a bound
+`answer(datagram)` returns: a list of datagrams (none, one, or a flood); on port 0, or on a
+given `port` (to come back where a stopped one was). `SilentUdp` is a bound
 socket that reads nothing: what arrives waits in its buffer, and `.pending()` counts it.
 """
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -24,8 +26,17 @@ def echo(data: bytes) -> list[bytes]:
 class UdpServer(ThreadedServer):
     name = "udpserver"
 
-    def __init__(self, answer: Answer = echo, *, drop_first: int = 0) -> None:
+    def __init__(self, answer: Answer = echo, *, drop_first: int = 0, port: int = 0) -> None:
         super().__init__(udp=True)
+        if port:  # a given port (a server that comes back where it was) instead of port 0's
+            assert self.udp is not None
+            self.selector.unregister(self.udp)
+            self.udp.close()
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", port))
+            self.udp.setblocking(False)
+            self.selector.register(self.udp, selectors.EVENT_READ)
+            self.port = port
         self.answer = answer
         self.drop_first = drop_first
         self.payloads: list[bytes] = []
