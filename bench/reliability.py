@@ -3,7 +3,7 @@
     .venv/bin/python bench/reliability.py [--minutes 10] [--checks 10000] [--stuck 0.2]
     .venv/bin/python bench/reliability.py --soak [--minutes 30] [--checks 1000]
 
-Load (the default): N checks of mixed kinds (tcp, dns, http, a third each) at a 10 s
+Load (the default): N checks of mixed kinds (tcp, dns, http, udp, a quarter each) at a 10 s
 interval and the default 5 s timeout, a fraction --stuck of them aimed at targets that never
 answer — a TCP listener whose accept queue is full (the kernel drops the SYNs), a UDP port
 that never replies, an HTTP server that trickles one byte a second — all on loopback, served
@@ -54,7 +54,7 @@ from exporter.config.load import load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KINDS = ("tcp", "dns", "http")
+KINDS = ("tcp", "dns", "http", "udp")
 STARTUP_TIMEOUT = 300.0
 
 # --- the servers child: healthy and stuck targets ------------------------------------------------
@@ -70,6 +70,13 @@ async def _serve(role: str, max_seconds: float) -> None:
     class TcpOk(asyncio.Protocol):  # protocols, not streams: the targets must cost little
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             transport.close()
+
+    class UdpEcho(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(data, addr)  # type: ignore[attr-defined]
 
     class HttpOk(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,7 +109,9 @@ async def _serve(role: str, max_seconds: float) -> None:
         servers = [await loop.create_server(TcpOk, HOST, 0, backlog=4096),
                    await loop.create_server(HttpOk, HOST, 0, backlog=4096)]
         ports = [s.sockets[0].getsockname()[1] for s in servers]
-        print("ready", f"tcp_ok={HOST}:{ports[0]}", f"http_ok={HOST}:{ports[1]}", flush=True)
+        echo, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=(HOST, 0))
+        print("ready", f"tcp_ok={HOST}:{ports[0]}", f"http_ok={HOST}:{ports[1]}",
+              f"udp_ok={HOST}:{echo.get_extra_info('sockname')[1]}", flush=True)
     else:
         trickle = await asyncio.start_server(http_trickle, HOST, 0, backlog=4096)
         stuck = socket.socket()  # listen(0), never accept: one connection queued, SYNs dropped
@@ -165,6 +174,9 @@ def check_table(name: str, kind: str, stuck: bool, targets: Targets) -> list[str
         server = e["udp_silent"] if stuck else f"{HOST}:{targets.dns_port}"
         return [f'target = "{QUERY_NAME}"', f'server = ["{server}"]',
                 f'expect_answers = ["{QUERY_ADDRESS}"]']
+    if kind == "udp":
+        target = e["udp_silent"] if stuck else e["udp_ok"]
+        return [f'target = "{target}"', 'send = "ping"', 'expect = "^ping$"']
     target = e["http_trickle"] if stuck else e["http_ok"]
     return [f'target = "http://{target}/"']
 
@@ -175,7 +187,7 @@ def check_names(n: int, stuck_fraction: float) -> list[tuple[str, str, bool]]:
     out = []
     for i in range(n):
         stuck = i < n_stuck
-        kind = KINDS[i % 3]
+        kind = KINDS[i % len(KINDS)]
         out.append((f"{'stuck' if stuck else 'ok'}-{kind}-{i:05d}", kind, stuck))
     return out
 
