@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -124,6 +125,30 @@ def test_lost_tries_are_sent_again(dropped: int, count: int, reason: Reason | No
         assert server.received == received
     assert result.reason is reason, result.message
     assert details(result)["tries"] == f"{received} of {count}"
+
+
+def test_ipv6_echo_and_refusal() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as closed:
+        closed.bind(("::1", 0))
+        closed_port = closed.getsockname()[1]
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as echo:
+        echo.bind(("::1", 0))
+        echo.settimeout(5)
+        target = f"[::1]:{echo.getsockname()[1]}"
+
+        def answer() -> None:
+            data, peer = echo.recvfrom(100)
+            echo.sendto(b"v6 " + data, peer)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        ok = run_check("udp", target=target, family="ipv6",
+                       send="hi", expect="^v6 hi$")
+        thread.join(5)
+    assert ok.success, ok.message
+    assert details(ok)["address"] == target
+    refused = run_check("udp", target=f"[::1]:{closed_port}", family="ipv6")
+    assert refused.reason is Reason.REFUSED, refused.message
 
 
 def test_the_service_name_is_the_udp_port() -> None:
