@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from exporter import __version__, exposition
+from exporter.checks import host_problems
 from exporter.config.load import load_default, load_file
 from exporter.config.model import CheckConfig, Config
 from exporter.errors import ConfigError
@@ -84,6 +85,7 @@ class Agent:
         self.bound: list[str] = []
         self._stop = asyncio.Event()
         self._ready = False
+        self._kinds_asked: set[str] = set()  # kinds whose host problems were looked for
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -155,6 +157,11 @@ class Agent:
         log.info("config loaded", extra={"source": new.source, "checks": len(new.checks),
                                          "added": added, "changed": len(changed),
                                          "removed": removed, "shard": str(shard)})
+        kinds = {c.kind for c in new.checks} - self._kinds_asked
+        self._kinds_asked |= kinds
+        for kind, problem in host_problems(sorted(kinds)).items():
+            log.warning("checks of this kind cannot run here", extra={"kind": kind,
+                                                                      "problem": problem})
 
     def reload(self) -> list[str]:
         """Reload the config file; on problems keep the running config and return them."""

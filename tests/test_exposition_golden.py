@@ -51,6 +51,11 @@ kind = "clock"
 name = "udp"
 kind = "udp"
 target = "127.0.0.1:7"
+
+[[checks]]
+name = "ping"
+kind = "ping"
+target = "127.0.0.1"
 """
 
 

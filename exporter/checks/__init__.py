@@ -7,9 +7,10 @@ metric families the exposition renders (`kind_specs`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from exporter.checks import clock, dns, http, ntp, socket, tcp, udp
+from exporter.checks import clock, dns, http, ntp, ping, socket, tcp, udp
 from exporter.checks.base import Kind
 from exporter.metrics import Spec
 
@@ -23,6 +24,7 @@ KINDS: dict[str, Kind[Any]] = {
         ntp.KIND,
         clock.KIND,
         udp.KIND,
+        ping.KIND,
     )
 }
 
@@ -39,3 +41,15 @@ def kind_specs() -> tuple[Spec, ...]:
         unique = {spec.name: spec for kind in kinds for spec in kind.specs}
         _DERIVED[:] = [(kinds, tuple(sorted(unique.values(), key=lambda spec: spec.order)))]
     return _DERIVED[0][1]
+
+
+def host_problems(kinds: Iterable[str]) -> dict[str, str]:
+    """Why checks of these kinds cannot run in this process (`Kind.host_problem`), by kind;
+    kinds without a problem are left out."""
+    found = {}
+    for name in dict.fromkeys(kinds):
+        probe = KINDS[name].host_problem
+        problem = probe() if probe is not None else None
+        if problem is not None:
+            found[name] = problem
+    return found

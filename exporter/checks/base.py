@@ -175,6 +175,9 @@ class Kind(Generic[S]):
     # Problems with a check's interval and timeout (in seconds) that only its kind can see, as
     # (key, message) pairs: e.g. an NTP server must not be asked more often than every 15 s.
     schedule_problems: Callable[[S, float, float], list[tuple[str, str]]] | None = None
+    # Why no check of this kind can run in this process (a missing capability or sysctl,
+    # with what fixes it), or None; asked once by check-config and at the agent's start.
+    host_problem: Callable[[], str | None] | None = None
     # The names of `specs`: the runner fails a run that records any other metric.
     declared: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
 

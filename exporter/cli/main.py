@@ -14,6 +14,7 @@ import asyncio
 import sys
 
 from exporter import __version__, app, shard
+from exporter.checks import host_problems
 from exporter.cli import logs, probe
 from exporter.config.load import load_default, load_file
 from exporter.errors import ConfigError
@@ -112,4 +113,7 @@ def check_config(argv: list[str]) -> int:
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 2
     print(f"{loaded.source}: OK, {len(loaded.checks)} check(s)")
+    # A valid config that this host cannot run all of: said, but not an invalid config.
+    for kind, problem in host_problems(c.kind for c in loaded.checks).items():
+        print(f"warning: {kind} checks cannot run here: {problem}", file=sys.stderr)
     return 0

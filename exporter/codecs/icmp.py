@@ -140,17 +140,11 @@ class IcmpError:
     @property
     def category(self) -> str:
         """One of CATEGORIES."""
-        if self.version == 4:
-            if self.type == V4_UNREACHABLE and self.code == V4_FRAGMENTATION_NEEDED:
-                return "packet_too_big"
-            return _V4_CATEGORY.get(self.type, "other")
-        return _V6_CATEGORY.get(self.type, "other")
+        return category(self.version, self.type, self.code)
 
     def describe(self) -> str:
         """What people read: "destination unreachable (port unreachable)", "... mtu 1400"."""
-        name = _NAMES.get((self.version, self.type), f"type {self.type}")
-        text = f"{name} ({_CODES.get((self.version, self.type, self.code), f'code {self.code}')})"
-        return f"{text}, mtu {self.mtu}" if self.mtu else text
+        return describe(self.version, self.type, self.code, self.mtu)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +156,23 @@ class Message:
     code: int
     body: Echo | IcmpError | None  # None: a message of another type (router advert, ...)
     outer: IpHeader | None = None
+
+
+def category(version: int, kind: int, code: int) -> str:
+    """The CATEGORIES entry of an error of this type and code (also for errors the kernel
+    digested, as a ping socket's error queue gives them)."""
+    if version == 4:
+        if kind == V4_UNREACHABLE and code == V4_FRAGMENTATION_NEEDED:
+            return "packet_too_big"
+        return _V4_CATEGORY.get(kind, "other")
+    return _V6_CATEGORY.get(kind, "other")
+
+
+def describe(version: int, kind: int, code: int, mtu: int | None = None) -> str:
+    """What people read: "destination unreachable (port unreachable)", "... mtu 1400"."""
+    name = _NAMES.get((version, kind), f"type {kind}")
+    text = f"{name} ({_CODES.get((version, kind, code), f'code {code}')})"
+    return f"{text}, mtu {mtu}" if mtu else text
 
 
 def checksum(data: bytes) -> int:
@@ -199,9 +210,11 @@ def build_echo(version: int, identifier: int, sequence: int, payload: bytes) -> 
     return message[:2] + checksum(message).to_bytes(2, "big") + message[4:]
 
 
-def parse(data: bytes, version: int, ip_header: bool = False) -> Message:
+def parse(data: bytes, version: int, ip_header: bool = False, verify: bool = True) -> Message:
     """One received ICMP (version 4) or ICMPv6 (6) message; `ip_header` when the bytes begin
-    with the outer IPv4 header, as raw IPv4 sockets deliver them. Raises IcmpCodecError."""
+    with the outer IPv4 header, as raw IPv4 sockets deliver them. `verify=False` skips the
+    IPv4 checksum, for a message known to be cut (what an error quotes of an echo: its
+    checksum covers bytes that are not there). Raises IcmpCodecError."""
     outer = None
     if ip_header:
         outer = _ip_header(data, 4 if version == 4 else 6, quoted=False)
@@ -214,7 +227,7 @@ def parse(data: bytes, version: int, ip_header: bool = False) -> Message:
     kind, code, _, first, second = _ICMP_HEADER.unpack_from(data)
     # ICMPv4 sockets may hand over what the kernel did not verify (a raw socket gets its copy
     # before ICMP's own checks); ICMPv6's checksum the kernel verifies for raw sockets too.
-    if version == 4 and checksum(data) != 0:
+    if version == 4 and verify and checksum(data) != 0:
         raise IcmpCodecError("bad ICMP checksum")
     if kind == ECHO_REPLY[version] or kind == ECHO_REQUEST[version]:
         body: Echo | IcmpError | None = Echo(kind == ECHO_REPLY[version], first, second,

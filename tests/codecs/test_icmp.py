@@ -283,3 +283,12 @@ def test_mutated_errors_raise_only_the_codec_error(
         assert message.body.category in icmp.CATEGORIES
         assert message.body.quoted.ip.version == version
         message.body.describe()
+
+
+def test_a_quoted_echo_is_read_without_its_checksum() -> None:
+    """A ping socket's error queue gives what the error quoted of the echo: its header, cut
+    from the payload its checksum covers."""
+    cut = build_echo(4, 1, 2, b"payload")[:8]
+    with pytest.raises(IcmpCodecError, match="checksum"):
+        parse(cut, 4)
+    assert parse(cut, 4, verify=False).body == Echo(False, 1, 2, b"")
