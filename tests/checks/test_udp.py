@@ -217,16 +217,15 @@ def test_each_wait_is_twice_the_one_before_and_the_last_ends_at_the_end() -> Non
 CHECK = '[[checks]]\nname = "u"\nkind = "udp"\ntarget = "127.0.0.1:7"\n'
 
 
+def not_hex(key: str, text: str) -> list[str]:
+    return [f"f.toml:5: checks[0] \"u\".{key}: '{text}' is not hex: write the bytes as pairs "
+            'of hex digits, such as "0d0a" or "de ad be ef"']
+
+
 @pytest.mark.parametrize(("text", "expected"), [
-    pytest.param(CHECK + 'send_hex = "zz"\n',
-                 ["f.toml:5: checks[0] \"u\".send_hex: 'zz' is not hex: write the bytes as "
-                  "pairs of hex digits, such as \"0d0a\" or \"de ad be ef\""], id="not-hex"),
-    pytest.param(CHECK + 'send_hex = "abc"\n',
-                 ["f.toml:5: checks[0] \"u\".send_hex: 'abc' is not hex: write the bytes as "
-                  "pairs of hex digits, such as \"0d0a\" or \"de ad be ef\""], id="odd-hex"),
-    pytest.param(CHECK + 'expect_hex = "0x81"\n',
-                 ["f.toml:5: checks[0] \"u\".expect_hex: '0x81' is not hex: write the bytes "
-                  "as pairs of hex digits, such as \"0d0a\" or \"de ad be ef\""],
+    pytest.param(CHECK + 'send_hex = "zz"\n', not_hex("send_hex", "zz"), id="not-hex"),
+    pytest.param(CHECK + 'send_hex = "abc"\n', not_hex("send_hex", "abc"), id="odd-hex"),
+    pytest.param(CHECK + 'expect_hex = "0x81"\n', not_hex("expect_hex", "0x81"),
                  id="expect-not-hex"),
     pytest.param(CHECK + 'send = "a"\nsend_hex = "00"\n',
                  ['f.toml:6: checks[0] "u".send_hex: set send (text) or send_hex (bytes), '

@@ -27,26 +27,12 @@ def states(agent: Agent) -> dict[str, str]:
 def served_agent(path: Path) -> Iterator[Agent]:
     """The agent on its config at `path`, once every check has run."""
     with AcceptServer() as server:
-        path.write_text(f"""
-[defaults]
-interval = "1s"
-timeout = "500ms"
-
-[[checks]]
-name = "web-frontend"
-kind = "tcp"
-target = "127.0.0.1:{server.port}"
-
-[[checks]]
-name = {json.dumps(XSS)}
-kind = "tcp"
-target = "127.0.0.1:{closed_port()}"
-
-[[checks]]
-name = "resolver-localhost"
-kind = "dns"
-target = "localhost"
-""")
+        checks = (("web-frontend", "tcp", f"127.0.0.1:{server.port}"),
+                  (XSS, "tcp", f"127.0.0.1:{closed_port()}"),
+                  ("resolver-localhost", "dns", "localhost"))
+        path.write_text('[defaults]\ninterval = "1s"\ntimeout = "500ms"\n' + "".join(
+            f"\n[[checks]]\nname = {json.dumps(name)}\nkind = {json.dumps(kind)}\n"
+            f"target = {json.dumps(target)}\n" for name, kind, target in checks))
         with Agent(path) as agent:
             agent.wait_for(lambda: states(agent) == STATES, what="every check to have run")
             yield agent
