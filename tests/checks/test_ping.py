@@ -394,3 +394,90 @@ def test_the_agent_logs_a_host_problem_once_per_kind(monkeypatch: pytest.MonkeyP
     assert len(warnings) == 1 and asked == ["ping"]
     said = vars(warnings[0])
     assert (said["kind"], said["problem"]) == ("ping", net_icmp.FIX)
+
+
+# --- across a chain of routers with a delay line, beside iputils ping and fping -----------------
+
+DELAY, LOSS, SEED, ECHOES = 0.005, 0.1, 11, 60
+
+
+def _dropped(before: dict[str, Any], after: dict[str, Any], family: int) -> int:
+    """Echo requests dropped on the way there and replies on the way back, in between."""
+    request, reply = ("ipv4/icmp/8", "ipv4/icmp/0") if family == 4 else ("ipv6/icmp/128",
+                                                                         "ipv6/icmp/129")
+    return sum(after[way]["dropped_by"].get(kind, 0) - before[way]["dropped_by"].get(kind, 0)
+               for way, kind in (("r1>r2", request), ("r2>r1", reply)))
+
+
+def _ours(chain: netpath.Chain, family: int) -> tuple[int, list[float], int]:
+    """(echoes lost, round trips in s, what the line dropped meanwhile) of one ping check."""
+    before = chain.line_stats()
+    result = netpath.run_check(chain.client, "ping", {
+        "target": chain.target_address(family), "count": ECHOES, "spacing": "20ms",
+        "timeout": "4s", "max_loss": 0.5})
+    after = chain.line_stats()
+    assert result["success"], result["message"]
+    sent = counted(result, "netsentry_ping_packets_sent_total")
+    received = counted(result, "netsentry_ping_packets_received_total")
+    assert sent == ECHOES and counted(result, "netsentry_ping_duplicates_total") == 0
+    samples = netpath.values(result, "netsentry_ping_rtt_seconds", "histograms")
+    assert len(samples) == received
+    assert netpath.value(result, "netsentry_ping_loss_ratio") == pytest.approx(
+        1 - received / sent)
+    return int(sent - received), samples, _dropped(before, after, family)
+
+
+def _iputils(chain: netpath.Chain) -> tuple[int, list[float], int]:
+    before = chain.line_stats()
+    proc = netpath.run(chain.client, ["ping", "-n", "-c", str(ECHOES), "-i", "0.02", "-W", "2",
+                                      chain.target_address(4)], timeout=30)
+    after = chain.line_stats()
+    summary = next(line for line in proc.stdout.splitlines() if "packets transmitted" in line)
+    sent, received = (int(summary.split()[i]) for i in (0, 3))
+    assert sent == ECHOES
+    samples = [float(line.rsplit("time=", 1)[1].split()[0]) / 1000
+               for line in proc.stdout.splitlines() if "time=" in line]
+    assert len(samples) == received
+    return sent - received, samples, _dropped(before, after, 4)
+
+
+def _fping(chain: netpath.Chain) -> tuple[int, list[float], int]:
+    before = chain.line_stats()
+    proc = netpath.run(chain.client, ["fping", "-C", str(ECHOES), "-p", "20", "-t", "2000",
+                                      "-q", chain.target_address(4)], timeout=30)
+    after = chain.line_stats()
+    line = next(line for line in proc.stderr.splitlines() if " : " in line)
+    times = line.split(" : ", 1)[1].split()
+    assert len(times) == ECHOES
+    samples = [float(t) / 1000 for t in times if t != "-"]
+    return ECHOES - len(samples), samples, _dropped(before, after, 4)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_loss_and_delay_are_the_delay_lines(family: int) -> None:
+    with netpath.Chain(delay=DELAY, loss=LOSS, seed=SEED) as chain:
+        lost, samples, dropped = _ours(chain, family)
+    assert lost == dropped > 0  # every echo the line dropped, one way or the other, and no more
+    # Each way holds DELAY: the round trip is twice that, plus the namespaces' few µs.
+    assert min(samples) >= 2 * DELAY
+    assert statistics.median(samples) < 2 * DELAY + 0.003
+
+
+def test_iputils_ping_and_fping_agree() -> None:
+    """The same seed drops the same echoes in each fresh chain: each tool runs in one of its
+    own, and all three see the same loss, the line's, and the same round trips."""
+    outcomes = {}
+    for name, measure in (("netsentry", _ours), ("ping", _iputils), ("fping", _fping)):
+        with netpath.Chain(delay=DELAY, loss=LOSS, seed=SEED) as chain:
+            if name == "netsentry":
+                outcomes[name] = measure(chain, 4)  # type: ignore[call-arg]
+            else:
+                outcomes[name] = measure(chain)  # type: ignore[call-arg]
+    for name, (lost, _, dropped) in outcomes.items():
+        assert lost == dropped, name
+    losses = {name: lost for name, (lost, _, _) in outcomes.items()}
+    assert len(set(losses.values())) == 1 and losses["netsentry"] > 0, losses
+    ours = statistics.median(outcomes["netsentry"][1])
+    for name in ("ping", "fping"):
+        theirs = statistics.median(outcomes[name][1])
+        assert abs(ours - theirs) <= max(0.1 * theirs, 100e-6), (name, ours, theirs)
