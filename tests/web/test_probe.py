@@ -174,6 +174,39 @@ def test_udp_targets_are_probed_under_the_same_rules(agent: Agent) -> None:
         outside.close()
 
 
+def test_ping_targets_are_addresses_under_the_same_rules(agent: Agent) -> None:
+    """An ICMP target has no port: it is its address that must pass the list."""
+    watch = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    watch.setblocking(False)
+    try:
+        status, text = get(agent, "kind=ping&target=127.0.0.1")
+        assert status == 200
+        got = samples(text)
+        assert got["netsentry_probe_success"] == 1
+        assert got["netsentry_ping_packets_sent_total"] == got[
+            "netsentry_ping_packets_received_total"] == 5  # the kind's defaults: no keys here
+        assert get(agent, "kind=ping&target=127.0.0.2") == (
+            400, "target '127.0.0.2' is not allowed by [probe] allow: 127.0.0.2 is not in an "
+            "allowed network\n")
+        # A name is resolved first, and its address held to the list: localhost's is in it.
+        status, text = get(agent, "kind=ping&target=localhost&debug=true")
+        assert status == 200 and "localhost -> 127.0.0.1: allowed, in 127.0.0.1/32" in text
+        status, text = get(agent, "kind=ping&target=127.0.0.1:80")
+        assert status == 400 and "a ping target has no port" in text
+        echoes_to_outside = 0
+        for _ in range(10_000):  # everything ICMP this host saw meanwhile, in a bounded read
+            try:
+                packet = watch.recv(65535)
+            except BlockingIOError:
+                break
+            header = (packet[0] & 0x0F) * 4
+            if packet[16:20] == bytes([127, 0, 0, 2]) and packet[header] == 8:
+                echoes_to_outside += 1
+        assert echoes_to_outside == 0
+    finally:
+        watch.close()
+
+
 # --- the allow-list -------------------------------------------------------------------------
 
 
