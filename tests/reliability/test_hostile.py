@@ -34,7 +34,7 @@ import exporter.codecs
 from exporter.checks import KINDS, udp
 from exporter.checks.base import COMMON_KEYS
 from exporter.cli.main import check_config
-from exporter.codecs import dns, ntp, tcp_info, timex, x509
+from exporter.codecs import dns, icmp, ntp, tcp_info, timex, x509
 from exporter.config.load import load_check, load_text, tomllib
 from exporter.errors import ConfigError
 from exporter.web import webconfig
@@ -86,6 +86,24 @@ def _certificate() -> bytes:
     return Authority("hostile.test", starts=starts, ends=starts + 90 * DAY, serial=7).der()
 
 
+def _icmp_error_v4() -> bytes:
+    """A raw IPv4 socket's time exceeded, outer header first, quoting an echo of ours."""
+    def ipv4(source: bytes, destination: bytes, payload: bytes) -> bytes:
+        return bytes([0x45, 0]) + (20 + len(payload)).to_bytes(2, "big") + bytes(
+            [0, 1, 0, 0, 64, 1, 0, 0]) + source + destination + payload
+
+    quoted = ipv4(b"\x0a\0\0\x01", b"\x0a\0\0\x09", icmp.build_echo(4, 7, 8, b"x" * 8))
+    error = bytes([11, 0, 0, 0, 0, 0, 0, 0]) + quoted
+    error = error[:2] + icmp.checksum(error).to_bytes(2, "big") + error[4:]
+    return ipv4(b"\x0a\0\0\x02", b"\x0a\0\0\x01", error)
+
+
+def _icmp_error_v6() -> bytes:
+    quoted = (bytes([0x60, 0, 0, 0, 0, 16, 58, 1]) + bytes(15) + b"\x01" + bytes(15) + b"\x02"
+              + icmp.build_echo(6, 7, 8, b"x" * 8))
+    return bytes([3, 0, 0, 0, 0, 0, 0, 0]) + quoted
+
+
 def _ntp_judge(data: bytes) -> object:
     # The origin the mutated packet carries, so that mutations get past the bogus test.
     origin = int.from_bytes(data[24:32], "big") if len(data) >= 32 else NTP_ORIGIN
@@ -115,6 +133,13 @@ CODECS: dict[str, list[Codec]] = {
         Codec("read_reply+sample", ntp.NtpCodecError, _ntp_judge, _ntp_reply),
         Codec("reference_text", ntp.NtpCodecError,
               lambda b: ntp.reference_text(b[:4], b[4] if len(b) > 4 else 0), _ntp_reply),
+    ],
+    "icmp": [
+        Codec("parse v4 raw", icmp.IcmpCodecError, lambda b: icmp.parse(b, 4, True),
+              _icmp_error_v4),
+        Codec("parse v6", icmp.IcmpCodecError, lambda b: icmp.parse(b, 6), _icmp_error_v6),
+        Codec("parse v4 echo", icmp.IcmpCodecError, lambda b: icmp.parse(b, 4),
+              lambda: icmp.build_echo(4, 1, 2, b"abcdefgh")),
     ],
     "tcp_info": [Codec("parse", tcp_info.TcpInfoError, tcp_info.parse, _tcp_info)],
     "timex": [
