@@ -30,7 +30,18 @@ starts and stops by its PID; `line_stats()` is what it counted per direction.
 chain stops when it closes. `run_check(ns, kind, options)` runs one netsentry check in a
 namespace (tests.support.netpath_run, in a process of its own) and returns what it recorded
 as JSON-like data; `CheckSession` keeps that process for several runs, so that what a check
-remembers between runs (its `memory`) carries over, as it does in the agent.
+remembers between runs (its `memory`) carries over, as it does in the agent:
+
+    with Chain() as chain, CheckSession(chain.client, "path",
+                                        {"target": chain.target_address(4)}) as check:
+        first = check.run()
+        chain.reroute("r3")
+        moved = check.run()   # value(moved, "netsentry_path_changes_total", "counters") == 1
+
+A check that opens ICMP datagram sockets without root needs the namespace's
+`net.ipv4.ping_group_range` (new namespaces start at "1 0", none): `sysctl(ns, {...})`.
+`remove_stale()` (run once per process by the first chain) deletes the namespaces of chains
+whose process was killed before it could close them.
 
 Everything here needs root (namespaces, sysctls, TUN): `available()` says whether this
 machine allows it; the tests that use a chain are never skipped in CI.
@@ -44,6 +55,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -89,6 +101,25 @@ def _available() -> bool:
     finally:
         if made:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=IP_TIMEOUT)
+
+
+_STALE = re.compile(r"^np(\d+)-\d+-(client|r1|r2|r3|target)$")
+
+
+@functools.cache
+def remove_stale() -> list[str]:
+    """Delete the namespaces of chains whose process is gone (killed before it could close
+    them); once per process. Returns the names deleted."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            timeout=IP_TIMEOUT).stdout
+    gone = []
+    for line in listed.splitlines():
+        name = line.split(" ", 1)[0]
+        m = _STALE.match(name)
+        if m and not Path(f"/proc/{m[1]}").exists():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=IP_TIMEOUT)
+            gone.append(name)
+    return gone
 
 
 def link_address(link: int, end: int, family: int) -> str:
@@ -200,6 +231,7 @@ class Chain:
         self.close()
 
     def _setup(self) -> None:
+        remove_stale()
         for role in ROLES:
             _ip("netns", "add", self.names[role])
             self.made.append(self.names[role])
@@ -336,6 +368,10 @@ class Chain:
                     self.final_line_stats = self._read_ctl()
             stop(self.line)
             self.line = None
+            if self.final_line_stats is None and self._tmp is not None:  # it ended on its own
+                with contextlib.suppress(OSError, ValueError):
+                    self.final_line_stats = json.loads(
+                        Path(self._tmp.name, "stats.json").read_text())
         if self._ctl_file is not None:
             self._ctl_file.close()
             self._ctl_file = None

@@ -10,10 +10,12 @@ root, and fail there rather than skip.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,8 +168,8 @@ def test_the_delay_line_delays_and_drops_exactly_what_ping_sees() -> None:
     assert sorted(rtts_again) == sorted(rtts)
 
 
-def test_the_delay_line_carries_ipv6_with_its_delay() -> None:
-    with Chain(delay=0.005) as c:
+def test_the_delay_line_carries_ipv6_with_its_delay_as_a_floor_under_jitter() -> None:
+    with Chain(delay=0.005, jitter=0.005) as c:
         out = ping(c.client, c.target_address(6), 6, 5)
         stats = c.line_stats()
     assert ping_summary(out) == (5, 5)
@@ -185,6 +187,43 @@ def test_close_deletes_the_namespaces_and_stops_the_delay_line() -> None:
                             timeout=10).stdout
     assert [n for n in names if n in listed] == []
     assert line.poll() is not None
+    assert c.final_line_stats is not None and set(c.final_line_stats) == {"r1>r2", "r2>r1"}
+
+
+def _exited(pid: int) -> bool:
+    """Whether process `pid` has ended (gone, or a zombie nobody reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_the_delay_line_ends_with_its_parent() -> None:
+    code = ("import json, sys, time\n"
+            "from tests.support.netpath import Chain\n"
+            "c = Chain(delay=0.001).__enter__()\n"
+            "print(json.dumps([c.line.pid, list(c.names.values())]), flush=True)\n"
+            "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=netpath.ROOT,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert parent.stdout is not None
+        line_pid, names = json.loads(parent.stdout.readline())
+        assert not _exited(line_pid)
+        parent.kill()
+        parent.wait(10)
+        assert netpath.wait_until(lambda: _exited(line_pid), timeout=10)
+    finally:
+        netpath.stop(parent)
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def test_the_delay_line_ends_after_its_lifetime() -> None:
+    with Chain(delay=0.001, lifetime=0.5) as c:
+        assert c.line is not None
+        assert c.line.wait(10) == 0
+    # close() copes with a line that already ended, and reads the stats it left
     assert c.final_line_stats is not None and set(c.final_line_stats) == {"r1>r2", "r2>r1"}
 
 
@@ -224,6 +263,15 @@ def test_the_delay_lines_drops_depend_on_the_seed_and_the_packets_only() -> None
     assert 30 < decisions(7, 0).count(False) < 90
 
 
+def test_the_delay_line_keeps_at_most_limit_packets_in_flight() -> None:
+    d = delayline.Direction("a>b", 1, 0.0, 2)
+    udp = bytes([0x45]) + bytes(8) + bytes([17]) + bytes(10)
+    assert d.admit(udp) and d.admit(udp)
+    d.in_flight = 2  # as Line.read_packets counts them
+    assert not d.admit(udp)
+    assert d.stats()["overflow"] == 1 and d.stats()["received_by"] == {"ipv4/udp": 3}
+
+
 def test_run_check_runs_a_tcp_check_across_the_delay_line() -> None:
     with Chain(delay=0.01) as c, netpath.listener(c, c.target, 7000):
         ok = run_check(c.client, "tcp", {"target": f"{c.target_address(4)}:7000",
@@ -253,4 +301,6 @@ def test_run_check_runs_a_dns_check_against_dnsmasq_in_the_target(chain: Chain) 
         finally:
             netpath.stop(proc)
     assert result["success"] is True, result
-    assert result["gauges"], result
+    assert value(result, "netsentry_dns_answers") == 1
+    assert ["answers", "10.231.9.77"] in result["details"]
+    assert ["server", f"{chain.target_address(4)}:53"] in result["details"]
