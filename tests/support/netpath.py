@@ -170,6 +170,8 @@ class Chain:
 
     The namespace names are `.client`, `.r1`, `.r2`, `.r3` and `.target`. With `delay` (in
     seconds), `loss` (a share, 0 to 1), `jitter` or `limit` the r1–r2 link is a delay line.
+    The line ends after `lifetime` seconds, and when the thread that made the chain ends
+    (PR_SET_PDEATHSIG follows the parent thread): make and use a chain in one thread.
     """
 
     def __init__(self, *, delay: float | None = None, loss: float = 0.0, jitter: float = 0.0,
