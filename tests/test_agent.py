@@ -63,11 +63,11 @@ finally:
 
 def test_default_config_reports_success_within_one_interval() -> None:
     # The README's first command, in a network namespace of the test's own: the default
-    # checks (this host's port, its name and localhost through the system resolver) must all
-    # succeed within one interval, the kernel clock check must run, and nothing can leave the
-    # machine.
+    # checks (this host's port, its name and localhost through the system resolver, a ping of
+    # its loopback) must all succeed within one interval, the kernel clock check must run, and
+    # nothing can leave the machine.
     names = sorted(check.name for check in load_default("127.0.0.1:10025").checks)
-    assert {"self-clock", "self-resolve-hostname", "self-resolve-localhost",
+    assert {"self-clock", "self-ping", "self-resolve-hostname", "self-resolve-localhost",
             "self-tcp"} <= set(names)
     proc = run_in_netns([sys.executable, "-c", DEFAULT_RUN, str(len(names))],
                         hosts={socket.gethostname(): ["127.0.1.1"]}, timeout=90)

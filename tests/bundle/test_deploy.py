@@ -270,3 +270,21 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "netsentry.service" not in result.stderr, result.stderr
+
+
+PING_SOCKETS = {"net.ipv4.ping_group_range": "0 2147483647"}
+
+
+def test_the_containers_may_ping_without_a_capability() -> None:
+    """Every capability is dropped, so ping checks need ICMP ping sockets: each pod (its own
+    network namespace) and the compose service set the sysctl that allows them."""
+    workloads = [doc for _, doc in manifests()
+                 if doc["kind"] in ("DaemonSet", "Deployment", "StatefulSet")]
+    assert len(workloads) == 3
+    for doc in workloads:
+        pod = doc["spec"]["template"]["spec"]
+        assert not pod.get("hostNetwork"), doc["metadata"]["name"]
+        sysctls = {s["name"]: s["value"] for s in pod["securityContext"]["sysctls"]}
+        assert sysctls == PING_SOCKETS, doc["metadata"]["name"]
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose["services"]["netsentry"]["sysctls"] == PING_SOCKETS
