@@ -77,6 +77,21 @@ class Resolver:
         infos = await asyncio.shield(future)
         return [Address(info[0], info[4]) for info in infos]
 
+    async def reverse(self, host: str) -> str | None:
+        """The name an address has in reverse DNS (or /etc/hosts), None where it has none;
+        raises nothing for a missing name (socket.gaierror for an address it cannot read)."""
+        def lookup() -> str | None:
+            try:
+                name, _ = socket.getnameinfo((host, 0), socket.NI_NAMEREQD)
+            except socket.gaierror as exc:
+                if exc.errno in (socket.EAI_NONAME, socket.EAI_AGAIN, socket.EAI_FAIL):
+                    return None
+                raise
+            return str(name)
+
+        name: str | None = await asyncio.shield(self._pool.submit(lookup))
+        return name
+
     def _forget(self, key: tuple[str, int, int, int], done: asyncio.Future[Any]) -> None:
         del self._in_flight[key]
         if not done.cancelled():

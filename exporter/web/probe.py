@@ -212,3 +212,8 @@ class AllowedResolver(Resolver):
             self.trace.append(f"{host} -> {address.host}: allowed, "
                               f"{self._allow.explain(address.host)}")
         return addresses
+
+    async def reverse(self, host: str) -> str | None:
+        """A name for an address the run met (a traceroute hop): looking it up reaches no
+        host of the target's, so the allow-list has no say."""
+        return await self._inner.reverse(host)
