@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.agentwatch import assert_recovers, counts, wait_counts
+from tests.support import netpath
 from tests.support.agent import Agent
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.faultproxy import FaultProxy, Faults
@@ -159,3 +160,27 @@ def test_udp_tries_ride_out_packet_loss(tmp_path: Path) -> None:
             assert proxy.stats["dropped_up"] + proxy.stats["dropped_down"] > 0
             for name in names:
                 assert_recovers(agent, name, lifted[name])
+
+
+def test_ping_target_goes_silent_and_comes_back() -> None:
+    """Across a chain of namespaces (tests/support/netpath.py): the target stops answering
+    echoes (its kernel ignores them), so every echo is lost and the run fails as packet_loss
+    with the counters still counting; once it answers again the next run succeeds."""
+    if not netpath.available():
+        pytest.skip("network namespaces do not work here (these tests need root)")
+    options = {"target": "10.231.9.1", "count": 4, "spacing": "50ms", "timeout": "1s"}
+    with netpath.Chain() as chain:
+        assert chain.target_address(4) == options["target"]
+        with netpath.CheckSession(chain.client, "ping", options) as session:
+            up = session.run()
+            assert (up["success"], netpath.value(up, "netsentry_ping_loss_ratio")) == (True, 0)
+            netpath.sysctl(chain.target, {"net.ipv4.icmp_echo_ignore_all": 1})
+            down = [session.run() for _ in range(2)]
+            assert [(r["success"], r["reason"]) for r in down] == [(False, "packet_loss")] * 2
+            assert [netpath.value(r, "netsentry_ping_loss_ratio") for r in down] == [1, 1]
+            assert [netpath.value(r, "netsentry_ping_packets_sent_total", "counters")
+                    for r in down] == [4, 4]
+            netpath.sysctl(chain.target, {"net.ipv4.icmp_echo_ignore_all": 0})
+            again = session.run()
+            assert again["success"] and netpath.value(
+                again, "netsentry_ping_packets_received_total", "counters") == 4

@@ -90,6 +90,10 @@ CASES: dict[str, tuple[Any, Reason]] = {
                          Reason.TIMEOUT),
     "udp, refused": (lambda t: {"kind": "udp", "target": f"127.0.0.1:{closed_udp_port()}"},
                      Reason.REFUSED),
+    # Every echo refused by the kernel (EMSGSIZE: larger than the MTU, with don't-fragment).
+    "ping, too big to send": (lambda t: {"kind": "ping", "target": "::1", "family": "ipv6",
+                                         "size": 65527, "dont_fragment": True, "count": 2,
+                                         "spacing": "10ms"}, Reason.PACKET_LOSS),
 }
 
 

@@ -190,6 +190,7 @@ def test_ten_thousand_checks_validate(tmp_path: Path) -> None:
         'kind = "dns"\ntarget = "host{i}.test"\nserver = ["127.0.0.1:53"]',
         'kind = "http"\ntarget = "http://127.0.0.1:8080/{i}"',
         'kind = "udp"\ntarget = "127.0.0.1:{i}"\nsend_hex = "00 01"\nexpect = "^\\\\x00"',
+        'kind = "ping"\ntarget = "127.0.0.1"\ncount = 1',
     ]
     text = '[defaults]\ninterval = "10s"\n' + "".join(
         f'\n[[checks]]\nname = "c{i}"\n' + kinds[i % len(kinds)].format(i=i % 60000 + 1) + "\n"
