@@ -21,6 +21,8 @@ This is the only module that imports APScheduler, and it knows nothing of protoc
   wakeup and answered by shifting every job by the step. APScheduler plans in wall-clock time:
   unanswered, a step forward would make every job due at once (a burst) and a step back would
   stall every job for the size of the step.
+- One clock, injectable (`clock=`, the system's by default): APScheduler reads it too, so a
+  test that runs the event loop on a clock of its own drives every decision here.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ import hashlib
 import logging
 import math
 import time
+import types
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Protocol
 
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.schedulers.base import STATE_RUNNING
+from apscheduler.schedulers.base import STATE_RUNNING, BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.metrics import LAG_BUCKETS, Histogram
@@ -162,13 +165,34 @@ class _Executor(BaseExecutor):  # type: ignore[misc]
 
 
 class _APScheduler(AsyncIOScheduler):  # type: ignore[misc]
-    def __init__(self, before_wakeup: Callable[[], object], **options: Any) -> None:
+    def __init__(self, clock: Clock, before_wakeup: Callable[[], object],
+                 **options: Any) -> None:
         super().__init__(**options)
         self._before_wakeup = before_wakeup
+        self._process = _reading(clock, BaseScheduler._process_jobs)
 
     def _process_jobs(self) -> float | None:
         self._before_wakeup()
-        return super()._process_jobs()  # type: ignore[no-any-return]
+        return self._process(self)  # type: ignore[no-any-return]
+
+
+def _reading(clock: Clock, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, APScheduler's own code, with its `datetime.now()` reading `clock`.
+
+    APScheduler 3 asks `datetime.now()` which jobs are due and how long to sleep, and takes no
+    clock. This is the very same code object, with one global name, `datetime`, bound to a
+    subclass whose `now()` reads `clock`: nothing is patched, and with the system clock it
+    reads what `datetime.now()` would.
+    """
+
+    class ClockDatetime(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> ClockDatetime:
+            return cls.fromtimestamp(clock.time(), tz)
+
+    names = {**function.__globals__, "datetime": ClockDatetime}
+    return types.FunctionType(function.__code__, names, function.__name__,
+                              function.__defaults__, function.__closure__)
 
 
 class Scheduler:
@@ -185,7 +209,7 @@ class Scheduler:
         self._slot_of: dict[str, str] = {}  # key -> job id
         self._steps = StepDetector(self.clock)
         self._executor = _Executor(self)
-        self._aps = _APScheduler(self.check_clock, timezone=timezone.utc)
+        self._aps = _APScheduler(self.clock, self.check_clock, timezone=timezone.utc)
         self._aps.add_executor(self._executor, EXECUTOR)
         self.loop: asyncio.AbstractEventLoop
 
