@@ -20,7 +20,9 @@ from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner, classify
 from exporter.store import Result
+from tests import virtualtime
 from tests.support.servers import AcceptServer, closed_port
+from tests.virtualtime import VirtualClock
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +43,16 @@ async def boom(run: Run) -> None:
     raise ValueError("something nobody foresaw")
 
 
+SLEPT: list[str] = []
+
+
 async def sleep(run: Run) -> None:
-    await asyncio.sleep(30)
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        SLEPT.append("cancelled")
+        raise
+    SLEPT.append("finished")
 
 
 async def diagnose(run: Run) -> None:
@@ -53,7 +63,10 @@ FAKES = {k.name: k for k in (fake_kind("raising", boom), fake_kind("sleepy", sle
                              fake_kind("diagnosing", diagnose))}
 
 
-def run_once(kind: str, timeout: float = 1.0, settings: object = None) -> tuple[Result, float]:
+def run_once(kind: str, timeout: float = 1.0, settings: object = None,
+             clock: VirtualClock | None = None) -> Result:
+    """One run of a check of `kind`; on virtual time when `clock` is given (for checks that
+    only wait on the loop's timers)."""
     check = CheckConfig("c", kind, "", 10.0, timeout, settings or Nothing())
 
     async def go() -> Result:
@@ -63,16 +76,14 @@ def run_once(kind: str, timeout: float = 1.0, settings: object = None) -> tuple[
         finally:
             pool.close()
 
-    started = time.monotonic()
-    result = asyncio.run(go())
-    return result, time.monotonic() - started
+    return asyncio.run(go()) if clock is None else virtualtime.run(go, clock)
 
 
 def test_unexpected_exception_is_internal_error_for_that_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.ERROR):
-        result, _ = run_once("raising")
+        result = run_once("raising")
     assert result.reason is Reason.INTERNAL_ERROR
     assert result.message == "ValueError: something nobody foresaw"
     # What was observed before the failure is kept.
@@ -81,14 +92,20 @@ def test_unexpected_exception_is_internal_error_for_that_run(
 
 
 def test_deadline_is_hard() -> None:
-    result, took = run_once("sleepy", timeout=0.3)
+    """A check that would take 30 s ends at its 0.3 s deadline, cancelled (on virtual time:
+    the loop's clock shows exactly when the run ended)."""
+    SLEPT.clear()
+    clock = VirtualClock()
+    started = clock.monotonic()
+    result = run_once("sleepy", timeout=0.3, clock=clock)
+    assert clock.monotonic() - started == pytest.approx(0.3, abs=1e-9)
+    assert SLEPT == ["cancelled"]
     assert result.reason is Reason.TIMEOUT
     assert result.message == "no result within the 0.3s timeout"
-    assert took < 0.3 + 0.2
 
 
 def test_check_error_keeps_its_reason() -> None:
-    result, _ = run_once("diagnosing")
+    result = run_once("diagnosing")
     assert result.reason is Reason.UNEXPECTED_RESPONSE
     assert result.message == "banner did not match"
 
@@ -98,13 +115,13 @@ def test_tcp_success_and_refused() -> None:
     from exporter.config.targets import HostPort
 
     with AcceptServer() as server:
-        ok, _ = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", server.port)))
+        ok = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", server.port)))
     assert ok.success
     assert {spec.name for spec, _, _ in ok.observations} == {
         "netsentry_dns_lookup_seconds", "netsentry_tcp_connect_seconds",
         "netsentry_tcp_rtt_seconds", "netsentry_tcp_rttvar_seconds", "netsentry_tcp_retransmits",
         "netsentry_tcp_snd_cwnd", "netsentry_tcp_pmtu_bytes"}
-    refused, _ = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", closed_port())))
+    refused = run_once("tcp", settings=TcpSettings(HostPort("127.0.0.1", closed_port())))
     assert refused.reason is Reason.REFUSED
 
 
@@ -113,7 +130,7 @@ def test_tcp_name_from_etc_hosts() -> None:
     from exporter.config.targets import HostPort
 
     with AcceptServer() as server:
-        ok, _ = run_once("tcp", settings=TcpSettings(HostPort("localhost", server.port), "ipv4"))
+        ok = run_once("tcp", settings=TcpSettings(HostPort("localhost", server.port), "ipv4"))
     assert ok.success, ok
     assert ("address", f"127.0.0.1:{server.port}") in ok.details
 
