@@ -56,6 +56,11 @@ target = "127.0.0.1:7"
 name = "ping"
 kind = "ping"
 target = "127.0.0.1"
+
+[[checks]]
+name = "path"
+kind = "path"
+target = "127.0.0.1"
 """
 
 

@@ -63,6 +63,8 @@ MAY_BE_EMPTY = {
         "the kernel's TAI offset is absent until a time daemon sets it",
     "netsentry.rules.yml: alert NetsentryLatencyHigh":
         "its baseline is the day before, an hour ago: a Prometheus started by the test has none",
+    "netsentry.rules.yml: alert NetsentryPathChanged":
+        "a path over loopback never changes; tests/checks/test_path.py reroutes a real one",
 }
 # Metrics a selector may find no series of, and why.
 MAY_BE_ABSENT = {
@@ -209,11 +211,24 @@ def ping_checks(s: Servers) -> list[Check]:
     ]
 
 
+def path_checks(s: Servers) -> list[Check]:
+    silent = s.stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    silent.bind(("127.0.0.1", 0))  # bound, never answers: no port unreachable either
+    return [
+        {"name": "path-ok", "target": "127.0.0.1"},
+        {"name": "path-v6", "target": "::1", "protocol": "icmp", "probes_per_hop": 1},
+        # Its one probe reaches the silent port: loss 1 at hop 1, and the run is a timeout.
+        {"name": "path-silent", "target": "127.0.0.1", "port": silent.getsockname()[1],
+         "max_hops": 1, "probes_per_hop": 1},
+    ]
+
+
 # The scenario's checks by kind. A kind registered in exporter.checks without an entry here
 # fails test_the_scenario_covers_every_registered_kind.
 SCENARIO: dict[str, Callable[[Servers], list[Check]]] = {
     "dns": dns_checks, "tcp": tcp_checks, "http": http_checks, "socket": socket_checks,
     "ntp": ntp_checks, "clock": clock_checks, "udp": udp_checks, "ping": ping_checks,
+    "path": path_checks,
 }
 # Alert → the checks it must be pending (or firing) for; dropped for unregistered kinds.
 EXPECTED_ALERTS = {
@@ -221,7 +236,7 @@ EXPECTED_ALERTS = {
     "NetsentryDnsNxdomain": {"dns-vanishing"},
     "NetsentryDnsResolverMismatch": {"dns-mismatch"},
     "NetsentryCheckFailing": {"tcp-refused", "http-bad-status", "socket-clamped", "udp-refused",
-                              "udp-silent", "ping-too-big"},
+                              "udp-silent", "ping-too-big", "path-silent"},
     "NetsentryCertificateExpiringSoon": {"tcp-tls"},
     "NetsentryCertificateExpired": {"https-expired"},
     "NetsentryClockOffsetHigh": {"ntp-skewed"},

@@ -207,6 +207,32 @@ def test_ping_targets_are_addresses_under_the_same_rules(agent: Agent) -> None:
         watch.close()
 
 
+def test_path_targets_are_addresses_under_the_same_rules(agent: Agent) -> None:
+    """A traceroute target has no port either; debug=true shows the hop table."""
+    outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    outside.bind(("127.0.0.2", 33434))  # the first probe's port: must receive nothing
+    outside.setblocking(False)
+    try:
+        status, text = get(agent, "kind=path&target=127.0.0.1")
+        assert status == 200
+        got = samples(text)
+        assert (got["netsentry_probe_success"], got["netsentry_path_hops"],
+                got["netsentry_path_reached"]) == (1, 1, 1)
+        assert got["netsentry_path_hop_loss_ratio[hop=1]"] == 0
+        status, text = get(agent, "kind=path&target=127.0.0.1&debug=true")
+        assert status == 200
+        assert re.search(r"^hop 1 +127\.0\.0\.1  \d+\.\d{3} ms", text, re.M), text
+        assert get(agent, "kind=path&target=127.0.0.2") == (
+            400, "target '127.0.0.2' is not allowed by [probe] allow: 127.0.0.2 is not in an "
+            "allowed network\n")
+        status, text = get(agent, "kind=path&target=127.0.0.1:80")
+        assert status == 400 and "a path target has no port" in text
+        with pytest.raises(BlockingIOError):
+            outside.recv(100)
+    finally:
+        outside.close()
+
+
 # --- the allow-list -------------------------------------------------------------------------
 
 
