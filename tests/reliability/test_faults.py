@@ -7,6 +7,7 @@ proxy (loss, resets); the agent is a real process (tests/support/agent.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,3 +185,27 @@ def test_ping_target_goes_silent_and_comes_back() -> None:
             again = session.run()
             assert again["success"] and netpath.value(
                 again, "netsentry_ping_packets_received_total", "counters") == 4
+
+
+def test_path_destination_goes_silent_and_comes_back() -> None:
+    """Across the chain: the target stops sending ICMP errors (its rate limit at 100000 s), so
+    the path's UDP probes reach it unanswered and the runs fail as timeout at max_hops, the
+    routers still heard; when it answers again the next run reaches it, and neither the
+    silence nor the return counts as a path change."""
+    if not netpath.available():
+        pytest.skip("network namespaces do not work here (these tests need root)")
+    options = {"target": "10.231.9.1", "max_hops": 4, "timeout": "1s"}
+    with netpath.Chain() as chain, netpath.CheckSession(chain.client, "path", options) as s:
+        up = s.run()
+        netpath.silence_icmp(chain.target)
+        down = [s.run() for _ in range(2)]
+        netpath.unsilence_icmp(chain.target)
+        time.sleep(0.1)  # past the 20 ms the kernel's global ICMP budget waits to refill
+        again = s.run()
+    assert (up["success"], again["success"]) == (True, True), again["message"]
+    assert [(r["success"], r["reason"]) for r in down] == [(False, "timeout")] * 2
+    assert [netpath.value(r, "netsentry_path_reached") for r in (up, *down, again)] == [
+        1, 0, 0, 1]
+    assert [netpath.value(r, "netsentry_path_hop_loss_ratio", hop="2") for r in down] == [0, 0]
+    assert [netpath.value(r, "netsentry_path_changes_total", "counters")
+            for r in (up, *down, again)] == [0, 0, 0, 0]

@@ -94,6 +94,10 @@ CASES: dict[str, tuple[Any, Reason]] = {
     "ping, too big to send": (lambda t: {"kind": "ping", "target": "::1", "family": "ipv6",
                                          "size": 65527, "dont_fragment": True, "count": 2,
                                          "spacing": "10ms"}, Reason.PACKET_LOSS),
+    # The destination's port is bound and silent: no port unreachable, no answer at all.
+    "path, silent destination": (lambda t: {"kind": "path", "target": "127.0.0.1",
+                                            "port": t.silent.getsockname()[1], "max_hops": 1,
+                                            "probes_per_hop": 1}, Reason.TIMEOUT),
 }
 
 

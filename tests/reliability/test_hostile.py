@@ -34,7 +34,7 @@ import exporter.codecs
 from exporter.checks import KINDS, udp
 from exporter.checks.base import COMMON_KEYS
 from exporter.cli.main import check_config
-from exporter.codecs import dns, icmp, ntp, tcp_info, timex, x509
+from exporter.codecs import dns, errqueue, icmp, ntp, tcp_info, timex, x509
 from exporter.config.load import load_check, load_text, tomllib
 from exporter.errors import ConfigError
 from exporter.web import webconfig
@@ -140,6 +140,15 @@ CODECS: dict[str, list[Codec]] = {
         Codec("parse v6", icmp.IcmpCodecError, lambda b: icmp.parse(b, 6), _icmp_error_v6),
         Codec("parse v4 echo", icmp.IcmpCodecError, lambda b: icmp.parse(b, 4),
               lambda: icmp.build_echo(4, 1, 2, b"abcdefgh")),
+    ],
+    "errqueue": [
+        Codec("parse", errqueue.ErrQueueCodecError, errqueue.parse,
+              lambda: errqueue.build(errqueue.ExtendedError(113, 2, 11, 0, 0, 0,
+                                                            (2, "10.231.1.2")))),
+        Codec("find", errqueue.ErrQueueCodecError,
+              lambda b: errqueue.find([(errqueue.SOL_IPV6, errqueue.IPV6_RECVERR, b)]),
+              lambda: errqueue.build(errqueue.ExtendedError(111, 3, 1, 4, 0, 0,
+                                                            (10, "fd00:231:9::1")))),
     ],
     "tcp_info": [Codec("parse", tcp_info.TcpInfoError, tcp_info.parse, _tcp_info)],
     "timex": [
