@@ -11,8 +11,7 @@ This is the only module that imports APScheduler, and it knows nothing of protoc
   (on a VM, a wake-up after a few ms asleep costs more CPU than a tcp check). A slot holds
   few keys unless the agent runs hundreds of checks a second; then its keys start in groups
   of `BATCH`, spread over the slot: runs started together share the loop, and each one's
-  timings would include the others' work: at 10,000 checks every 10 s, 50 started together
-  and 14 % of loopback tcp checks (29 % of http) reported over 10 ms; in groups, 0.3 %.
+  timings would include the others' work (docs/performance.md has the figures).
 - UTC everywhere; `max_instances=1`, `coalesce=False` and `misfire_grace_time` are set
   explicitly on every job. Coalescing happens here: of the overdue run times APScheduler hands
   over, the newest runs and the older ones are counted as missed, per key.

@@ -151,7 +151,7 @@ async def timed_udp_exchange(
         while True:
             # Wait first: no reply can be in yet, and going to sleep at once leaves the CPU to
             # a server on this host (a server preempted between its transmit timestamp and
-            # its send adds that time to the offset; on loopback, this saved about 0.5 µs).
+            # its send adds that time to the offset; docs/performance.md, NTP).
             await wait_ready(loop, sock.fileno(), write=False)
             if kernel:  # the transmit timestamp waits in the error queue (POLLERR): empty it
                 kernel_sent = _drain_error_queue(sock) or kernel_sent
