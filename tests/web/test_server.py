@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from exporter.web.server import Request, Response, Route, WebServer, parse_listen_address
+from tests import virtualtime
 from tests.support.certs import CertFiles, make_cert
+from tests.virtualtime import VirtualClock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,7 +29,9 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 OPENED: list[asyncio.StreamWriter] = []  # client connections, closed at the end of run()
 
 
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
+def run(coro: Coroutine[Any, Any, Any], clock: VirtualClock | None = None) -> Any:
+    """`coro` run to completion, on virtual time with `clock` (`tests/virtualtime.py`: the
+    server's and the client's timers jump; loopback sockets answer at once anyway)."""
     async def main() -> Any:
         try:
             return await asyncio.wait_for(coro, 30)
@@ -36,7 +40,7 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
                 writer.close()
             OPENED.clear()
 
-    return asyncio.run(main())
+    return asyncio.run(main()) if clock is None else virtualtime.run(main, clock)
 
 
 @pytest.fixture(autouse=True)
@@ -286,6 +290,8 @@ def test_half_open_connections_do_not_block_a_scrape() -> None:
 
 
 def test_header_timeout_closes_slowloris() -> None:
+    """A header every 50 ms, never the end: the connection is closed at its 0.3 s deadline
+    all the same (on virtual time, so the loop's clock says exactly when)."""
     async def main() -> None:
         async with serving(header_timeout=0.3) as (server, address):
             loop = asyncio.get_running_loop()
@@ -293,18 +299,24 @@ def test_header_timeout_closes_slowloris() -> None:
             started = loop.time()
             writer.write(b"GET /metrics HTTP/1.1\r\n")
             closed = asyncio.ensure_future(closed_by_server(reader, 10))
+            drips = 0
             with contextlib.suppress(ConnectionError):
-                while not closed.done() and loop.time() - started < 10:
-                    writer.write(b"X-Drip: 1\r\n")  # a header every 50 ms, never the end
+                while not closed.done() and drips < 200:
+                    writer.write(b"X-Drip: 1\r\n")
+                    drips += 1
                     await asyncio.sleep(0.05)
             assert await closed
-            assert 0.25 < loop.time() - started < 5
+            # Not before the deadline; after it, within the drip that saw the close.
+            assert 0.3 - 1e-6 <= loop.time() - started <= 0.35 + 1e-6
+            assert 6 <= drips <= 7
             await eventually(lambda: server.connection_count == 0)
 
             reader, _ = await connect(address)  # silent from the start
+            started = loop.time()
             assert await closed_by_server(reader)
+            assert 0.3 - 1e-6 <= loop.time() - started <= 0.35 + 1e-6
 
-    run(main())
+    run(main(), VirtualClock())
 
 
 def test_idle_timeout_closes_keep_alive_connection() -> None:
