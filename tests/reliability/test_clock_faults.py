@@ -11,7 +11,6 @@ exports all see the step; the machine's clock is never touched.
 from __future__ import annotations
 
 import glob
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,19 +54,18 @@ def _step(agent: Agent, offset: Path, to: str, steps: int) -> None:
     before = _runs(agent)
     last_run = agent.value("netsentry_check_last_run_timestamp_seconds", check="c0", kind="tcp")
     offset.write_text(f"{to}\n")
-    started = time.monotonic()
     agent.wait_for(lambda: agent.value("netsentry_clock_steps_total") == steps, 10,
                    f"step {steps} to be counted")
     # No stall: every check runs three more times (unanswered, a step back would hold every
     # job for an hour).
     agent.wait_for(lambda: all(_runs(agent)[n] >= before[n] + 3 for n in CHECKS), 20,
                    "three runs of every check after the step")
-    elapsed = time.monotonic() - started
-    after = _runs(agent)
-    # No burst: at most one run per interval (1 s) that passed, and one in flight either
-    # side (unanswered, a step forward would make an hour of runs due at once).
-    assert all(after[n] - before[n] <= elapsed + 2 for n in CHECKS), (after, before, elapsed)
+    # No burst: unanswered, a step forward makes an hour of runs due at once, and the
+    # scheduler runs the newest of them and counts the others as missed (by the thousand:
+    # tests/test_scheduler.py shows it on virtual time). None missed, none skipped.
     assert all(agent.value("netsentry_scheduler_missed_runs_total", check=n, kind="tcp") == 0
+               for n in CHECKS)
+    assert all(agent.value("netsentry_scheduler_skipped_runs_total", check=n, kind="tcp") == 0
                for n in CHECKS)
     assert all(agent.value("netsentry_check_success", check=n, kind="tcp") == 1
                for n in CHECKS)
