@@ -3,7 +3,7 @@
     .venv/bin/python bench/reliability.py [--minutes 10] [--checks 10000] [--stuck 0.2]
     .venv/bin/python bench/reliability.py --soak [--minutes 30] [--checks 1000]
 
-Load (the default): N checks of mixed kinds (tcp, dns, http, udp, a quarter each) at a 10 s
+Load (the default): N checks of mixed kinds (tcp, dns, http, udp, path, a fifth each) at a 10 s
 interval and the default 5 s timeout, a fraction --stuck of them aimed at targets that never
 answer — a TCP listener whose accept queue is full (the kernel drops the SYNs), a UDP port
 that never replies, an HTTP server that trickles one byte a second — all on loopback, served
@@ -54,7 +54,7 @@ from exporter.config.load import load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KINDS = ("tcp", "dns", "http", "udp")
+KINDS = ("tcp", "dns", "http", "udp", "path")
 STARTUP_TIMEOUT = 300.0
 
 # --- the servers child: healthy and stuck targets ------------------------------------------------
@@ -177,6 +177,13 @@ def check_table(name: str, kind: str, stuck: bool, targets: Targets) -> list[str
     if kind == "udp":
         target = e["udp_silent"] if stuck else e["udp_ok"]
         return [f'target = "{target}"', 'send = "ping"', 'expect = "^ping$"']
+    if kind == "path":
+        # Loopback is one hop away; stuck, the one probe goes to the silent UDP port, which
+        # sends no port unreachable: the run waits out its timeout.
+        if stuck:
+            return [f'target = "{HOST}"', f'port = {e["udp_silent"].rsplit(":", 1)[1]}',
+                    "max_hops = 1", "probes_per_hop = 1"]
+        return [f'target = "{HOST}"', "max_hops = 4"]
     target = e["http_trickle"] if stuck else e["http_ok"]
     return [f'target = "http://{target}/"']
 

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/render.py [--checks 10000] [--repeat 7] [--mixed]
 
-Builds a results store of N tcp checks that have run (with --mixed: a quarter each tcp, dns,
-http and udp, as bench/reliability.py loads them), each with what a run of its kind records on
+Builds a results store of N tcp checks that have run (with --mixed: a fifth each tcp, dns,
+http, udp and path, as bench/reliability.py loads them), each with what a run of its kind records on
 Linux, then times (median of --repeat) the full exposition through
 `exporter.exposition.render` + encode, and the same families through a prometheus_client
 custom collector and `generate_latest`, in this process. No network.
@@ -50,15 +50,21 @@ OBSERVED: dict[str, tuple[Any, ...]] = {
              *TCP_INFO),
     "udp": ((metrics.DNS_LOOKUP, (), 1.1e-05), (metrics.UDP_RESPONSE, (), 0.00009),
             (metrics.UDP_RESPONSE_BYTES, (), 4)),
+    # path over loopback: the destination at hop 1.
+    "path": ((metrics.DNS_LOOKUP, (), 1.1e-05), (metrics.PATH_HOPS, (), 1),
+             (metrics.PATH_REACHED, (), 1), (metrics.PATH_HOP_RTT, ("1",), 3e-06),
+             (metrics.PATH_HOP_LOSS, ("1",), 0)),
 }
 COUNTED: dict[str, tuple[Any, ...]] = {
     "dns": ((metrics.DNS_RESPONSES, ("NOERROR",), 1), (metrics.DNS_ANSWER_CHANGES, (), 0)),
+    "path": ((metrics.PATH_CHANGES, (), 0),),
 }
 TABLES = {
     "tcp": lambda i: f'target = "127.0.0.2:{40000 + i % 16}"\n',
     "dns": lambda i: 'target = "host.test"\nserver = "127.0.0.1:5353"\n',
     "http": lambda i: f'target = "http://127.0.0.2:{40000 + i % 16}/"\n',
     "udp": lambda i: f'target = "127.0.0.2:{40000 + i % 16}"\nsend = "ping"\n',
+    "path": lambda i: 'target = "127.0.0.2"\nmax_hops = 4\n',
 }
 
 
@@ -171,7 +177,8 @@ def main() -> int:
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--mixed", action="store_true",
-                        help="a quarter each tcp, dns, http and udp checks (default: tcp only)")
+                        help="a fifth each tcp, dns, http, udp and path checks (default: tcp "
+                             "only)")
     args = parser.parse_args()
     kinds = tuple(OBSERVED) if args.mixed else ("tcp",)
     states, agent = snapshot_of(args.checks, kinds)
