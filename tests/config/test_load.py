@@ -201,13 +201,14 @@ def test_not_utf8(tmp_path: Path) -> None:
 def test_embedded_default_is_valid_and_local() -> None:
     loaded = load_default("127.0.0.1:4321")
     assert loaded.source == "<embedded default>"
-    tcp, hostname, localhost, clock, sockets = loaded.checks
+    tcp, hostname, localhost, clock, sockets, ping = loaded.checks
     assert (tcp.kind, tcp.target) == ("tcp", "127.0.0.1:4321")
     assert (hostname.kind, hostname.target) == ("dns", socket.gethostname())
     assert (localhost.kind, localhost.target, localhost.settings.server) == ("dns", "localhost", ())
     assert (clock.kind, clock.target) == ("clock", "")  # the kernel's clock; no NTP server
     # An audit of what a new socket gets: no options requested, nothing contacted.
     assert (sockets.kind, sockets.target, sockets.settings.options) == ("socket", "", ())
+    assert (ping.kind, ping.target) == ("ping", "127.0.0.1")  # loopback only
 
 
 def test_load_check_without_lines() -> None:
