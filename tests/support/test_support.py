@@ -268,6 +268,13 @@ class Held(ThreadedServer):
     def alive(self) -> int:
         return sum(thread.is_alive() for thread in self._connections)
 
+    def ended(self) -> bool:
+        """Whether every connection thread ended, given a moment each: a client sees the
+        close before the thread that closed it has returned."""
+        for thread in self._connections:
+            thread.join(5)
+        return self.alive() == 0
+
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
@@ -308,7 +315,7 @@ def test_a_connection_ends_at_its_lifetime() -> None:
     with Held(lifetime=0.2) as server, \
             socket.create_connection(server.sockaddr, timeout=10) as client:
         assert client.recv(10) == b""  # closed by the server, though the client sent nothing
-        assert server.alive() == 0
+        assert server.ended()
 
 
 def test_connections_beyond_the_cap_are_closed_at_accept(
@@ -321,7 +328,7 @@ def test_connections_beyond_the_cap_are_closed_at_accept(
         assert server.alive() == 2
         server.close()  # ends the two held connections long before their lifetime
         assert [sock.recv(10) for sock in held] == [b"", b""]
-        assert server.alive() == 0
+        assert server.ended()
         for sock in held:
             sock.close()
 
