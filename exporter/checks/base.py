@@ -65,6 +65,19 @@ def readable_file(path: str) -> str | None:
     return None
 
 
+def between(low: float, high: float, unit: str = "") -> Callable[[Any], str | None]:
+    """An `option(check=...)` for a number from `low` to `high`, `unit` named in the message
+    ("must be 1 to 64 hops, got 65"); an unset value (None) passes."""
+    what = f" {unit}" if unit else ""
+
+    def check(value: float | None) -> str | None:
+        if value is None or low <= value <= high:
+            return None
+        return f"must be {low:g} to {high:g}{what}, got {value:g}"
+
+    return check
+
+
 def regex(text: str) -> str:
     """An `option(parse=...)` for regular expressions: compiled once to say what is wrong."""
     try:

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter import metrics
-from exporter.checks.base import Kind, Observation, Run, option
+from exporter.checks.base import Kind, Observation, Run, between, option
 from exporter.checks.connection import RESOLVE_REASONS
 from exporter.codecs import icmp as codec
 from exporter.deadline import within
@@ -99,14 +99,6 @@ def _target_problem(text: str) -> str | None:
     return f"{text!r} is not a host name or an IP address"
 
 
-def _max_hops(n: int) -> str | None:
-    return None if 1 <= n <= MAX_HOPS else f"must be 1 to {MAX_HOPS} hops, got {n}"
-
-
-def _probes(n: int) -> str | None:
-    return None if 1 <= n <= MAX_PROBES else f"must be 1 to {MAX_PROBES} probes, got {n}"
-
-
 def _port(n: int) -> str | None:
     return None if 1 <= n <= 65535 else f"port {n} is out of range 1-65535"
 
@@ -116,8 +108,8 @@ class PathSettings:
     target: str = option(check=_target_problem)
     family: str = option("any", choices=tuple(FAMILIES))
     protocol: str = option("udp", choices=("udp", "icmp"))
-    max_hops: int = option(30, check=_max_hops)
-    probes_per_hop: int = option(3, check=_probes)
+    max_hops: int = option(30, check=between(1, MAX_HOPS, "hops"))
+    probes_per_hop: int = option(3, check=between(1, MAX_PROBES, "probes"))
     port: int = option(33434, check=_port)  # UDP: the first probe's destination port
     resolve_hops: bool = option(False)
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from exporter import metrics
-from exporter.checks.base import Kind, Run, option
+from exporter.checks.base import Kind, Run, between, option
 from exporter.checks.connection import RESOLVE_REASONS
 from exporter.codecs import icmp as codec
 from exporter.config.durations import parse_duration
@@ -79,28 +79,17 @@ def _spacing(raw: float | int | str) -> float:
     return value
 
 
-def _count(n: int) -> str | None:
-    return None if 1 <= n <= MAX_COUNT else f"must be 1 to {MAX_COUNT}, got {n}"
-
-
-def _ttl(n: int | None) -> str | None:
-    return None if n is None or 1 <= n <= 255 else f"must be 1 to 255, got {n}"
-
-
-def _ratio(value: float) -> str | None:
-    return None if 0 <= value <= 1 else f"must be 0 to 1 (a share of the echoes), got {value:g}"
-
-
 @dataclass(frozen=True, slots=True)
 class PingSettings:
     target: str = option(check=_target_problem)
     family: str = option("any", choices=tuple(FAMILIES))
-    count: int = option(5, check=_count)
+    count: int = option(5, check=between(1, MAX_COUNT))
     spacing: float = option(0.2, parse=_spacing, raw=(float, int, str))
     size: int = option(56)  # payload bytes, ping's default: 64 bytes of ICMP
-    ttl: int | None = option(None, raw=int, check=_ttl)
+    ttl: int | None = option(None, raw=int, check=between(1, 255))
     dont_fragment: bool = option(False)
-    max_loss: float = option(1.0, raw=(float, int), parse=float, check=_ratio)
+    max_loss: float = option(1.0, raw=(float, int), parse=float,
+                             check=between(0, 1, "(a share of the echoes)"))
 
     def problems(self) -> list[tuple[str, str]]:
         # IPv4's limit when the family is open: an address of either may come back.

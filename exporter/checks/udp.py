@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import metrics
-from exporter.checks.base import Kind, Run, option
+from exporter.checks.base import Kind, Run, between, option
 from exporter.checks.connection import RESOLVE_REASONS
 from exporter.config.targets import HostPort, parse_host_port
 from exporter.deadline import within
@@ -67,12 +67,6 @@ def _bytes_regex(text: str) -> str:
     return text
 
 
-def _count(n: int) -> str | None:
-    if not 1 <= n <= MAX_COUNT:
-        return f"must be 1 to {MAX_COUNT} tries, got {n}"
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class UdpSettings:
     target: HostPort = option(parse=lambda text: parse_host_port(text, "udp"), raw=str)
@@ -81,7 +75,7 @@ class UdpSettings:
     send_hex: bytes = option(b"", parse=_hex, raw=str, check=_payload)
     expect: str = option("", parse=_bytes_regex)
     expect_hex: bytes = option(b"", parse=_hex, raw=str)
-    count: int = option(3, check=_count)
+    count: int = option(3, check=between(1, MAX_COUNT, "tries"))
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
