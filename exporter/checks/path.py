@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
-import re
 import secrets
 import socket
 import statistics
@@ -57,6 +56,7 @@ from exporter import metrics
 from exporter.checks.base import Kind, Observation, Run, between, option
 from exporter.checks.connection import RESOLVE_REASONS
 from exporter.codecs import icmp as codec
+from exporter.config.targets import bare_host_problem
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
 from exporter.net import errqueue
@@ -74,7 +74,6 @@ _NAMES_SHARE = 0.2  # with resolve_hops, the share of the run kept for the rever
 _MAX_WAKEUPS = 10_000  # wakeups of one run: a flood of datagrams is bounded by the deadline too
 _MAX_READS = 64  # datagrams read per socket per wakeup
 _TOKEN = 8  # random bytes every probe carries: a quote of other bytes is not about our probe
-_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
 # traceroute's marks for the unreachables that end a path (by version, type, code).
 _MARKS = {(4, 3, 0): "!N", (4, 3, 1): "!H", (4, 3, 2): "!P", (4, 3, 9): "!X", (4, 3, 10): "!X",
           (4, 3, 13): "!X", (6, 1, 0): "!N", (6, 1, 1): "!X", (6, 1, 3): "!H", (6, 1, 6): "!X"}
@@ -83,21 +82,6 @@ _MARKS = {(4, 3, 0): "!N", (4, 3, 1): "!H", (4, 3, 2): "!P", (4, 3, 9): "!X", (4
 # --- settings -----------------------------------------------------------------------------------
 
 
-def _target_problem(text: str) -> str | None:
-    """A host name or an IP address; not host:port, not a URL."""
-    if not text:
-        return "empty; write a host name or an IP address"
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(text.partition("%")[0])
-        return None
-    name = text.rstrip(".")
-    if len(name) <= 253 and name and all(_LABEL.fullmatch(label) for label in name.split(".")):
-        return None
-    if ":" in text or "/" in text:
-        return (f"{text!r} is not a host name or an IP address: a path target has no port or "
-                "path (write e.g. \"db.example.org\", \"192.0.2.1\" or \"2001:db8::1\")")
-    return f"{text!r} is not a host name or an IP address"
-
 
 def _port(n: int) -> str | None:
     return None if 1 <= n <= 65535 else f"port {n} is out of range 1-65535"
@@ -105,7 +89,7 @@ def _port(n: int) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class PathSettings:
-    target: str = option(check=_target_problem)
+    target: str = option(check=lambda text: bare_host_problem(text, "path"))
     family: str = option("any", choices=tuple(FAMILIES))
     protocol: str = option("udp", choices=("udp", "icmp"))
     max_hops: int = option(30, check=between(1, MAX_HOPS, "hops"))

@@ -22,7 +22,6 @@ import asyncio
 import errno
 import ipaddress
 import math
-import re
 import secrets
 import socket
 import statistics
@@ -34,6 +33,7 @@ from exporter.checks.base import Kind, Run, between, option
 from exporter.checks.connection import RESOLVE_REASONS
 from exporter.codecs import icmp as codec
 from exporter.config.durations import parse_duration
+from exporter.config.targets import bare_host_problem
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
 from exporter.net.icmp import EchoSocket, EchoUnavailable, Received, open_echo_socket, unavailable
@@ -45,7 +45,6 @@ MIN_SPACING = 0.001  # 1 ms, a flood below it (iputils refuses less than 2 ms to
 # that it, not the runner's cancellation, ends the run and reports what it saw.
 _MARGIN = 0.05
 _MAX_DETAILS = 10  # errors and ignored messages described per run; all are counted
-_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
 # The categories of errors that settle an echo as lost (a redirect or source quench does not:
 # the datagram went on).
 _FATAL = frozenset({"unreachable", "time_exceeded", "packet_too_big", "parameter_problem"})
@@ -53,23 +52,6 @@ _FATAL = frozenset({"unreachable", "time_exceeded", "packet_too_big", "parameter
 
 # --- settings -----------------------------------------------------------------------------------
 
-
-def _target_problem(text: str) -> str | None:
-    """A host name or an IP address; not host:port, not a URL."""
-    if not text:
-        return "empty; write a host name or an IP address"
-    try:
-        ipaddress.ip_address(text.partition("%")[0])
-        return None
-    except ValueError:
-        pass
-    name = text.rstrip(".")
-    if len(name) <= 253 and name and all(_LABEL.fullmatch(label) for label in name.split(".")):
-        return None
-    if ":" in text or "/" in text:
-        return (f"{text!r} is not a host name or an IP address: a ping target has no port or "
-                "path (write e.g. \"db.example.org\", \"192.0.2.1\" or \"2001:db8::1\")")
-    return f"{text!r} is not a host name or an IP address"
 
 
 def _spacing(raw: float | int | str) -> float:
@@ -81,7 +63,7 @@ def _spacing(raw: float | int | str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class PingSettings:
-    target: str = option(check=_target_problem)
+    target: str = option(check=lambda text: bare_host_problem(text, "ping"))
     family: str = option("any", choices=tuple(FAMILIES))
     count: int = option(5, check=between(1, MAX_COUNT))
     spacing: float = option(0.2, parse=_spacing, raw=(float, int, str))

@@ -1,8 +1,10 @@
-"""Parsing of the targets users write: `host:port`, `[v6]:port`, service names for ports."""
+"""Parsing of the targets users write: `host:port`, `[v6]:port`, service names for ports, and
+bare hosts (a name or an address, for the kinds that send no port: ping, path)."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,28 @@ class HostPort:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
+
+
+def bare_host_problem(text: str, kind: str) -> str | None:
+    """What is wrong with `text` as a bare host (a name or an IP address, not host:port or a
+    URL) for a check of `kind`, or None."""
+    if not text:
+        return "empty; write a host name or an IP address"
+    try:
+        ipaddress.ip_address(text.partition("%")[0])
+        return None
+    except ValueError:
+        pass
+    name = text.rstrip(".")
+    if len(name) <= 253 and name and all(_LABEL.fullmatch(label) for label in name.split(".")):
+        return None
+    if ":" in text or "/" in text:
+        return (f"{text!r} is not a host name or an IP address: a {kind} target has no port or "
+                "path (write e.g. \"db.example.org\", \"192.0.2.1\" or \"2001:db8::1\")")
+    return f"{text!r} is not a host name or an IP address"
 
 
 def parse_port(text: str, protocol: str) -> int:
