@@ -1,7 +1,8 @@
-"""What a check records about a connection it made: the kernel's TCP_INFO and the TLS session.
+"""What a check records about reaching its target: the name resolved (timed), and of a
+connection it made, the kernel's TCP_INFO and the TLS session.
 
-Shared by the kinds that connect (tcp, http), so every kind exports the same series the same
-way: absent, never zero, when something cannot be read.
+Shared by the kinds that reach a server (tcp, http, udp, ping, path), so every kind exports
+the same series the same way: absent, never zero, when something cannot be read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from exporter import metrics
 from exporter.checks.base import Run
 from exporter.codecs import tcp_info, x509
 from exporter.errors import Reason
+from exporter.net.resolve import FAMILIES, Address
 from exporter.net.tcp import read_tcp_info
 from exporter.net.tls import tls_client_context
 
@@ -29,6 +31,17 @@ TLS_SPECS = (metrics.TLS_VERSION, metrics.TLS_CERT_EXPIRY)
 # the deadline), and for TCP the connection. A kind lists these first, then its own.
 RESOLVE_REASONS = (Reason.TIMEOUT, Reason.RESOLVE_ERROR, Reason.NXDOMAIN)
 CONNECT_REASONS = (*RESOLVE_REASONS, Reason.REFUSED, Reason.NETWORK_ERROR)
+
+
+async def resolve_target(run: Run, host: str, port: int, family: str,
+                         kind: int = socket.SOCK_STREAM) -> Address:
+    """The first address of `host` for `family` ("any", "ipv4", "ipv6"), the lookup timed
+    (netsentry_dns_lookup_seconds) and the address a detail of the run."""
+    started = time.perf_counter()
+    address = (await run.resolver.resolve(host, port, FAMILIES[family], kind))[0]
+    run.gauge(metrics.DNS_LOOKUP, time.perf_counter() - started)
+    run.detail("address", str(address) if port else address.host)
+    return address
 
 
 # Contexts shared by the checks that ask for the same roots, for as long as one of them is

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 
 from exporter import metrics
 from exporter.checks.base import Kind, Observation, Run, between, option
-from exporter.checks.connection import RESOLVE_REASONS
+from exporter.checks.connection import RESOLVE_REASONS, resolve_target
 from exporter.codecs import icmp as codec
 from exporter.config.targets import bare_host_problem
 from exporter.deadline import within
@@ -179,11 +179,7 @@ class _Trace:
 
 
 async def check(settings: PathSettings, run: Run) -> None:
-    started = time.perf_counter()
-    address = (await run.resolver.resolve(settings.target, 0, FAMILIES[settings.family],
-                                          socket.SOCK_DGRAM))[0]
-    run.gauge(metrics.DNS_LOOKUP, time.perf_counter() - started)
-    run.detail("address", address.host)
+    address = await resolve_target(run, settings.target, 0, settings.family, socket.SOCK_DGRAM)
     loop = asyncio.get_running_loop()
     start = loop.time()
     end = run.deadline - min(_MARGIN, max(run.deadline - start, 0) / 10)

@@ -25,12 +25,11 @@ import math
 import secrets
 import socket
 import statistics
-import time
 from dataclasses import dataclass, field
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, between, option
-from exporter.checks.connection import RESOLVE_REASONS
+from exporter.checks.connection import RESOLVE_REASONS, resolve_target
 from exporter.codecs import icmp as codec
 from exporter.config.durations import parse_duration
 from exporter.config.targets import bare_host_problem
@@ -130,11 +129,7 @@ class _Tally:
 
 
 async def check(settings: PingSettings, run: Run) -> None:
-    started = time.perf_counter()
-    address = (await run.resolver.resolve(settings.target, 0, FAMILIES[settings.family],
-                                          socket.SOCK_DGRAM))[0]
-    run.gauge(metrics.DNS_LOOKUP, time.perf_counter() - started)
-    run.detail("address", address.host)
+    address = await resolve_target(run, settings.target, 0, settings.family, socket.SOCK_DGRAM)
     try:
         sock = open_echo_socket(address.family)
     except EchoUnavailable as exc:

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from exporter import metrics
 from exporter.checks.base import Kind, Run, between, option
-from exporter.checks.connection import RESOLVE_REASONS
+from exporter.checks.connection import RESOLVE_REASONS, resolve_target
 from exporter.config.targets import HostPort, parse_host_port
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
@@ -103,12 +102,8 @@ def retry_deadlines(start: float, end: float, count: int) -> tuple[float, ...]:
 
 async def check(settings: UdpSettings, run: Run) -> None:
     target = settings.target
-    started = time.perf_counter()
-    addresses = await run.resolver.resolve(target.host, target.port, FAMILIES[settings.family],
-                                           socket.SOCK_DGRAM)
-    run.gauge(metrics.DNS_LOOKUP, time.perf_counter() - started)
-    address = addresses[0]
-    run.detail("address", str(address))
+    address = await resolve_target(run, target.host, target.port, settings.family,
+                                   socket.SOCK_DGRAM)
     loop = asyncio.get_running_loop()
     now = loop.time()
     end = run.deadline - min(_REPLY_MARGIN, max(run.deadline - now, 0) / 10)
