@@ -17,51 +17,21 @@ from exporter.store import Result, Store, split
 
 GOLDEN = Path(__file__).parent / "golden"
 
-TEXT = """
-[[checks]]
-name = "tcp"
-kind = "tcp"
-target = "127.0.0.1:80"
-
-[[checks]]
-name = "dns"
-kind = "dns"
-target = "localhost"
-
-[[checks]]
-name = "http"
-kind = "http"
-target = "http://127.0.0.1/"
-
-[[checks]]
-name = "socket"
-kind = "socket"
-
-[[checks]]
-name = "ntp"
-kind = "ntp"
-target = "127.0.0.1"
-interval = "1m"
-
-[[checks]]
-name = "clock"
-kind = "clock"
-
-[[checks]]
-name = "udp"
-kind = "udp"
-target = "127.0.0.1:7"
-
-[[checks]]
-name = "ping"
-kind = "ping"
-target = "127.0.0.1"
-
-[[checks]]
-name = "path"
-kind = "path"
-target = "127.0.0.1"
-"""
+# One check of each kind, named after it: its target, and other keys.
+CHECKS: dict[str, dict[str, str]] = {
+    "tcp": {"target": "127.0.0.1:80"},
+    "dns": {"target": "localhost"},
+    "http": {"target": "http://127.0.0.1/"},
+    "socket": {},
+    "ntp": {"target": "127.0.0.1", "interval": "1m"},
+    "clock": {},
+    "udp": {"target": "127.0.0.1:7"},
+    "ping": {"target": "127.0.0.1"},
+    "path": {"target": "127.0.0.1"},
+}
+TEXT = "".join(f'\n[[checks]]\nname = "{kind}"\nkind = "{kind}"\n'
+               + "".join(f'{key} = "{value}"\n' for key, value in keys.items())
+               for kind, keys in CHECKS.items())
 
 
 def agent() -> AgentSnapshot:
@@ -117,3 +87,7 @@ def test_probe_of_every_kind_is_unchanged() -> None:
         parts.append(render_probe(result(kind, True, 1.0), KINDS[kind].reasons))
         parts.append(render_probe(result(kind, False, 1.0), KINDS[kind].reasons))
     compare("probe.txt", "".join(parts))
+
+
+def test_the_fixed_store_has_every_kind() -> None:
+    assert sorted(CHECKS) == sorted(KINDS), "give the new kind a check in CHECKS"
