@@ -3,10 +3,11 @@
     .venv/bin/python bench/reliability.py [--minutes 10] [--checks 10000] [--stuck 0.2]
     .venv/bin/python bench/reliability.py --soak [--minutes 30] [--checks 1000]
 
-Load (the default): N checks of mixed kinds (tcp, dns, http, udp, path, a fifth each) at a 10 s
-interval and the default 5 s timeout, a fraction --stuck of them aimed at targets that never
+Load (the default): N checks of mixed kinds (tcp, dns, http, udp, path, ping, a sixth each) at a
+10 s interval and the default 5 s timeout, a fraction --stuck of them aimed at targets that never
 answer — a TCP listener whose accept queue is full (the kernel drops the SYNs), a UDP port
-that never replies, an HTTP server that trickles one byte a second — all on loopback, served
+that never replies, an HTTP server that trickles one byte a second, echoes the kernel refuses
+to send (ping, which fails at once: every loopback address answers) — all on loopback, served
 by two child processes of this script (the healthy targets, the stuck ones) and a real
 dnsmasq. First every check runs against a target that answers, for --baseline-minutes; then
 a reload aims the stuck fraction at the targets that never answer (the same checks and
@@ -54,7 +55,7 @@ from exporter.config.load import load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KINDS = ("tcp", "dns", "http", "udp", "path")
+KINDS = ("tcp", "dns", "http", "udp", "path", "ping")
 STARTUP_TIMEOUT = 300.0
 
 # --- the servers child: healthy and stuck targets ------------------------------------------------
@@ -184,6 +185,13 @@ def check_table(name: str, kind: str, stuck: bool, targets: Targets) -> list[str
             return [f'target = "{HOST}"', f'port = {e["udp_silent"].rsplit(":", 1)[1]}',
                     "max_hops = 1", "probes_per_hop = 1"]
         return [f'target = "{HOST}"', "max_hops = 4"]
+    if kind == "ping":
+        # Every loopback address answers echoes: stuck, each echo is one the kernel refuses to
+        # send (larger than loopback's MTU, with don't-fragment), so the run fails at once as
+        # packet_loss, not by its timeout.
+        if stuck:
+            return ['target = "::1"', 'family = "ipv6"', "size = 65527", "dont_fragment = true"]
+        return [f'target = "{HOST}"', "count = 3", 'spacing = "10ms"']
     target = e["http_trickle"] if stuck else e["http_ok"]
     return [f'target = "http://{target}/"']
 
@@ -610,7 +618,7 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> str:
         healthy = {r: n for (g, r), n in w["failures"].items() if g == "ok"}
         stuck_f = {r: n for (g, r), n in w["failures"].items() if g == "stuck"}
         table.add("healthy checks' failures", _reasons(healthy), "none")
-        table.add("stuck checks' failures", _reasons(stuck_f), "all timeout")
+        table.add("stuck checks' failures", _reasons(stuck_f), "timeout (ping: packet_loss)")
         for kind in KINDS:
             before = b["latency"].get(("ok", kind), {})
             after = w["latency"].get(("ok", kind), {})

@@ -54,10 +54,20 @@ OBSERVED: dict[str, tuple[Any, ...]] = {
     "path": ((metrics.DNS_LOOKUP, (), 1.1e-05), (metrics.PATH_HOPS, (), 1),
              (metrics.PATH_REACHED, (), 1), (metrics.PATH_HOP_RTT, ("1",), 3e-06),
              (metrics.PATH_HOP_LOSS, ("1",), 0)),
+    # ping over loopback: 3 echoes, all answered.
+    "ping": ((metrics.DNS_LOOKUP, (), 1.1e-05), (metrics.PING_LOSS, (), 0.0),
+             (metrics.PING_RTT_MIN, (), 3.8e-05), (metrics.PING_RTT_MEAN, (), 4.1e-05),
+             (metrics.PING_RTT_MAX, (), 4.6e-05), (metrics.PING_RTT_STDDEV, (), 3.4e-06),
+             (metrics.PING_REPLY_TTL, (), 64)),
 }
 COUNTED: dict[str, tuple[Any, ...]] = {
     "dns": ((metrics.DNS_RESPONSES, ("NOERROR",), 1), (metrics.DNS_ANSWER_CHANGES, (), 0)),
     "path": ((metrics.PATH_CHANGES, (), 0),),
+    "ping": ((metrics.PING_SENT, (), 3), (metrics.PING_RECEIVED, (), 3)),
+}
+SAMPLED: dict[str, tuple[Any, ...]] = {  # histograms
+    "ping": ((metrics.PING_RTT, (), 3.8e-05), (metrics.PING_RTT, (), 4.1e-05),
+             (metrics.PING_RTT, (), 4.6e-05)),
 }
 TABLES = {
     "tcp": lambda i: f'target = "127.0.0.2:{40000 + i % 16}"\n',
@@ -65,6 +75,7 @@ TABLES = {
     "http": lambda i: f'target = "http://127.0.0.2:{40000 + i % 16}/"\n',
     "udp": lambda i: f'target = "127.0.0.2:{40000 + i % 16}"\nsend = "ping"\n',
     "path": lambda i: 'target = "127.0.0.2"\nmax_hops = 4\n',
+    "ping": lambda i: 'target = "127.0.0.2"\ncount = 3\n',
 }
 
 
@@ -78,9 +89,11 @@ def store_of(n: int, kinds: tuple[str, ...] = ("tcp",)) -> Store:
         kind = state.check.kind
         for _ in range(3):
             series, values = split(OBSERVED[kind])  # new tuples each run, as the runner's
+            observed, samples = split(SAMPLED.get(kind, ()))
             store.record(name, state.check,
                          Result(True, None, "", 0.0004, time.time(), series, values,
-                                *split(COUNTED.get(kind, ()))))
+                                *split(COUNTED.get(kind, ())), observed=observed,
+                                samples=samples))
     return store
 
 
