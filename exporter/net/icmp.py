@@ -22,11 +22,11 @@ import errno
 import random
 import socket
 import struct
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.codecs import errqueue
 from exporter.net.ready import wait_ready
 
 # Linux's numbers, which Python does not name (include/uapi/linux/in.h, in6.h, icmp.h,
@@ -43,8 +43,6 @@ _SO_TIMESTAMPNS = 35  # SO_TIMESTAMPNS_OLD: a struct timespec of longs, as SCM_T
 _SOL_RAW = 255
 _ICMP_FILTER = 1  # level SOL_RAW: a bit set is a type blocked (types 0-31)
 _ICMP6_FILTER = 1  # level IPPROTO_ICMPV6: 256 bits, a bit set is a type blocked
-_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6 = 2, 3
-_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
 _TIMESPEC = struct.Struct("@ll")
 _INT = struct.Struct("@i")
 _ANCILLARY = 256  # a timestamp, a TTL, or an extended error with its offender
@@ -181,15 +179,17 @@ class EchoSocket:
                 break
             user = time.time_ns()
             ttl, stamp = _ancillary(ancillary)
-            for level, kind, value in ancillary:
-                if (level, kind) in ((socket.IPPROTO_IP, _IP_RECVERR),
-                                     (socket.IPPROTO_IPV6, _IPV6_RECVERR)):
-                    queued = _extended_error(value, target)
-                    if queued is not None:
-                        error, offender = queued
-                        got.append(Received(data, offender, ttl, stamp or user,
-                                            stamp is not None, bool(flags & socket.MSG_TRUNC),
-                                            error))
+            try:
+                error = errqueue.find(ancillary)
+            except errqueue.ErrQueueCodecError:
+                continue  # not a sock_extended_err we can read: nothing to tell of it
+            # A local error was raised already by the send that caused it.
+            if error is not None and error.from_icmp:
+                destination = str(target[0]) if isinstance(target, tuple) and target else ""
+                got.append(Received(data, error.offender_address, ttl, stamp or user,
+                                    stamp is not None, bool(flags & socket.MSG_TRUNC),
+                                    QueuedError(error.type, error.code, error.info,
+                                                destination)))
         return got
 
     def close(self) -> None:
@@ -274,25 +274,3 @@ def _ancillary(ancillary: list[tuple[int, int, bytes]]) -> tuple[int | None, int
               and len(data) >= _INT.size):
             ttl = int(_INT.unpack_from(data)[0])
     return ttl, stamp
-
-
-def _extended_error(data: bytes, target: Any) -> tuple[QueuedError, str] | None:
-    """A sock_extended_err from ICMP and the offender's address; None for any other origin
-    (a local error, already raised by the send that caused it)."""
-    if len(data) < _SOCK_EXTENDED_ERR.size:
-        return None
-    _, origin, kind, code, _, info, _ = _SOCK_EXTENDED_ERR.unpack_from(data)
-    if origin not in (_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6):
-        return None
-    offender = _sockaddr_host(data[_SOCK_EXTENDED_ERR.size:])
-    destination = str(target[0]) if isinstance(target, tuple) and target else ""
-    return QueuedError(kind, code, info, destination), offender
-
-
-def _sockaddr_host(data: bytes) -> str:
-    """The address of a struct sockaddr_in or sockaddr_in6 (SO_EE_OFFENDER)."""
-    if len(data) >= 8 and int.from_bytes(data[:2], sys.byteorder) == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, data[4:8])
-    if len(data) >= 24 and int.from_bytes(data[:2], sys.byteorder) == socket.AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, data[8:24])
-    return ""
