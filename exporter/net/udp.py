@@ -105,6 +105,7 @@ async def _sendto(
 # last so that the error queue gives back the timestamp alone, not a copy of the datagram).
 _SO_TIMESTAMPING = 37
 _TIMESTAMPING_FLAGS = (1 << 1) | (1 << 3) | (1 << 4) | (1 << 11)
+_RECEIVE_STAMP_FLAGS = (1 << 3) | (1 << 4)  # RX_SOFTWARE | SOFTWARE: no transmit stamps
 _TIMESPEC = struct.Struct("@ll")  # the first of scm_timestamping's three: the software one
 _ANCILLARY_SIZE = 512  # the timestamps, and sock_extended_err on the error queue
 _MAX_ERROR_QUEUE = 16  # entries read per wakeup (one datagram sent: one entry)
@@ -183,9 +184,46 @@ def _enable_timestamping(sock: socket.socket) -> bool:
         return False
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _TIMESTAMPING_FLAGS)
-        return bool(sock.getsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING) == _TIMESTAMPING_FLAGS)
+        enabled = sock.getsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING) == _TIMESTAMPING_FLAGS
     except OSError:
         return False
+    if enabled and _receive_stamper is None:
+        _keep_receive_timestamps_on()
+    return bool(enabled)
+
+
+_receive_stamper: socket.socket | None = None  # open for the life of the process
+_STAMPER_TRIES = 40  # self-addressed datagrams, 0.5 ms apart, while the kernel switches on
+
+
+def _keep_receive_timestamps_on() -> None:
+    """Hold one socket that asks for receive timestamps open for the process's life.
+
+    Linux stamps arriving packets only while some socket asks it to, and switches that on
+    and off from a work queue some time after the first such socket opens or the last one
+    closes. Exchanges that each open and close their own socket can keep losing that race:
+    back-to-back sockets on this kernel (6.18) got no receive timestamp at all in whole
+    runs (20 of 20, in 1 process of 40; `tests/net/test_transports.py`), and an exchange without
+    one falls back to user-space times. One standing socket keeps it on; the first time,
+    this waits (at most 20 ms, once) until a datagram to itself comes back stamped.
+    """
+    global _receive_stamper
+    stamper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        stamper.bind(("127.0.0.1", 0))
+        stamper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _RECEIVE_STAMP_FLAGS)
+        stamper.settimeout(0.01)
+        for _ in range(_STAMPER_TRIES):
+            stamper.sendto(b"", stamper.getsockname())
+            _, ancillary, _, _ = stamper.recvmsg(1, _ANCILLARY_SIZE)
+            if _timestamp(ancillary) is not None:
+                break
+            time.sleep(0.0005)
+    except OSError:  # no loopback to talk to: the exchanges' own sockets ask all the same
+        stamper.close()
+        return
+    stamper.setblocking(False)
+    _receive_stamper = stamper
 
 
 def _drain_error_queue(sock: socket.socket) -> int | None:

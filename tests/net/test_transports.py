@@ -7,6 +7,8 @@ import asyncio
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -182,6 +184,34 @@ def test_udp_socket_closed_after_cancellation() -> None:
         before, after = run(many())
         assert len(fake.queries) == 20
     assert after == before
+
+
+STAMPED_SOCKETS = """
+import socket, sys
+from exporter.net import udp
+first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+assert udp._enable_timestamping(first)
+first.close()  # the exchange that asked first is over; its successors still get stamps
+stamped = 0
+for _ in range(20):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        assert udp._enable_timestamping(sock)
+        sock.sendto(b"x", sock.getsockname())
+        _, ancillary, _, _ = sock.recvmsg(1, 512)
+        stamped += udp._timestamp(ancillary) is not None
+print(stamped)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_TIMESTAMPING is Linux's")
+def test_receive_timestamps_stay_on_for_sockets_opened_one_after_another() -> None:
+    # Each fresh process starts with no socket asking for receive stamps; without the one
+    # the module keeps open, a whole process's sockets could go without (1 of 40, measured).
+    procs = [subprocess.Popen([sys.executable, "-c", STAMPED_SOCKETS], stdout=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    counts = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+    assert counts == ["20"] * 6
 
 
 def test_python310_fallbacks() -> None:
