@@ -178,6 +178,7 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     # their own (one parses requests and writes responses, the other the reverse); neither is a
     # wrapper the other could share.
     "h11": ("exporter.web.server", "exporter.net.http_client"),
+    "h2": ("exporter.net.http2_client",),  # python-hyper's HTTP/2 framing, the client's only
 }
 
 THIRD_PARTY_HOME = "third-party-home"

@@ -16,7 +16,7 @@ _READ_CHUNK = 65536
 
 
 # Content-Encodings decoded (RFC 9110 §8.4.1); zlib's "+32" reads a gzip or a zlib header.
-_DECODED = frozenset({"gzip", "x-gzip", "deflate"})
+DECODED = frozenset({"gzip", "x-gzip", "deflate"})
 
 
 class ResponseError(Exception):
@@ -34,6 +34,7 @@ class ClientResponse:
     body: bytes  # decompressed when the request asked for it
     http_version: str
     received: int = 0  # body bytes as they came over the wire
+    trailers: tuple[tuple[str, str], ...] = ()  # HTTP/2's, after the body (gRPC's status)
 
 
 class ByteStream(Protocol):
@@ -106,20 +107,20 @@ async def _read_response(conn: h11.Connection, stream: ByteStream, max_body: int
             response = event
             encoding = dict(event.headers).get(b"content-encoding", b"").decode(
                 "latin-1").strip().lower()
-            if decode and encoding in _DECODED:
+            if decode and encoding in DECODED:
                 decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)
         elif isinstance(event, h11.Data):
             received += len(event.data)
             if received > max_body:
                 raise ResponseTooLarge(f"response body larger than {max_body} bytes")
-            data += event.data if decoder is None else _inflate(decoder, encoding, event.data,
+            data += event.data if decoder is None else inflate(decoder, encoding, event.data,
                                                                max_body, len(data))
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             break
     if response is None:
         raise ConnectionResetError("connection closed before a response")
     if decoder is not None and received:
-        data += _inflate(decoder, encoding, b"", max_body, len(data))
+        data += inflate(decoder, encoding, b"", max_body, len(data))
         if not decoder.eof:
             raise ResponseError(f"the {encoding} body is cut short")
     if timings is not None and first_byte is not None:
@@ -134,7 +135,7 @@ async def _read_response(conn: h11.Connection, stream: ByteStream, max_body: int
     )
 
 
-def _inflate(decoder: Any, encoding: str, data: bytes, max_body: int, have: int) -> bytes:
+def inflate(decoder: Any, encoding: str, data: bytes, max_body: int, have: int) -> bytes:
     """Decompress `data` to at most one byte over the cap, and raise if it got there."""
     limit = max_body + 1 - have  # ≥ 1: the cap was not passed yet (0 would mean "no limit")
     try:

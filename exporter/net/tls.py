@@ -11,9 +11,11 @@ from exporter.net.ready import wait_ready
 
 
 def tls_client_context(
-    ca_file: str | None = None, insecure_skip_verify: bool = False
+    ca_file: str | None = None, insecure_skip_verify: bool = False,
+    alpn: tuple[str, ...] = (),
 ) -> ssl.SSLContext:
-    """A TLS client context: the system's roots, or only `ca_file`'s; TLS 1.2 at least.
+    """A TLS client context: the system's roots, or only `ca_file`'s; TLS 1.2 at least;
+    offering the `alpn` protocols in that order, if any ("h2", "http/1.1").
 
     Build it once per configuration, not per run: loading the system's roots takes
     milliseconds.
@@ -27,6 +29,8 @@ def tls_client_context(
         context = ssl.create_default_context(cafile=ca_file)
     # RFC 8310 §9 and BCP 195 (RFC 9325 §3.1.1): nothing older than TLS 1.2.
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     return context
 
 
