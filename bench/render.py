@@ -46,7 +46,7 @@ OBSERVED: dict[str, tuple[Any, ...]] = {
     "http": (*((metrics.HTTP_PHASE, (phase,), 0.00017)
                for phase in ("resolve", "connect", "processing", "transfer")),
              (metrics.HTTP_REDIRECTS, (), 0), (metrics.HTTP_STATUS, (), 200),
-             (metrics.HTTP_RESPONSE_BYTES, (), 3), (metrics.HTTP_VERSION, ("1.1",), 1),
+             (metrics.HTTP_RESPONSE_BYTES, (), 3), (metrics.HTTP_VERSION, (), 1.1),
              *TCP_INFO),
     "udp": ((metrics.DNS_LOOKUP, (), 1.1e-05), (metrics.UDP_RESPONSE, (), 0.00009),
             (metrics.UDP_RESPONSE_BYTES, (), 4)),

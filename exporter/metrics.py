@@ -168,8 +168,8 @@ HTTP_REDIRECTS = Spec(
     "netsentry_http_redirects", GAUGE, f"Redirects followed, {LAST_RUN}."
 )
 HTTP_VERSION = Spec(
-    "netsentry_http_version_info", GAUGE,
-    f"Always 1; the HTTP version of the final response, {LAST_RUN}.", ("version",),
+    "netsentry_http_version", GAUGE,
+    f"The HTTP version of the final response (1.0, 1.1 or 2), {LAST_RUN}.",
 )
 NTP_OFFSET = Spec(
     "netsentry_ntp_offset_seconds", GAUGE,

@@ -541,9 +541,9 @@ def paths() -> Json:
         table("TLS versions", "The TLS version each check negotiated.",
               [query(f"netsentry_tls_version_info{{{CHECK}}}", table=True)], "short",
               width=6, hide=("Value",)),
-        table("HTTP versions", "The HTTP version of each http check's final response.",
-              [query(f"netsentry_http_version_info{{{CHECK}}}", table=True)], "short",
-              width=6, hide=("Value",)),
+        table("HTTP versions", "The HTTP version of each http check's final response "
+              "(1.0, 1.1 or 2).",
+              [query(f"netsentry_http_version{{{CHECK}}}", table=True)], "short", width=6),
         timeseries("Response size", "Body size of the final response after decoding.",
                    [query(f"netsentry_http_response_bytes{{{CHECK}}}", "{{check}}")], "bytes"),
         timeseries("Redirects", "Redirects followed.",

@@ -51,17 +51,19 @@ _CONTEXTS: weakref.WeakValueDictionary[tuple[Any, ...], ssl.SSLContext] = (
     weakref.WeakValueDictionary())
 
 
-def tls_context(run: Run, ca_file: str, insecure_skip_verify: bool) -> ssl.SSLContext:
+def tls_context(run: Run, ca_file: str, insecure_skip_verify: bool,
+                alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """The check's TLS client context, chosen once per loaded check (it lives in the check's
     memory) and shared with every loaded check that trusts the same roots. A `ca_file` that
-    changed on disk makes a new context for the checks loaded (or reloaded) after the change."""
+    changed on disk makes a new context for the checks loaded (or reloaded) after the change.
+    `alpn` is what the context offers ("h2", "http/1.1"), fixed per check."""
     context: ssl.SSLContext | None = run.memory.get("tls")
     if context is None:
-        key = (ca_file, insecure_skip_verify, _file_version(ca_file))
+        key = (ca_file, insecure_skip_verify, alpn, _file_version(ca_file))
         context = _CONTEXTS.get(key)
         if context is None:
             context = _CONTEXTS[key] = tls_client_context(ca_file or None,
-                                                              insecure_skip_verify)
+                                                              insecure_skip_verify, alpn)
         run.memory["tls"] = context
     return context
 

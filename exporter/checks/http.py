@@ -28,7 +28,7 @@ from exporter.checks.connection import (
     tls_context,
 )
 from exporter.errors import CheckError, Reason
-from exporter.net import http_client
+from exporter.net import http2_client, http_client
 from exporter.net.resolve import FAMILIES
 from exporter.net.stream import open_stream
 
@@ -198,9 +198,17 @@ class HttpSettings:
     server_name: str = option("")
     ca_file: str = option("", check=readable_file)
     tls_insecure_skip_verify: bool = option(False)
+    http_version: str = option("any", choices=("any", "1.1", "2"))
+    h2c: bool = option(False)
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
+        if self.h2c and self.target.scheme == "https":
+            found.append(("h2c", "is cleartext HTTP/2: over TLS (https://), ALPN chooses "
+                                 "HTTP/2; drop h2c or use an http:// URL"))
+        if self.http_version == "2" and self.target.scheme == "http" and not self.h2c:
+            found.append(("http_version", 'an http:// URL speaks HTTP/1.1 unless h2c = true '
+                                          '(HTTP/2 with prior knowledge)'))
         names = {n.lower() for n, _ in (*self.headers, *self.secret_headers)}
         if self.basic_auth is not None and "authorization" in names:
             found.append(("basic_auth", "conflicts with an Authorization header"))
@@ -236,7 +244,7 @@ async def check(settings: HttpSettings, run: Run) -> None:
     run.gauge(metrics.HTTP_STATUS, response.status)
     run.gauge(metrics.HTTP_RESPONSE_BYTES, len(response.body))
     version = f"HTTP/{response.http_version}"
-    run.gauge(metrics.HTTP_VERSION, 1, version)
+    run.gauge(metrics.HTTP_VERSION, float(response.http_version))
     run.detail("url", str(url))
     run.detail("status", f"{response.status} {version}, {len(response.body)} bytes"
                + (f" ({response.received} received)" if response.received != len(response.body)
@@ -253,7 +261,8 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
                                           FAMILIES[settings.family]))[0]
     _add(phases, "resolve", time.perf_counter() - started)
     own = url.origin == settings.target.origin
-    context = (tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
+    context = (tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify,
+                           _ALPN[settings.http_version])
                if url.scheme == "https" else None)
     server_name = (settings.server_name if own and settings.server_name else url.host
                    ) if context is not None else None
@@ -264,11 +273,16 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
             for phase, seconds in timings.items():
                 _add(phases, phase, seconds)
             timings.clear()
+            options: dict[str, Any] = {
+                "headers": _request_headers(settings, own), "body": body,
+                "max_body": settings.max_body_bytes, "decode": True, "timings": timings}
             try:
-                response = await http_client.request(
-                    stream, method, url.authority, url.target,
-                    headers=_request_headers(settings, own), body=body,
-                    max_body=settings.max_body_bytes, decode=True, timings=timings)
+                if _speaks_h2(settings, stream.tls):
+                    response = await http2_client.request(
+                        stream, method, url.authority, url.target, scheme=url.scheme, **options)
+                else:
+                    response = await http_client.request(
+                        stream, method, url.authority, url.target, **options)
             except http_client.ResponseTooLarge as exc:
                 raise CheckError(Reason.UNEXPECTED_RESPONSE, str(exc)) from None
             except http_client.ResponseError as exc:
@@ -290,6 +304,24 @@ async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: by
         raise CheckError(Reason.TLS_ERROR, f"TLS with {url.authority}: "
                          f"{(exc.reason or str(exc)).lower().replace('_', ' ')}") from None
     return response, location
+
+
+# What TLS offers by ALPN per `http_version`: "2" offers both, to name what the server chose.
+_ALPN = {"any": ("h2", "http/1.1"), "1.1": ("http/1.1",), "2": ("h2", "http/1.1")}
+
+
+def _speaks_h2(settings: HttpSettings, tls: ssl.SSLSocket | None) -> bool:
+    """HTTP/2 where ALPN chose it (or h2c asked for it in the clear), else HTTP/1.1."""
+    if tls is None:
+        return settings.h2c
+    chosen = tls.selected_alpn_protocol()
+    if chosen == "h2":
+        return True
+    if settings.http_version == "2":
+        raise CheckError(Reason.UNEXPECTED_RESPONSE, "the server did not negotiate HTTP/2 "
+                         f"(http_version = \"2\"): ALPN chose {chosen or 'nothing'}, so "
+                         "HTTP/1.1")
+    return False
 
 
 def _add(phases: dict[str, float], phase: str, seconds: float) -> None:

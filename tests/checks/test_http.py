@@ -50,7 +50,7 @@ def test_get_over_http_times_each_phase() -> None:
     assert got["netsentry_http_status_code"] == 200
     assert got["netsentry_http_response_bytes"] == 11
     assert got["netsentry_http_redirects"] == 0
-    assert got["netsentry_http_version_infoHTTP/1.1"] == 1
+    assert got["netsentry_http_version"] == 1.1
     assert "netsentry_tcp_rtt_seconds" in got
     details = dict(result.details)
     assert details["url"] == server.url("/?q=1")

@@ -41,6 +41,7 @@ http {{
         listen 127.0.0.1:{h2c_port} http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
         location = / {{ default_type text/plain; return 200 "{hello}"; }}
         location = /big {{
             default_type text/plain; alias {dir}/big.txt;
