@@ -3,6 +3,8 @@ port (ALPN) and cleartext HTTP/2 with prior knowledge on another; `http_version`
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,36 @@ def test_config_errors(body: str, expected: str) -> None:
     (problem,) = caught.value.problems
     assert expected in problem, problem
     assert problem.startswith("f.toml:")
+
+
+# --- beside curl -------------------------------------------------------------------------------
+
+DELAY = 0.2  # the upstream's think time: the processing phase of both clients contains it
+
+
+@pytest.mark.parametrize("version", ["2", "1.1"])
+def test_phases_agree_with_curl(certs: CertFiles, version: str) -> None:
+    def slow(_request: Any) -> Reply:
+        time.sleep(DELAY)
+        return Reply(200, b"slow answer")
+
+    with HttpServer({"/": slow}) as upstream, Nginx(certs, upstream.port) as web:
+        url = f"https://web.test:{web.port}/upstream/"
+        curl = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "--http2" if version == "2" else "--http1.1",
+             "--cacert", str(certs.ca), "--resolve", f"web.test:{web.port}:127.0.0.1",
+             "-w", "%{http_version} %{time_appconnect} "
+                   "%{time_starttransfer} %{time_total}", url],
+            capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        result = run_check(http_check(f"https://127.0.0.1:{web.port}/upstream/", certs,
+                                      http_version=version))
+    assert result.success, result
+    got = gauges(result)
+    assert got["netsentry_http_version"] == float(version) == float(curl[0])
+    appconnect, starttransfer, total = map(float, curl[1:])
+    curl_phases = {"processing": starttransfer - appconnect, "transfer": total - starttransfer}
+    ours = {p: got[f"netsentry_http_phase_seconds{p}"] for p in curl_phases}
+    # Both clients put the upstream's delay in processing (it cannot answer sooner), and
+    # neither in transfer, a few bytes after the first.
+    for phases in curl_phases, ours:
+        assert phases["processing"] >= DELAY > phases["transfer"], (curl_phases, ours)

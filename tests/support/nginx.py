@@ -5,7 +5,8 @@ chosen by ALPN, and cleartext HTTP/2 with prior knowledge (h2c) on another.
         ...  # https://web.test:{web.port}/ (ALPN h2 or http/1.1), h2c on web.h2c_port
 
 It serves `/` (a short text), `/big` (`BIG_BYTES` of text, gzip-compressed when asked),
-`/missing` (404) and `/redirect` (302 to /). One process (no master), no access log; its
+`/missing` (404), `/redirect` (302 to /) and, given an `upstream` port, `/upstream/...`
+proxied there. One process (no master), no access log; its
 stderr is the error log.
 """
 
@@ -49,9 +50,16 @@ http {{
         }}
         location = /missing {{ return 404; }}
         location = /redirect {{ return 302 /; }}
+        {upstream}
     }}
 }}
 """
+
+
+def _proxy(port: int) -> str:
+    """`/upstream/...` proxied to a server of the test's on `port` (one that answers slowly
+    makes nginx's processing time, and so the phases, measurable)."""
+    return (f"location /upstream/ {{ proxy_pass http://127.0.0.1:{port}/; }}" if port else "")
 
 
 class Nginx(Daemon):
@@ -60,9 +68,10 @@ class Nginx(Daemon):
     name = "nginx"
     port_taken = ("Address already in use",)
 
-    def __init__(self, certs: CertFiles) -> None:
+    def __init__(self, certs: CertFiles, upstream: int = 0) -> None:
         super().__init__()
         self.certs = certs
+        self.upstream = upstream
         self.h2c_port = 0
         big = Path(self.temp_dir()) / "big.txt"
         line = b"netsentry reads every byte of this line, and nginx compresses it well.\n"
@@ -74,7 +83,8 @@ class Nginx(Daemon):
         conf = Path(self.temp_dir()) / "nginx.conf"
         conf.write_text(_CONFIG.format(dir=self.temp_dir(), port=port, h2c_port=self.h2c_port,
                                        cert=self.certs.cert, key=self.certs.key,
-                                       hello=HELLO.replace("\n", "\\n")))
+                                       hello=HELLO.replace("\n", "\\n"),
+                                       upstream=_proxy(self.upstream)))
         return [NGINX, "-e", "stderr", "-p", self.temp_dir(), "-c", str(conf)]
 
     def answers(self) -> bool:
