@@ -7,6 +7,7 @@ the same series the same way: absent, never zero, when something cannot be read.
 
 from __future__ import annotations
 
+import _ssl
 import os
 import socket
 import ssl
@@ -97,21 +98,30 @@ def record_tcp_info(run: Run, sock: socket.socket | Any) -> tcp_info.TcpInfo | N
     return info
 
 
+def peer_chain(session: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
+    """The certificates the peer sent, unverified, as DER, leaf first: the whole chain, read
+    with get_unverified_chain (public since 3.13; on 3.10-3.12 only the `_ssl` object beneath
+    has it, returning `_ssl.Certificate`s), else where neither exists, the leaf alone."""
+    public = getattr(session, "get_unverified_chain", None)
+    if public is not None:
+        chain: list[bytes] = list(public() or [])
+    else:
+        beneath = getattr(getattr(session, "_sslobj", None), "get_unverified_chain", None)
+        certificates = beneath() if beneath is not None else None
+        chain = [c.public_bytes(_ssl.ENCODING_DER) for c in certificates or []]
+    if not chain:
+        leaf = session.getpeercert(binary_form=True)
+        chain = [leaf] if leaf else []
+    return chain
+
+
 def record_tls(run: Run, session: ssl.SSLObject | ssl.SSLSocket) -> None:
     """The negotiated version and the earliest expiry among the peer's certificates."""
     version = session.version()
     if version:
         run.gauge(metrics.TLS_VERSION, 1, version)
         run.detail("tls version", version)
-    # The whole chain the peer sent where Python can say (3.13+), else the leaf alone.
-    unverified_chain = getattr(session, "get_unverified_chain", None)
-    chain: list[bytes] = []
-    if unverified_chain is not None:
-        chain = [c if isinstance(c, bytes) else c.public_bytes(ssl.Encoding.DER)  # type: ignore[attr-defined]
-                 for c in unverified_chain() or []]
-    if not chain:
-        leaf = session.getpeercert(binary_form=True)
-        chain = [leaf] if leaf else []
+    chain = peer_chain(session)
     expiries = []
     for der in chain:
         try:

@@ -18,7 +18,7 @@ from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
 from exporter.store import Result
 from tests.support.agent import Agent
-from tests.support.certs import make_cert, make_expired_cert, server_context
+from tests.support.certs import make_cert, make_chained_cert, make_expired_cert, server_context
 from tests.support.checks import gauges, run_check
 from tests.support.httpservers import HttpServer, Reply, Request
 from tests.support.servers import closed_port
@@ -72,6 +72,15 @@ def test_https_with_ca_file_and_server_name(tmp_path: Path) -> None:
     # make_cert's certificates are valid for 2 days.
     assert abs(got["netsentry_tls_cert_expiry_timestamp_seconds"] - time.time() - 2 * 86400) < 120
     assert "certificate expires" in dict(result.details)
+
+
+def test_https_expiry_is_the_earliest_of_the_chain_the_server_sent(tmp_path: Path) -> None:
+    # The server sends its leaf and an intermediate that expires 50 days before the leaf.
+    files, intermediate_expiry = make_chained_cert(tmp_path, "web.test")
+    with HttpServer({"/": Reply(200, b"ok")}, tls=server_context(files)) as server:
+        result = run_check(http_check(server.url(), server_name="web.test", ca_file=str(files.ca)))
+    assert result.success, result
+    assert gauges(result)["netsentry_tls_cert_expiry_timestamp_seconds"] == intermediate_expiry
 
 
 @pytest.mark.parametrize("case", ["expired", "wrong_host", "self_signed"])

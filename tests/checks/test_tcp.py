@@ -17,7 +17,7 @@ from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
 from exporter.net.resolve import Resolver
 from tests.codecs.test_tcp_info import golden
-from tests.support.certs import make_cert, make_expired_cert, server_context
+from tests.support.certs import make_cert, make_chained_cert, make_expired_cert, server_context
 from tests.support.checks import run_check
 from tests.support.servers import LineServer
 
@@ -90,6 +90,18 @@ def test_tls_handshake_version_and_certificate(tmp_path: Path) -> None:
     # make_cert's certificates live two days.
     assert 0 < got["netsentry_tls_cert_expiry_timestamp_seconds"] - time.time() <= 2 * 86400 + 60
     assert "certificate expires" in dict(ok.details)
+
+
+def test_tls_expiry_is_the_earliest_of_the_chain_the_server_sent(tmp_path: Path) -> None:
+    # The server sends its leaf and an intermediate that expires 50 days before the leaf.
+    files, intermediate_expiry = make_chained_cert(tmp_path, "svc.test")
+    with LineServer([("send", "hello")], server_context(files), tls=True) as server:
+        ok = run_check(tcp_check(server.target, tls=True, server_name="svc.test",
+                                 ca_file=str(files.ca)))
+    assert ok.success, ok
+    [expiry] = [v for spec, _, v in ok.observations
+                if spec.name == "netsentry_tls_cert_expiry_timestamp_seconds"]
+    assert expiry == intermediate_expiry
 
 
 def test_tls_failures_name_their_cause(tmp_path: Path) -> None:

@@ -48,22 +48,31 @@ def now() -> datetime.datetime:
 
 
 class Authority:
-    """A CA in memory: its key, and its self-signed certificate valid from `starts` to `ends`."""
+    """A CA in memory: its key, and its certificate valid from `starts` to `ends`, self-signed,
+    or for an intermediate CA, signed by `parent`."""
 
     def __init__(self, name: str = "netsentry test CA", *,
                  starts: datetime.datetime | None = None, ends: datetime.datetime | None = None,
-                 serial: int | None = None) -> None:
+                 serial: int | None = None, parent: Authority | None = None) -> None:
         starts = now() - 10 * DAY if starts is None else starts
         ends = starts + 20 * DAY if ends is None else ends
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = _name(name)
         public = self.key.public_key()
-        self.certificate = (
-            _builder(self.name, self.name, public, starts, ends, serial)
+        signer = self if parent is None else parent
+        builder = (
+            _builder(self.name, signer.name, public, starts, ends, serial)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(self.key, hashes.SHA256()))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False))
+        if parent is not None:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                parent.key.public_key()), critical=False)
+        self.certificate = builder.sign(signer.key, hashes.SHA256())
+        # The self-signed CA a client trusts, and the intermediates a server sends after its leaf.
+        self.root: Authority = self if parent is None else parent.root
+        self.intermediates: list[x509.Certificate] = (
+            [] if parent is None else [self.certificate, *parent.intermediates])
 
     def der(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.DER)
@@ -72,7 +81,8 @@ class Authority:
               usage: str = "server", starts: datetime.datetime | None = None,
               days: float = LEAF_DAYS, stem: str = "leaf") -> CertFiles:
         """A leaf for `subject` (its CN, and for a server its DNS name) and `ips`, valid for
-        `days` from `starts` (now); written with the CA's files to `directory`."""
+        `days` from `starts` (now); written with the CA's files to `directory` (for an
+        intermediate CA: the root's, and the leaf's file followed by the intermediates)."""
         starts = now() if starts is None else starts
         key = ec.generate_private_key(ec.SECP256R1())
         alt_names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip))
@@ -96,8 +106,8 @@ class Authority:
         directory.mkdir(parents=True, exist_ok=True)
         files = CertFiles(directory / f"{stem}.pem", directory / f"{stem}.key",
                           directory / "ca.pem", directory / "ca.key")
-        _write(files.ca, files.ca_key, self.certificate, self.key)
-        _write(files.cert, files.key, leaf, key)
+        _write(files.ca, files.ca_key, self.root.certificate, self.root.key)
+        _write(files.cert, files.key, leaf, key, self.intermediates)
         return files
 
 
@@ -111,6 +121,17 @@ def make_expired_cert(tmp_path: Path, hostname: str) -> CertFiles:
     """A CA (valid) and a server certificate for `hostname` that expired yesterday."""
     return Authority("netsentry expired test CA").issue(
         Path(tmp_path) / f"expired-{hostname}", hostname, starts=now() - 5 * DAY, days=4)
+
+
+def make_chained_cert(tmp_path: Path, hostname: str) -> tuple[CertFiles, float]:
+    """A root CA, an intermediate it signs, and a server certificate for `hostname` the
+    intermediate signs, valid for 100 days; the certificate's file holds the leaf and the
+    intermediate, which expires 50 days before the leaf (when, as a timestamp, is returned)."""
+    root = Authority("netsentry test root CA", ends=now() + 200 * DAY)
+    intermediate = Authority("netsentry test intermediate CA", parent=root,
+                             starts=now() - DAY, ends=now() + 50 * DAY)
+    files = intermediate.issue(Path(tmp_path) / f"chained-{hostname}", hostname, days=100)
+    return files, intermediate.certificate.not_valid_after_utc.timestamp()
 
 
 def make_client_cert(directory: Path, name: str = "prometheus") -> CertFiles:
@@ -146,8 +167,9 @@ def _key_usage(cert_sign: bool) -> x509.KeyUsage:
 
 
 def _write(cert_path: Path, key_path: Path, certificate: x509.Certificate,
-           key: ec.EllipticCurvePrivateKey) -> None:
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+           key: ec.EllipticCurvePrivateKey, chain: Sequence[x509.Certificate] = ()) -> None:
+    cert_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                   for c in (certificate, *chain)))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
