@@ -171,6 +171,16 @@ HTTP_VERSION = Spec(
     "netsentry_http_version", GAUGE,
     f"The HTTP version of the final response (1.0, 1.1 or 2), {LAST_RUN}.",
 )
+GRPC_HEALTH_STATUS = Spec(
+    "netsentry_grpc_healthcheck_status", GAUGE,
+    "1 for the serving status the gRPC health service reported (SERVING, NOT_SERVING, UNKNOWN, "
+    f"SERVICE_UNKNOWN), 0 for the others, {LAST_RUN}.",
+    ("status",),
+)
+GRPC_STATUS_CODE = Spec(
+    "netsentry_grpc_status_code", GAUGE,
+    f"The gRPC status code of the health check call (0 is OK), {LAST_RUN}.",
+)
 NTP_OFFSET = Spec(
     "netsentry_ntp_offset_seconds", GAUGE,
     "How far the NTP server's clock is ahead of this host's (RFC 5905 theta, best sample by "

@@ -28,6 +28,7 @@ CHECKS: dict[str, dict[str, str]] = {
     "udp": {"target": "127.0.0.1:7"},
     "ping": {"target": "127.0.0.1"},
     "path": {"target": "127.0.0.1"},
+    "grpc": {"target": "127.0.0.1:50051"},
 }
 TEXT = "".join(f'\n[[checks]]\nname = "{kind}"\nkind = "{kind}"\n'
                + "".join(f'{key} = "{value}"\n' for key, value in keys.items())

@@ -223,12 +223,27 @@ def path_checks(s: Servers) -> list[Check]:
     ]
 
 
+def grpc_checks(s: Servers) -> list[Check]:
+    from grpc_health.v1 import health_pb2
+
+    from tests.checks.test_grpc import Health
+
+    server = Health()  # grpcio's health service, in this process
+    s.stack.callback(server.stop)
+    server.set("", health_pb2.HealthCheckResponse.SERVING)
+    server.set("down.Service", health_pb2.HealthCheckResponse.NOT_SERVING)
+    return [
+        {"name": "grpc-ok", "target": server.target},
+        {"name": "grpc-not-serving", "target": server.target, "service": "down.Service"},
+    ]
+
+
 # The scenario's checks by kind. A kind registered in exporter.checks without an entry here
 # fails test_the_scenario_covers_every_registered_kind.
 SCENARIO: dict[str, Callable[[Servers], list[Check]]] = {
     "dns": dns_checks, "tcp": tcp_checks, "http": http_checks, "socket": socket_checks,
     "ntp": ntp_checks, "clock": clock_checks, "udp": udp_checks, "ping": ping_checks,
-    "path": path_checks,
+    "path": path_checks, "grpc": grpc_checks,
 }
 # Alert → the checks it must be pending (or firing) for; dropped for unregistered kinds.
 EXPECTED_ALERTS = {
@@ -236,7 +251,8 @@ EXPECTED_ALERTS = {
     "NetsentryDnsNxdomain": {"dns-vanishing"},
     "NetsentryDnsResolverMismatch": {"dns-mismatch"},
     "NetsentryCheckFailing": {"tcp-refused", "http-bad-status", "socket-clamped", "udp-refused",
-                              "udp-silent", "ping-too-big", "path-silent"},
+                              "udp-silent", "ping-too-big", "path-silent",
+                              "grpc-not-serving"},
     "NetsentryCertificateExpiringSoon": {"tcp-tls"},
     "NetsentryCertificateExpired": {"https-expired"},
     "NetsentryClockOffsetHigh": {"ntp-skewed"},
