@@ -497,7 +497,7 @@ def paths() -> Json:
                    " * on (job, instance, check) group_left (target)"
                    f" netsentry_check_info{{{CHECK}}}")
     return dashboard("netsentry-paths", "netsentry / Network paths", (
-        "tcp, http and socket checks: where the time goes, what the kernel says about the "
+        "tcp, http, grpc and socket checks: where the time goes, what the kernel says about the "
         "connections, certificates, and socket options."), [
         row("Phases"),
         timeseries("TCP phases", "resolve, connect and TLS handshake of the tcp checks, "
@@ -549,6 +549,19 @@ def paths() -> Json:
         timeseries("Redirects", "Redirects followed.",
                    [query(f"netsentry_http_redirects{{{CHECK}}}", "{{check}}")], "short",
                    decimals=0),
+        row("gRPC health"),
+        state_timeline("gRPC serving", "grpc checks: 1 = the health service answered SERVING; "
+                       "0 = another status or a failed call (the reason is on the status page).",
+                       query(f'netsentry_check_success{{{CHECK}, kind="grpc"}}', "{{check}}"),
+                       mapping((0, "failing", "red"), (1, "serving", "green"))),
+        table("Reported serving statuses", "The status each grpc check's last answer reported "
+              "(SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN).",
+              [query(f"netsentry_grpc_healthcheck_status{{{CHECK}}} == 1", table=True)],
+              "short", hide=("Value", "kind")),
+        table("gRPC status codes", "The gRPC status of each grpc check's last call (0 OK, "
+              "5 NOT_FOUND, 12 UNIMPLEMENTED, 14 UNAVAILABLE).",
+              [query(f"netsentry_grpc_status_code{{{CHECK}}}", table=True)], "short",
+              value="code"),
         row("Socket options"),
         state_timeline("Socket audits", "socket checks: 0 = an option did not take effect as "
                        "requested (the option is named on the status page).",
@@ -571,7 +584,7 @@ def paths() -> Json:
               "them from /proc/sys.",
               [query(f"max by (instance, setting) (netsentry_socket_kernel_setting{{{CHECK}}})",
                      table=True)], "short", value="value"),
-    ], kinds="tcp|http|socket")
+    ], kinds="tcp|http|socket|grpc")
 
 
 def network() -> Json:
