@@ -171,6 +171,11 @@ HTTP_VERSION = Spec(
     "netsentry_http_version", GAUGE,
     f"The HTTP version of the final response (1.0, 1.1 or 2), {LAST_RUN}.",
 )
+WEBSOCKET_HANDSHAKE = Spec(
+    "netsentry_websocket_handshake_seconds", GAUGE,
+    "Time from the WebSocket upgrade request sent to the 101 response read and verified, "
+    f"{LAST_RUN}.",
+)
 GRPC_HEALTH_STATUS = Spec(
     "netsentry_grpc_healthcheck_status", GAUGE,
     "1 for the serving status the gRPC health service reported (SERVING, NOT_SERVING, UNKNOWN, "

@@ -493,12 +493,13 @@ def clock() -> Json:
 
 def paths() -> Json:
     tcp = CHECK + ', kind="tcp"'
+    websocket = CHECK + ', kind="websocket"'
     expiry_days = (f"(netsentry_tls_cert_expiry_timestamp_seconds{{{CHECK}}} - time()) / 86400"
                    " * on (job, instance, check) group_left (target)"
                    f" netsentry_check_info{{{CHECK}}}")
     return dashboard("netsentry-paths", "netsentry / Network paths", (
-        "tcp, http, grpc and socket checks: where the time goes, what the kernel says about the "
-        "connections, certificates, and socket options."), [
+        "tcp, http, websocket, grpc and socket checks: where the time goes, what the kernel "
+        "says about the connections, certificates, and socket options."), [
         row("Phases"),
         timeseries("TCP phases", "resolve, connect and TLS handshake of the tcp checks, "
                    "stacked; the mean over the selected checks (select one to see its own).",
@@ -510,6 +511,15 @@ def paths() -> Json:
                    "byte) and transfer, stacked; the mean over the selected checks.",
                    [query(f"avg by (phase) (netsentry_http_phase_seconds{{{CHECK}}})",
                           "{{phase}}")], "s", stack=True),
+        timeseries("WebSocket phases", "resolve, connect, TLS and the opening handshake "
+                   "(upgrade sent to 101 verified) of the websocket checks, stacked; the mean "
+                   "over the selected checks.",
+                   queries((f"avg(netsentry_dns_lookup_seconds{{{websocket}}})", "resolve"),
+                           (f"avg(netsentry_tcp_connect_seconds{{{websocket}}})", "connect"),
+                           (f"avg(netsentry_tls_handshake_seconds{{{websocket}}})", "tls"),
+                           (f"avg(netsentry_websocket_handshake_seconds{{{CHECK}}})",
+                            "handshake")),
+                   "s", stack=True),
         table("Slowest connects", "The 10 longest TCP connects of the last runs.",
               [query(f"topk(10, netsentry_tcp_connect_seconds{{{CHECK}}})", table=True)], "s",
               value="connect", sort="connect"),

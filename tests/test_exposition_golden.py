@@ -29,6 +29,7 @@ CHECKS: dict[str, dict[str, str]] = {
     "ping": {"target": "127.0.0.1"},
     "path": {"target": "127.0.0.1"},
     "grpc": {"target": "127.0.0.1:50051"},
+    "websocket": {"target": "ws://127.0.0.1/"},
 }
 TEXT = "".join(f'\n[[checks]]\nname = "{kind}"\nkind = "{kind}"\n'
                + "".join(f'{key} = "{value}"\n' for key, value in keys.items())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from exporter.checks import clock, dns, grpc, http, ntp, path, ping, socket, tcp, udp
+from exporter.checks import clock, dns, grpc, http, ntp, path, ping, socket, tcp, udp, websocket
 from exporter.checks.base import Kind
 from exporter.metrics import Spec
 
@@ -26,6 +26,7 @@ KINDS: dict[str, Kind[Any]] = {
         udp.KIND,
         ping.KIND,
         path.KIND,
+        websocket.KIND,
         grpc.KIND,
     )
 }

@@ -38,6 +38,7 @@ from tests.support.fakentp import FakeNtp
 from tests.support.httpservers import HttpServer, Reply
 from tests.support.prometheus import Prometheus, PromQLError
 from tests.support.servers import AcceptServer, EchoServer, LineServer, closed_port
+from tests.support.wsservers import echo_server
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -223,6 +224,20 @@ def path_checks(s: Servers) -> list[Check]:
     ]
 
 
+def websocket_checks(s: Servers) -> list[Check]:
+    port = s.stack.enter_context(echo_server())
+    cert = make_cert(s.hosts_file.parent, "ws.test")
+    tls_port = s.stack.enter_context(echo_server(server_context(cert)))
+    return [
+        {"name": "websocket-ok", "target": f"ws://127.0.0.1:{port}/", "send": "ping",
+         "expect": "^ping$"},
+        {"name": "websocket-tls", "target": f"wss://127.0.0.1:{tls_port}/",
+         "server_name": "ws.test", "ca_file": str(cert.ca)},
+        # A plain HTTP server answers the upgrade with 200: bad_status.
+        {"name": "websocket-refused", "target": f"ws://127.0.0.1:{s.web.port}/"},
+    ]
+
+
 def grpc_checks(s: Servers) -> list[Check]:
     from grpc_health.v1 import health_pb2
 
@@ -243,7 +258,7 @@ def grpc_checks(s: Servers) -> list[Check]:
 SCENARIO: dict[str, Callable[[Servers], list[Check]]] = {
     "dns": dns_checks, "tcp": tcp_checks, "http": http_checks, "socket": socket_checks,
     "ntp": ntp_checks, "clock": clock_checks, "udp": udp_checks, "ping": ping_checks,
-    "path": path_checks, "grpc": grpc_checks,
+    "path": path_checks, "websocket": websocket_checks, "grpc": grpc_checks,
 }
 # Alert → the checks it must be pending (or firing) for; dropped for unregistered kinds.
 EXPECTED_ALERTS = {
@@ -252,8 +267,8 @@ EXPECTED_ALERTS = {
     "NetsentryDnsResolverMismatch": {"dns-mismatch"},
     "NetsentryCheckFailing": {"tcp-refused", "http-bad-status", "socket-clamped", "udp-refused",
                               "udp-silent", "ping-too-big", "path-silent",
-                              "grpc-not-serving"},
-    "NetsentryCertificateExpiringSoon": {"tcp-tls"},
+                              "websocket-refused", "grpc-not-serving"},
+    "NetsentryCertificateExpiringSoon": {"tcp-tls", "websocket-tls"},
     "NetsentryCertificateExpired": {"https-expired"},
     "NetsentryClockOffsetHigh": {"ntp-skewed"},
     "NetsentryNtpServerUnreachable": {"ntp-silent"},
