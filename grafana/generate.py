@@ -594,7 +594,7 @@ def paths() -> Json:
               "them from /proc/sys.",
               [query(f"max by (instance, setting) (netsentry_socket_kernel_setting{{{CHECK}}})",
                      table=True)], "short", value="value"),
-    ], kinds="tcp|http|socket|grpc")
+    ], kinds="tcp|http|socket|grpc|websocket")
 
 
 def network() -> Json:

@@ -138,6 +138,9 @@ class _Reader:
                 text = str(exc)
                 raise HandshakeError(_HANDSHAKE_PROBLEMS.get(text, f"invalid handshake: {text}")
                                      ) from None
+            except LocalProtocolError:  # data after the connection closed
+                raise UnexpectedClose("the server sent data after the WebSocket closed"
+                                      ) from None
             if not chunk and not self._pending:
                 return None
         return self._pending.pop(0)

@@ -16,7 +16,7 @@ import pytest
 
 from exporter.config.load import load_check, load_text
 from exporter.errors import ConfigError, Reason
-from tests.support.agent import ROOT
+from tests.support.agent import ROOT, Agent
 from tests.support.certs import make_cert, server_context
 from tests.support.checks import run_check, sample
 from tests.support.httpservers import HttpServer, Reply
@@ -165,3 +165,36 @@ def test_netsentry_probe_websocket() -> None:
                               text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "netsentry_websocket_handshake_seconds" in done.stdout
+
+
+def test_probe_template_runs_a_websocket_check(tmp_path: Path) -> None:
+    path = tmp_path / "netsentry.toml"
+    path.write_text("""
+[probe]
+allow = ["127.0.0.1/32"]
+
+[probe.templates.ws_echo]
+kind = "websocket"
+send = "hello"
+expect = "^hello$"
+""")
+    with echo_server() as port, Agent(path) as agent:
+        status, _, body = agent.fetch(
+            "GET", f"/probe?template=ws_echo&target=ws://127.0.0.1:{port}/")
+        refused, _, refused_body = agent.fetch(
+            "GET", f"/probe?template=ws_echo&target=ws://127.0.0.1:{port}/private")
+    assert status == 200 and refused == 200
+    assert sample(body.decode(), "netsentry_probe_success") == 1
+    assert (sample(body.decode(), "netsentry_websocket_handshake_seconds") or 0) > 0
+    assert sample(refused_body.decode(), "netsentry_probe_success") == 0
+    assert sample(refused_body.decode(), "netsentry_probe_failure_reason",
+                  reason="bad_status") == 1
+
+
+def test_a_server_that_closes_before_a_message() -> None:
+    with echo_server() as port:
+        result = run_check("websocket", target=f"ws://127.0.0.1:{port}/busy", send="hello",
+                           expect="hello")
+    assert result.reason is Reason.UNEXPECTED_RESPONSE
+    assert result.message == ("the server closed the WebSocket before a message with code 1013 "
+                              "(try again later)")

@@ -3,8 +3,8 @@
     with echo_server() as port:
         run_check("websocket", target=f"ws://127.0.0.1:{port}/", send="hi", expect="^hi$")
 
-It echoes every message, answers "big" with 5000 bytes, and refuses the upgrade of /private
-with 403 (websockets' process_request).
+It echoes every message, answers "big" with 5000 bytes, refuses the upgrade of /private with
+403 (websockets' process_request), and closes /busy at once with code 1013.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ BIG = 5000  # bytes of the answer to "big"
 
 
 def _echo(connection: ServerConnection) -> None:
+    if connection.request is not None and connection.request.path == "/busy":
+        connection.close(1013, "try again later")
+        return
     for message in connection:
         connection.send("x" * BIG if message == "big" else message)
 
