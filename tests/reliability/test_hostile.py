@@ -34,7 +34,7 @@ import exporter.codecs
 from exporter.checks import KINDS, udp
 from exporter.checks.base import COMMON_KEYS
 from exporter.cli.main import check_config
-from exporter.codecs import dns, errqueue, icmp, ntp, tcp_info, timex, x509
+from exporter.codecs import dns, errqueue, grpc, icmp, ntp, tcp_info, timex, x509
 from exporter.config.load import load_check, load_text, tomllib
 from exporter.errors import ConfigError
 from exporter.web import webconfig
@@ -149,6 +149,14 @@ CODECS: dict[str, list[Codec]] = {
               lambda b: errqueue.find([(errqueue.SOL_IPV6, errqueue.IPV6_RECVERR, b)]),
               lambda: errqueue.build(errqueue.ExtendedError(111, 3, 1, 4, 0, 0,
                                                             (10, "fd00:231:9::1")))),
+    ],
+    "grpc": [
+        Codec("decode_response", grpc.GrpcCodecError, grpc.decode_response,
+              lambda: b"\x08\x01\x12\x03abc"),  # status SERVING, an unknown field
+        Codec("unframe", grpc.GrpcCodecError, grpc.unframe,
+              lambda: grpc.frame(b"\x08\x01") + grpc.frame(b"")),
+        Codec("decode_message", grpc.GrpcCodecError,
+              lambda b: grpc.decode_message(b.decode("latin-1")), lambda: b"not%20found%ZZ"),
     ],
     "tcp_info": [Codec("parse", tcp_info.TcpInfoError, tcp_info.parse, _tcp_info)],
     "timex": [
