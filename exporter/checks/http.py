@@ -100,11 +100,21 @@ class BasicAuth:
 
 def parse_url(text: str) -> Url:
     """An http(s) URL; the message never quotes a URL that may hold credentials."""
+    return Url(*split_url(text, {"http": 80, "https": 443}, "an http:// or https://",
+                         "basic_auth"))
+
+
+def split_url(text: str, default_ports: dict[str, int], expected: str,
+              credentials_instead: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, target) of a URL with one of `default_ports`' schemes (http's, or
+    the websocket kind's; `expected` names them for people); the message never quotes a URL
+    that may hold credentials, and names `credentials_instead` as where they go."""
     parts = urlsplit(text)
     if "@" in parts.netloc:
-        raise ValueError("the URL holds a user name or password: use basic_auth instead")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+        raise ValueError("the URL holds a user name or password: use "
+                         f"{credentials_instead} instead")
+    if parts.scheme not in default_ports or not parts.netloc:
+        raise ValueError(f"expected {expected} URL, got {text!r}")
     if not _URL_CHARS.fullmatch(text):
         raise ValueError(f"invalid URL {text!r}: percent-encode spaces and non-ASCII characters")
     try:
@@ -115,8 +125,7 @@ def parse_url(text: str) -> Url:
         raise ValueError(f"invalid URL {text!r}: " + ("the port must be a number 1-65535"
                                                       if parts.hostname else "the host is empty"))
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Url(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80),
-               target)
+    return parts.scheme, parts.hostname, port or default_ports[parts.scheme], target
 
 
 def _header_problem(name: Any, value: Any, secret: bool) -> str | None:

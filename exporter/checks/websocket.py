@@ -13,7 +13,6 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from exporter import __version__, metrics
 from exporter.checks.base import Kind, Run, option, readable_file, regex
@@ -25,13 +24,11 @@ from exporter.checks.connection import (
     record_tls,
     tls_context,
 )
-from exporter.checks.http import _VERIFY, _header_problem
+from exporter.checks.http import _VERIFY, _header_problem, split_url
 from exporter.errors import CheckError, Reason
 from exporter.net import websocket_client
 from exporter.net.resolve import FAMILIES
 from exporter.net.stream import open_stream
-
-_URL_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,25 +49,10 @@ class WsUrl:
 
 
 def parse_ws_url(text: str) -> WsUrl:
-    parts = urlsplit(text)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"expected a ws:// or wss:// URL, got {text!r}")
-    if "@" in parts.netloc:
-        raise ValueError("the URL holds a user name or password: use headers instead")
-    if parts.fragment or "#" in text:
+    url = WsUrl(*split_url(text, {"ws": 80, "wss": 443}, "a ws:// or wss://", "headers"))
+    if "#" in text:
         raise ValueError(f"invalid URL {text!r}: a WebSocket URL has no fragment (RFC 6455 §3)")
-    if not _URL_CHARS.fullmatch(text):
-        raise ValueError(f"invalid URL {text!r}: percent-encode spaces and non-ASCII characters")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"invalid URL {text!r}: the port must be a number 1-65535") from None
-    if not parts.hostname or port == 0:
-        raise ValueError(f"invalid URL {text!r}: " + ("the port must be a number 1-65535"
-                                                      if parts.hostname else "the host is empty"))
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return WsUrl(parts.scheme, parts.hostname, port or (443 if parts.scheme == "wss" else 80),
-                 target)
+    return url
 
 
 def _headers(table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
