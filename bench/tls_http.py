@@ -13,14 +13,16 @@ What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else
    For the HTTP/2 case (`h2`), Debian's nginx-light (/usr/sbin/nginx) as one more child, one
    process, `listen ... ssl http2` with the same certificate; the parent checks that ALPN
    chooses h2. Its CPU, too, is shown apart and counted on neither side.
-3. blackbox_exporter 0.23 with modules `tcp_tls`, `http_2xx`, `https_2xx` and `h2_2xx`
+3. blackbox_exporter 0.23 with modules `tcp_tls`, `http_2xx`, `https_2xx`, `h1_nginx`, `h2_2xx`
    (`valid_http_versions: ["HTTP/2.0"]`, against nginx; one probe's probe_http_version is
    shown) against those servers: /probe paced at N / interval per second for
    min(window, 20) s — the like-for-like reference — and once at full speed
    (--blackbox-probes); probe_success checked; CPU per probe from /proc.
 4. netsentry, one case per server: N checks at --interval (timeout 2 s) — `tcp` with
    `tls = true`, `http` on http://, `http` on https://, `http` with `http_version = "2"` on
-   https:// against nginx — each validated first with
+   https:// against nginx, and `http_version = "1.1"` against the same nginx (`h1-nginx`,
+   beside blackbox's `h1_nginx`: `enable_http2: false`), which shows what HTTP/2 itself costs
+   on each side — each validated first with
    `check-config` (a kind or key the agent does not know skips the case, with the reason);
    the agent warms up one interval, then a window of --window seconds is measured between two
    /metrics scrapes and two /proc readings (with a scrape every --scrape-every seconds in
@@ -75,7 +77,7 @@ GOAL_CPU_RATIO = 0.5
 MIN_COMPLETION = 0.99
 BLACKBOX_WARMUP = 100
 GOAL_CPU_RATIO_H2 = 0.8  # issue 16's goal for the HTTP/2 case
-CASE_NAMES = ("tcp-tls", "http", "https", "h2")
+CASE_NAMES = ("tcp-tls", "http", "https", "h1-nginx", "h2")
 NGINX = "/usr/sbin/nginx"
 NGINX_BODY = "netsentry bench: ok (nginx)\n"
 
@@ -390,7 +392,14 @@ def make_cases(servers: Servers, certs: Certs, nginx: Nginx | None) -> list[Case
         Case("h2", "http", {"target": f"https://{HOST}:{nginx.port}/",
                             "server_name": SERVER_NAME, "ca_file": ca, "http_version": "2"},
              "h2_2xx", f"https://{HOST}:{nginx.port}/",
-             "http over TLS, HTTP/2 (ALPN h2) against nginx, GET /", nginx=True)]
+             "http over TLS, HTTP/2 (ALPN h2) against nginx, GET /", nginx=True),
+        # The same nginx over HTTP/1.1 on both sides: what HTTP/2 itself costs, server apart.
+        Case("h1-nginx", "http", {"target": f"https://{HOST}:{nginx.port}/",
+                                  "server_name": SERVER_NAME, "ca_file": ca,
+                                  "http_version": "1.1"},
+             "h1_nginx", f"https://{HOST}:{nginx.port}/",
+             "http over TLS, HTTP/1.1 (ALPN http/1.1) against the same nginx, GET /",
+             nginx=True)]
     return [
         Case("tcp-tls", "tcp", {"target": f"{HOST}:{servers.tls_port}", "tls": True,
                                 "server_name": SERVER_NAME, "ca_file": ca},
@@ -488,6 +497,15 @@ def blackbox_config(certs: Certs) -> str:
         "    timeout: 2s\n"
         "    http:\n"
         '      valid_http_versions: ["HTTP/2.0"]\n'
+        "      tls_config:\n"
+        f"        ca_file: {ca}\n"
+        f"        server_name: {SERVER_NAME}\n"
+        "  h1_nginx:\n"
+        "    prober: http\n"
+        "    timeout: 2s\n"
+        "    http:\n"
+        "      enable_http2: false\n"
+        '      valid_http_versions: ["HTTP/1.1"]\n'
         "      tls_config:\n"
         f"        ca_file: {ca}\n"
         f"        server_name: {SERVER_NAME}\n"
@@ -684,7 +702,7 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         lines += [t.render(), ""]
         for g in goals:
             lines.append(f"  {g['goal']}: {g['measured']}")
-        lines.append("")
+        lines += [*http2_cost(results, bb), ""]
     lines += [
         "  criterion: netsentry CPU µs per completed check / blackbox CPU µs per /probe of the",
         f"  same target at the same rate (N / interval), ≤ {GOAL_CPU_RATIO} (h2, against nginx: ≤ "
@@ -698,6 +716,22 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def http2_cost(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> list[str]:
+    """What HTTP/2 costs over HTTP/1.1 on each side, against the same nginx (cases h2 and
+    h1-nginx of one run): the part of the h2 ratio that is HTTP/2's, TLS and server apart."""
+    ours = {r["case"]: r.get("cpu_us_per_check") for r in results if "skipped" not in r}
+    theirs = {c: (bb_part(bb, c, "paced") or {}).get("cpu_us_per_probe")
+              for c in ("h2", "h1-nginx")}
+    if not (ours.get("h2") and ours.get("h1-nginx")):
+        return []
+    line = (f"  HTTP/2 over HTTP/1.1, same nginx: netsentry {ours['h2'] - ours['h1-nginx']:+.0f} "
+            f"µs per check ({ours['h1-nginx']:.0f} → {ours['h2']:.0f})")
+    if theirs["h2"] and theirs["h1-nginx"]:
+        line += (f", blackbox {theirs['h2'] - theirs['h1-nginx']:+.0f} µs per probe "
+                 f"({theirs['h1-nginx']:.0f} → {theirs['h2']:.0f}, paced)")
+    return [line]
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -748,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for line in verify_servers(servers, certs):
                     print(f"   {line}", flush=True)
-                if "h2" in args.case_list:
+                if {"h2", "h1-nginx"} & set(args.case_list):
                     nginx = start_nginx(children, certs, workdir)
                     info["ports"]["nginx"] = nginx.port
                     print(f"   {verify_nginx(nginx, certs)}", flush=True)

@@ -35,6 +35,12 @@ _READ_CHUNK = 65536
 MAX_HEADER_BYTES = 1 << 20  # wire bytes besides the body: headers, trailers, control frames
 MAX_CONTROL_FRAMES = 1000  # frames without body data (SETTINGS, PING, PRIORITY, ...)
 _WINDOW = 1 << 24  # the receive window we grant; the body cap ends a larger body first
+# One configuration for every connection (it holds no state). Header names come lower-cased
+# and values checked by the config; h2 still validates them (and rejects the HTTP/1.1-only
+# ones, RFC 9113 §8.2.2) and every inbound header.
+_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                    validate_inbound_headers=True,
+                                    normalize_outbound_headers=False)
 
 
 async def request(
@@ -57,8 +63,7 @@ async def request(
     gets "processing" (request sent → the first HEADERS frame of the response) and
     "transfer" (that frame → END_STREAM). A `host` header becomes the `:authority`.
     """
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(
-        client_side=True, header_encoding=None, validate_inbound_headers=True))
+    conn = h2.connection.H2Connection(_CONFIG)
     conn.local_settings = h2.settings.Settings(client=True, initial_values={
         h2.settings.SettingCodes.ENABLE_PUSH: 0,
         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW,
@@ -70,7 +75,8 @@ async def request(
     authority = own.pop("host", authority)
     head = [(":method", method), (":scheme", scheme), (":authority", authority),
             (":path", target),
-            *((n.lower(), v) for n, v in headers if n.lower() not in ("host", "connection"))]
+            *((n.lower(), v.strip()) for n, v in headers
+              if n.lower() not in ("host", "connection"))]
     if body or method in ("POST", "PUT"):
         head.append(("content-length", str(len(body))))
     stream_id = conn.get_next_available_stream_id()
@@ -135,7 +141,7 @@ class _Response:
                     if first_headers is None and not had_status and self.status is not None:
                         first_headers = time.perf_counter()
             pending = self.conn.data_to_send()
-            if pending:  # SETTINGS and PING acknowledgements, window updates
+            if pending and not self.ended:  # SETTINGS and PING acknowledgements, windows
                 await self.stream.write(pending)
         if self.status is None:
             raise ResponseError("the HTTP/2 stream ended without a response")
