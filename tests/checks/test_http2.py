@@ -3,6 +3,8 @@ port (ALPN) and cleartext HTTP/2 with prior knowledge on another; `http_version`
 
 from __future__ import annotations
 
+import html
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +16,9 @@ import pytest
 from exporter.config.load import load_check, load_text
 from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
+from exporter.store import Store
+from exporter.web import pages
+from exporter.web.status import Filter, checks_json, overview
 from tests.support.certs import CertFiles, make_cert, server_context
 from tests.support.checks import gauges, run_check
 from tests.support.httpservers import HttpServer, Reply
@@ -51,6 +56,18 @@ def test_any_version_gets_http2_from_nginx_with_every_phase(nginx: Nginx,
     assert got["netsentry_tls_version_infoTLSv1.3"] == 1
     assert "netsentry_tcp_rtt_seconds" in got
     assert dict(result.details)["status"] == f"200 HTTP/2, {len(HELLO)} bytes"
+
+
+def test_the_status_page_and_api_show_the_version(nginx: Nginx, certs: CertFiles) -> None:
+    check = http_check(f"https://127.0.0.1:{nginx.port}/", certs)
+    store = Store()
+    store.load([check])
+    store.record(check.name, check, run_check(check))
+    snapshot = overview(store, time.time(), "test", "t.toml", True)
+    assert f"status: 200 HTTP/2, {len(HELLO)} bytes" in html.unescape(
+        pages.status_page(snapshot, Filter()))
+    shown = json.loads(checks_json(snapshot, Filter()))["checks"][0]["last"]["details"]
+    assert shown["status"] == f"200 HTTP/2, {len(HELLO)} bytes"
 
 
 def test_version_11_from_the_same_port(nginx: Nginx, certs: CertFiles) -> None:
