@@ -1,5 +1,6 @@
 """The websocket check against a real WebSocket server (the `websockets` library's, on a thread),
-plain and over TLS; a server that refuses the upgrade; a fake of ours with a wrong accept key.
+plain and over TLS; a server that refuses the upgrade; a fake of ours with a wrong accept key,
+and one that closes in the same write as its 101.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from tests.support.server import ThreadedServer
 from tests.support.wsservers import echo_server
 
 
-class WrongAccept(ThreadedServer):
-    """Answers any upgrade with 101 and a Sec-WebSocket-Accept for another key."""
+class RawUpgrade(ThreadedServer):
+    """Answers any upgrade with 101, in one write with `then` (frames of its own) after it; the
+    Sec-WebSocket-Accept answers the client's key, or another key where `wrong_accept`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, wrong_accept: bool = False, then: bytes = b"") -> None:
         super().__init__(tcp=True)
+        self.wrong_accept = wrong_accept
+        self.then = then
         self.start()
 
     def handle_connection(self, conn: socket.socket, deadline: float) -> None:
@@ -40,10 +44,15 @@ class WrongAccept(ThreadedServer):
             if not chunk:
                 return
             received += chunk
+        [key] = [line.split(b":", 1)[1].strip() for line in received.split(b"\r\n")
+                 if line.lower().startswith(b"sec-websocket-key:")]
         guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-        wrong = base64.b64encode(hashlib.sha1(b"not the key" + guid).digest())
+        accept = base64.b64encode(hashlib.sha1(
+            (b"not the key" if self.wrong_accept else key) + guid).digest())
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + wrong + b"\r\n\r\n")
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                     + self.then)
+        conn.recv(4096)  # the client's close, or its end
 
 
 def test_handshake_send_expect_and_close() -> None:
@@ -119,7 +128,7 @@ def test_plain_http_server_refuses_the_upgrade() -> None:
 
 
 def test_wrong_accept_key_is_malformed() -> None:
-    with WrongAccept() as server:
+    with RawUpgrade(wrong_accept=True) as server:
         result = run_check("websocket", target=f"ws://127.0.0.1:{server.port}/")
     assert result.reason is Reason.MALFORMED_RESPONSE
     assert "Sec-WebSocket-Accept" in result.message
@@ -198,3 +207,15 @@ def test_a_server_that_closes_before_a_message() -> None:
     assert result.reason is Reason.UNEXPECTED_RESPONSE
     assert result.message == ("the server closed the WebSocket before a message with code 1013 "
                               "(try again later)")
+
+
+def test_a_close_that_comes_with_the_101_is_read_not_sent_into() -> None:
+    # The 101 and a close frame (1013, "busy") in one segment: the close is pending before the
+    # message could be sent, so the run says what the server said (the echo server's /busy
+    # above may send them apart or together, as its thread goes).
+    close = bytes([0x88, 6]) + (1013).to_bytes(2, "big") + b"busy"
+    with RawUpgrade(then=close) as server:
+        result = run_check("websocket", target=f"ws://{server.address}/", send="hello")
+    assert (result.reason, result.message) == (
+        Reason.UNEXPECTED_RESPONSE, "the server closed the WebSocket before a message with code "
+        "1013 (busy)")
