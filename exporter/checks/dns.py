@@ -10,6 +10,7 @@ answers, TTLs and AD flag are measured and held against the expectations.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import re
 import socket
@@ -24,7 +25,7 @@ from exporter.codecs import dns as codec
 from exporter.config.targets import HostPort, parse_servers
 from exporter.deadline import within
 from exporter.errors import CheckError, Reason
-from exporter.net import http_client
+from exporter.net import http2_client, http_client
 from exporter.net.resolve import FAMILIES, Address
 from exporter.net.stream import open_stream, stream_exchange
 from exporter.net.udp import udp_exchange
@@ -32,10 +33,13 @@ from exporter.net.udp import udp_exchange
 TRANSPORTS = ("udp", "tcp", "tls", "https")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 DOH_TYPE = "application/dns-message"  # RFC 8484 §6
+# DoH offers HTTP/2 first (RFC 8484 §5.2 names it the minimum recommended version) and speaks
+# HTTP/1.1 where the server's ALPN chooses it, or chooses nothing.
+DOH_ALPN = ("h2", "http/1.1")
 # Keys that only mean something when a nameserver is asked directly.
 SERVER_ONLY = ("transport", "record", "recursion_desired", "dnssec_ok", "expect_rcode",
                "expect_ad", "compare_with_system", "server_name", "ca_file",
-               "tls_insecure_skip_verify", "path")
+               "tls_insecure_skip_verify", "path", "doh_method")
 # A reply must reach us this long before the run's deadline, so that a run that saw only
 # malformed datagrams says so instead of just "timeout".
 _REPLY_MARGIN = 0.005
@@ -87,6 +91,7 @@ class DnsSettings:
     tls_insecure_skip_verify: bool = option(False)
     path: str = option("/dns-query", check=lambda p: None if p.startswith("/") else
                        "must start with /")
+    doh_method: str = option("POST", choices=("POST", "GET"))
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
@@ -95,6 +100,10 @@ class DnsSettings:
             found += [(key, "needs `server`: the system resolver (getaddrinfo) answers "
                             "addresses only, with no rcode or flags")
                       for key in SERVER_ONLY if getattr(self, key) != defaults[key]]
+        elif self.transport != "https":
+            defaults = {f.name: f.default for f in fields(self)}
+            found += [(key, 'is for DNS over HTTPS only (transport = "https")')
+                      for key in ("path", "doh_method") if getattr(self, key) != defaults[key]]
         record = self.record if self.server else ("AAAA" if self.family == "ipv6" else "A")
         for text in self.expect_answers:
             try:
@@ -222,11 +231,12 @@ async def _ask(settings: DnsSettings, run: Run, server: HostPort, query: codec.Q
         return _parse(await stream_exchange(address, query.wire), query)
     context = None
     if settings.transport in ("tls", "https"):
-        context = tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify)
+        context = tls_context(run, settings.ca_file, settings.tls_insecure_skip_verify,
+                              DOH_ALPN if settings.transport == "https" else ())
     timings: dict[str, float] = {}
     server_name = settings.server_name or server.host
     if settings.transport == "https":
-        wire = await _ask_https(settings, address, server, query, context, timings)
+        wire = await _ask_https(settings, run, address, server, query, context, timings)
     else:
         wire = await stream_exchange(address, query.wire, ssl_context=context,
                                          server_hostname=server_name, timings=timings)
@@ -235,22 +245,35 @@ async def _ask(settings: DnsSettings, run: Run, server: HostPort, query: codec.Q
     return _parse(wire, query)
 
 
-async def _ask_https(settings: DnsSettings, address: Address, server: HostPort,
+async def _ask_https(settings: DnsSettings, run: Run, address: Address, server: HostPort,
                      query: codec.Query, context: ssl.SSLContext | None,
                      timings: dict[str, float]) -> bytes:
-    """DNS over HTTPS (RFC 8484 §4.1): the query as the body of a POST."""
+    """DNS over HTTPS (RFC 8484 §4.1): the query as the body of a POST, or base64url in the
+    `dns` parameter of a GET; over HTTP/2 where ALPN chose it, else HTTP/1.1."""
     port = server.port or DEFAULT_PORTS["https"]
-    host = server.host if port == 443 else str(HostPort(server.host, port))
+    host = settings.server_name or (server.host if port == 443 else
+                                    str(HostPort(server.host, port)))
+    headers = [("Accept", DOH_TYPE)]
+    if settings.doh_method == "GET":
+        encoded = base64.urlsafe_b64encode(query.wire).rstrip(b"=").decode("ascii")
+        target, body = f"{settings.path}{'&' if '?' in settings.path else '?'}dns={encoded}", b""
+    else:
+        target, body = settings.path, query.wire
+        headers.append(("Content-Type", DOH_TYPE))
     async with open_stream(address, ssl_context=context,
                                server_hostname=settings.server_name or server.host,
                                timings=timings) as stream:
+        h2 = stream.tls is not None and stream.tls.selected_alpn_protocol() == "h2"
         try:
-            response = await http_client.request(
-                stream, "POST", settings.server_name or host, settings.path,
-                headers=[("Content-Type", DOH_TYPE), ("Accept", DOH_TYPE)],
-                body=query.wire, max_body=65535)
+            if h2:
+                response = await http2_client.request(stream, settings.doh_method, host, target,
+                                                      headers=headers, body=body, max_body=65535)
+            else:
+                response = await http_client.request(stream, settings.doh_method, host, target,
+                                                     headers=headers, body=body, max_body=65535)
         except http_client.ResponseError as exc:
             raise CheckError(Reason.MALFORMED_RESPONSE, str(exc)) from None
+    run.detail("doh", f"HTTP/{response.http_version} {settings.doh_method}")
     if response.status != 200:
         raise CheckError(Reason.BAD_STATUS, f"HTTP status {response.status} from the DoH server")
     content_type = dict(response.headers).get("content-type", "")

@@ -84,7 +84,17 @@ async def request(
     try:
         return await _read_response(conn, stream, max_body, decode, timings)
     except h11.ProtocolError as exc:
+        if conn.their_http_version is None and _looks_like_http2(conn.trailing_data[0]):
+            raise ResponseError("the server answered with HTTP/2 frames, not HTTP/1.1 (it "
+                                "speaks HTTP/2 only)") from None
         raise ResponseError(f"invalid HTTP response: {exc}") from None
+
+
+def _looks_like_http2(data: bytes) -> bool:
+    """Whether `data` opens as an HTTP/2 server does: a SETTINGS frame on stream 0 (RFC 9113
+    §3.4), a 9-byte header whose length is a whole number of 6-byte settings."""
+    return (len(data) >= 9 and data[3] == 0x4 and data[5:9] == bytes(4)
+            and int.from_bytes(data[:3], "big") % 6 == 0)
 
 
 async def _read_response(conn: h11.Connection, stream: ByteStream, max_body: int,
@@ -102,6 +112,9 @@ async def _read_response(conn: h11.Connection, stream: ByteStream, max_body: int
             chunk = await stream.read(_READ_CHUNK)
             if first_byte is None:
                 first_byte = time.perf_counter()
+            if not chunk and response is None:
+                raise ResponseError("the server closed the connection without an HTTP/1.1 "
+                                    "response (it may speak HTTP/2 only)")
             conn.receive_data(chunk)
         elif isinstance(event, h11.Response):
             response = event
@@ -117,8 +130,8 @@ async def _read_response(conn: h11.Connection, stream: ByteStream, max_body: int
                                                                max_body, len(data))
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             break
-    if response is None:
-        raise ConnectionResetError("connection closed before a response")
+    if response is None:  # h11 ends a response it has not seen only by raising
+        raise ResponseError("the server sent no HTTP/1.1 response")
     if decoder is not None and received:
         data += inflate(decoder, encoding, b"", max_body, len(data))
         if not decoder.eof:

@@ -197,6 +197,13 @@ CONFIG = '[[checks]]\nname = "d"\nkind = "dns"\ntarget = "host.test"\n'
         ('answer_regex = "("\n', 'f.toml:5: checks[0] "d".answer_regex: invalid regular '
          "expression: missing ), unterminated subpattern at position 0"),
         ("min_answers = -1\n", 'f.toml:5: checks[0] "d".min_answers: must be 0 or more'),
+        ('server = "127.0.0.1"\ntransport = "https"\ndoh_method = "PUT"\n',
+         "f.toml:7: checks[0] \"d\".doh_method: must be one of 'POST', 'GET', got 'PUT'"),
+        ('server = "127.0.0.1"\ndoh_method = "GET"\n',
+         'f.toml:6: checks[0] "d".doh_method: is for DNS over HTTPS only (transport = "https")'),
+        ('doh_method = "GET"\n',
+         'f.toml:5: checks[0] "d".doh_method: needs `server`: the system resolver (getaddrinfo) '
+         "answers addresses only, with no rcode or flags"),
     ],
 )
 def test_config_errors(extra: str, message: str) -> None:
