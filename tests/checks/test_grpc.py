@@ -1,11 +1,14 @@
 """The grpc check against a real gRPC server: grpcio with grpcio-health-checking's
 HealthServicer, in this process on 127.0.0.1, plaintext (h2c with prior knowledge) and TLS;
 its serving status flipped between runs, a service it does not know, a TLS server without
-h2, broken framing from an h2 server of the test's, and config errors."""
+h2, broken framing from an h2 server of the test's, config errors, `netsentry probe grpc` and a
+/probe template."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -21,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from exporter.config.load import load_text
 from exporter.errors import ConfigError, Reason
+from tests.support.agent import ROOT, Agent
 from tests.support.certs import make_cert, server_context
 from tests.support.checks import run_check, sample
 from tests.support.servers import LineServer
@@ -218,3 +222,45 @@ def test_config_errors(body: str, expected: str) -> None:
     line = 4 + body.count("\n")  # the key's own line
     assert problem.startswith(f"f.toml:{line}:"), problem
 
+
+
+def probe_table(target: str) -> tuple[int, dict[str, str]]:
+    """`netsentry probe grpc TARGET`: its exit code and its table (first column → the rest)."""
+    done = subprocess.run([sys.executable, "-m", "exporter", "probe", "grpc", target],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    rows = (line.rsplit("  ", 1) for line in done.stdout.splitlines() if "  " in line)
+    return done.returncode, {key.strip(): value.strip() for key, value in rows}
+
+
+def test_netsentry_probe_grpc(server: Health) -> None:
+    server.set("", NOT_SERVING)
+    code, table = probe_table(server.target)
+    assert (code, table["result"], table["serving status"]) == (
+        1, "FAILURE (bad_status): the server is NOT_SERVING, not SERVING", "NOT_SERVING")
+    assert float(table['netsentry_grpc_healthcheck_status{status="NOT_SERVING"}']) == 1
+    server.set("", SERVING)
+    code, table = probe_table(server.target)
+    assert (code, table["result"], table["grpc status"]) == (0, "success", "0 OK")
+    assert float(table['netsentry_grpc_healthcheck_status{status="SERVING"}']) == 1
+
+
+def test_probe_template_runs_a_grpc_check(server: Health, tmp_path: Path) -> None:
+    server.set("orders", SERVING)
+    path = tmp_path / "netsentry.toml"
+    path.write_text("""
+[probe]
+allow = ["127.0.0.1/32"]
+
+[probe.templates.grpc_orders]
+kind = "grpc"
+service = "orders"
+""")
+    with Agent(path) as agent:
+        status, _, body = agent.fetch("GET", f"/probe?template=grpc_orders&target={server.target}")
+        server.set("orders", NOT_SERVING)
+        _, _, down = agent.fetch("GET", f"/probe?template=grpc_orders&target={server.target}")
+    assert status == 200
+    assert sample(body.decode(), "netsentry_probe_success") == 1
+    assert sample(body.decode(), "netsentry_grpc_healthcheck_status", status="SERVING") == 1
+    assert sample(down.decode(), "netsentry_probe_success") == 0
+    assert sample(down.decode(), "netsentry_probe_failure_reason", reason="bad_status") == 1
