@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import tracemalloc
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -213,9 +214,17 @@ def test_a_16_mib_header_block_is_refused() -> None:
             await send(frame(kind, flags, sid, piece))
             sent.append(len(piece))
 
-    with pytest.raises(ResponseError, match=r"more than 1000 body bytes and 1048576 bytes"):
-        run(against(script, max_body=1000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseError, match=r"more than 1000 body bytes and 1048576 bytes"):
+            run(against(script, max_body=1000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert sum(sent) < len(block)  # the client stopped reading long before the end
+    # What it held meanwhile (the server's buffers included) stayed a small multiple of the
+    # header allowance, not the 16 MiB block.
+    assert peak < 4 * http2_client.MAX_HEADER_BYTES, peak
 
 
 def _hpack_integer(rest: int) -> bytes:
