@@ -1,8 +1,10 @@
 """Network faults against a real agent: each shows as failures with the right reason while it
 lasts, and the check recovers on the next run after it ends; no run is lost meanwhile.
 
-The faults come from real servers killed and restarted (dnsmasq) and from the tests' fault
-proxy (loss, resets); the agent is a real process (tests/support/agent.py).
+The faults come from real servers killed and restarted (dnsmasq), from a real server's own
+state changed under the agent (grpcio's health service set to NOT_SERVING) and from the tests'
+fault proxy (loss, resets) in front of real servers (grpcio, websockets, nginx over h2c); the
+agent is a real process (tests/support/agent.py).
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.agentwatch import assert_recovers, counts, wait_counts
+from tests.checks.test_grpc import NOT_SERVING, SERVING, Health
+from tests.reliability.agentwatch import Counts, assert_recovers, counts, wait_counts
 from tests.support import netpath
 from tests.support.agent import Agent
+from tests.support.certs import make_cert
 from tests.support.dnsmasq import Dnsmasq
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.httpservers import HttpServer, Reply
+from tests.support.nginx import BIG_BYTES, Nginx
 from tests.support.udpservers import UdpServer
+from tests.support.wsservers import BIG, echo_server
 
 HEAD = '[defaults]\ninterval = "1s"\ntimeout = "500ms"\n'
 RECORDS = {"host.test": ["127.0.0.5"]}
@@ -106,6 +112,121 @@ def test_http_server_resetting_mid_transfer(tmp_path: Path) -> None:
             assert_recovers(agent, "web", lifted)
             assert agent.value("netsentry_http_response_bytes", check="web",
                                kind="http") == len(body)
+
+
+def only(found: Counts) -> dict[str, float]:
+    """The reasons that failed at least once (the agent exports every reason, most at 0)."""
+    return {reason: n for reason, n in found.failures.items() if n}
+
+
+def assert_resets_then_recovers(agent: Agent, check: str, proxy: FaultProxy) -> Counts:
+    """With the proxy resetting after `proxy.faults.reset_after` bytes from the server: three
+    runs, each failed as network_error, the server having sent more than that (the reset cut
+    its answer); then reset at accept: two more, the same; then lifted: recovered."""
+    cut = proxy.faults.reset_after
+    assert cut
+    first = wait_counts(agent, check, lambda c: c.runs >= 3, what="three runs reset")
+    stats = dict(proxy.stats)
+    assert only(first) == {"network_error": first.runs}, first.failures
+    assert first.success == 0
+    assert stats["resets"] >= 3
+    assert stats["bytes_down"] > cut * stats["connections"], stats
+    proxy.faults = Faults(reset_after=0)  # now at once, before the request
+    at_once = wait_counts(agent, check, lambda c: c.runs >= first.runs + 2,
+                          what="two runs reset at accept")
+    assert set(at_once.since(first)) == {"network_error"}
+    proxy.faults = Faults()
+    lifted = counts(agent, check)
+    return assert_recovers(agent, check, lifted)
+
+
+@pytest.fixture
+def health() -> Iterator[Health]:
+    server = Health()
+    server.set("", SERVING)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def grpc_check(name: str, target: str) -> str:
+    return f'\n[[checks]]\nname = "{name}"\nkind = "grpc"\ntarget = "{target}"\n'
+
+
+# One health call brings 227 bytes from grpcio (its SETTINGS, then the response's headers, one
+# message and the trailers); 100 lets its SETTINGS through and cuts the answer.
+GRPC_CUT = 100
+
+
+def test_grpc_server_resetting_mid_call(tmp_path: Path, health: Health) -> None:
+    with FaultProxy("tcp", ("127.0.0.1", health.port), Faults(reset_after=GRPC_CUT)) as proxy:
+        path = tmp_path / "c.toml"
+        path.write_text(HEAD + grpc_check("rpc", proxy.address))
+        with Agent(path) as agent:
+            assert_resets_then_recovers(agent, "rpc", proxy)
+            assert agent.value("netsentry_grpc_healthcheck_status", check="rpc", kind="grpc",
+                               status="SERVING") == 1
+
+
+def test_grpc_service_not_serving_and_back(tmp_path: Path, health: Health) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(HEAD + grpc_check("rpc", health.target))
+    with Agent(path) as agent:
+        up = wait_counts(agent, "rpc", lambda c: c.success == 1, what="a first success")
+        health.set("", NOT_SERVING)
+        down = wait_counts(agent, "rpc", lambda c: c.runs >= up.runs + 4,
+                           what="four runs while NOT_SERVING")
+        # The run in flight when it flipped may have succeeded; the three after it failed,
+        # as the server's answer says: bad_status, nothing else.
+        assert set(down.since(up)) == {"bad_status"}
+        assert down.failed - up.failed >= 3
+        assert down.success == 0
+        assert agent.value("netsentry_grpc_healthcheck_status", check="rpc", kind="grpc",
+                           status="NOT_SERVING") == 1
+        health.set("", SERVING)
+        lifted = counts(agent, "rpc")
+        assert_recovers(agent, "rpc", lifted)
+        assert agent.value("netsentry_grpc_healthcheck_status", check="rpc", kind="grpc",
+                           status="SERVING") == 1
+        assert agent.value("netsentry_scheduler_missed_runs_total", check="rpc",
+                           kind="grpc") == 0
+
+
+# The 101 is under 200 bytes; the echo of "big" is BIG bytes after it: 2000 is mid-message.
+WS_CUT = 2000
+
+
+def test_websocket_server_resetting_mid_message(tmp_path: Path) -> None:
+    with echo_server() as port, \
+            FaultProxy("tcp", ("127.0.0.1", port), Faults(reset_after=WS_CUT)) as proxy:
+        path = tmp_path / "c.toml"
+        path.write_text(HEAD + f'\n[[checks]]\nname = "ws"\nkind = "websocket"\n'
+                        f'target = "ws://{proxy.address}/"\nsend = "big"\n'
+                        f'expect = "^x{{{BIG}}}$"\n')
+        with Agent(path) as agent:
+            assert_resets_then_recovers(agent, "ws", proxy)
+            assert agent.value("netsentry_http_status_code", check="ws",
+                               kind="websocket") == 101
+
+
+# nginx sends /big gzip-compressed (the check asks for it): about 1.7 KB a run over h2c, its
+# SETTINGS and the response's headers in the first 150; 1000 cuts the body.
+H2_CUT = 1000
+
+
+def test_http2_server_resetting_mid_body(tmp_path: Path) -> None:
+    with Nginx(make_cert(tmp_path, "web.test")) as web, \
+            FaultProxy("tcp", ("127.0.0.1", web.h2c_port), Faults(reset_after=H2_CUT)) as proxy:
+        path = tmp_path / "c.toml"
+        path.write_text(HEAD + f'\n[[checks]]\nname = "h2"\nkind = "http"\n'
+                        f'target = "http://{proxy.address}/big"\nh2c = true\n'
+                        'http_version = "2"\n')
+        with Agent(path) as agent:
+            assert_resets_then_recovers(agent, "h2", proxy)
+            assert agent.value("netsentry_http_version", check="h2", kind="http") == 2
+            assert agent.value("netsentry_http_response_bytes", check="h2",
+                               kind="http") == BIG_BYTES
 
 
 def udp_check(name: str, target: str, count: int) -> str:
