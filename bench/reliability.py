@@ -3,12 +3,14 @@
     .venv/bin/python bench/reliability.py [--minutes 10] [--checks 10000] [--stuck 0.2]
     .venv/bin/python bench/reliability.py --soak [--minutes 30] [--checks 1000]
 
-Load (the default): N checks of mixed kinds (tcp, dns, http, udp, path, ping, a sixth each) at a
-10 s interval and the default 5 s timeout, a fraction --stuck of them aimed at targets that never
-answer — a TCP listener whose accept queue is full (the kernel drops the SYNs), a UDP port
-that never replies, an HTTP server that trickles one byte a second, echoes the kernel refuses
-to send (ping, which fails at once: every loopback address answers) — all on loopback, served
-by two child processes of this script (the healthy targets, the stuck ones) and a real
+Load (the default): N checks of mixed kinds (tcp, dns, http, udp, path, ping, grpc, websocket,
+an eighth each) at a 10 s interval and the default 5 s timeout, a fraction --stuck of them aimed
+at targets that never answer — a TCP listener whose accept queue is full (the kernel drops the
+SYNs), a UDP port that never replies, an HTTP server that trickles one byte a second, a TCP
+server that accepts and reads but never writes (grpc, websocket: no SETTINGS, no 101), echoes
+the kernel refuses to send (ping, which fails at once: every loopback address answers) — all
+on loopback, served by two child processes of this script (the healthy targets, among them
+grpcio's health service on grpc.aio and a websockets echo server; the stuck ones) and a real
 dnsmasq. First every check runs against a target that answers, for --baseline-minutes; then
 a reload aims the stuck fraction at the targets that never answer (the same checks and
 series: only the targets differ) and everything runs for --minutes. Figures: runs completed
@@ -55,7 +57,7 @@ from exporter.config.load import load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KINDS = ("tcp", "dns", "http", "udp", "path", "ping")
+KINDS = ("tcp", "dns", "http", "udp", "path", "ping", "grpc", "websocket")
 STARTUP_TIMEOUT = 300.0
 
 # --- the servers child: healthy and stuck targets ------------------------------------------------
@@ -93,6 +95,14 @@ async def _serve(role: str, max_seconds: float) -> None:
             elif len(self.head) > 65536:
                 self.transport.close()
 
+    class TcpMute(asyncio.Protocol):  # accepts, reads, never answers: the peer times out
+        def data_received(self, data: bytes) -> None:
+            pass
+
+    async def ws_echo(connection: Any) -> None:
+        async for message in connection:
+            await connection.send(message)
+
     async def http_trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -111,10 +121,25 @@ async def _serve(role: str, max_seconds: float) -> None:
                    await loop.create_server(HttpOk, HOST, 0, backlog=4096)]
         ports = [s.sockets[0].getsockname()[1] for s in servers]
         echo, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=(HOST, 0))
+        # grpcio (a test dependency) on this loop: grpc.aio with the standard health service.
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from websockets.asyncio.server import serve as ws_serve
+
+        rpc = grpc.aio.server()
+        servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, rpc)
+        rpc_port = rpc.add_insecure_port(f"{HOST}:0")
+        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await rpc.start()
+        ws = await ws_serve(ws_echo, HOST, 0, compression=None, backlog=4096)
+        ws_port = next(iter(ws.sockets)).getsockname()[1]
         print("ready", f"tcp_ok={HOST}:{ports[0]}", f"http_ok={HOST}:{ports[1]}",
-              f"udp_ok={HOST}:{echo.get_extra_info('sockname')[1]}", flush=True)
+              f"udp_ok={HOST}:{echo.get_extra_info('sockname')[1]}",
+              f"grpc_ok={HOST}:{rpc_port}", f"ws_ok={HOST}:{ws_port}", flush=True)
     else:
         trickle = await asyncio.start_server(http_trickle, HOST, 0, backlog=4096)
+        mute = await loop.create_server(TcpMute, HOST, 0, backlog=4096)
         stuck = socket.socket()  # listen(0), never accept: one connection queued, SYNs dropped
         stuck.bind((HOST, 0))
         stuck.listen(0)
@@ -124,7 +149,8 @@ async def _serve(role: str, max_seconds: float) -> None:
         keep += [stuck, filler, silent]
         print("ready", f"http_trickle={HOST}:{trickle.sockets[0].getsockname()[1]}",
               f"tcp_stuck={HOST}:{stuck.getsockname()[1]}",
-              f"udp_silent={HOST}:{silent.getsockname()[1]}", flush=True)
+              f"udp_silent={HOST}:{silent.getsockname()[1]}",
+              f"tcp_mute={HOST}:{mute.sockets[0].getsockname()[1]}", flush=True)
     stdin_closed = asyncio.Event()
     loop.add_reader(sys.stdin.fileno(), lambda: os.read(sys.stdin.fileno(), 4096) or
                     stdin_closed.set())
@@ -192,6 +218,13 @@ def check_table(name: str, kind: str, stuck: bool, targets: Targets) -> list[str
         if stuck:
             return ['target = "::1"', 'family = "ipv6"', "size = 65527", "dont_fragment = true"]
         return [f'target = "{HOST}"', "count = 3", 'spacing = "10ms"']
+    if kind == "grpc":
+        # Stuck, the server accepts and reads the call but sends not even its SETTINGS.
+        return [f'target = "{e["tcp_mute"] if stuck else e["grpc_ok"]}"']
+    if kind == "websocket":
+        # Stuck, the upgrade request is read and never answered: no 101.
+        target = e["tcp_mute"] if stuck else e["ws_ok"]
+        return [f'target = "ws://{target}/"', 'send = "ping"', 'expect = "^ping$"']
     target = e["http_trickle"] if stuck else e["http_ok"]
     return [f'target = "http://{target}/"']
 

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/render.py [--checks 10000] [--repeat 7] [--mixed]
 
-Builds a results store of N tcp checks that have run (with --mixed: a fifth each tcp, dns,
-http, udp and path, as bench/reliability.py loads them), each with what a run of its kind records on
+Builds a results store of N tcp checks that have run (with --mixed: each kind of OBSERVED in
+turn, as bench/reliability.py loads them), each with what a run of its kind records on
 Linux, then times (median of --repeat) the full exposition through
 `exporter.exposition.render` + encode, and the same families through a prometheus_client
 custom collector and `generate_latest`, in this process. No network.
@@ -59,6 +59,15 @@ OBSERVED: dict[str, tuple[Any, ...]] = {
              (metrics.PING_RTT_MIN, (), 3.8e-05), (metrics.PING_RTT_MEAN, (), 4.1e-05),
              (metrics.PING_RTT_MAX, (), 4.6e-05), (metrics.PING_RTT_STDDEV, (), 3.4e-06),
              (metrics.PING_REPLY_TTL, (), 64)),
+    # grpc in the clear: the health service answers SERVING.
+    "grpc": ((metrics.DNS_LOOKUP, (), 1.1e-05), (metrics.TCP_CONNECT, (), 0.00021), *TCP_INFO,
+             *((metrics.GRPC_HEALTH_STATUS, (status,), float(status == "SERVING"))
+               for status in ("SERVING", "NOT_SERVING", "UNKNOWN", "SERVICE_UNKNOWN")),
+             (metrics.GRPC_STATUS_CODE, (), 0)),
+    # websocket in the clear: 101, one message echoed.
+    "websocket": ((metrics.DNS_LOOKUP, (), 1.1e-05), (metrics.TCP_CONNECT, (), 0.00021),
+                  *TCP_INFO, (metrics.HTTP_STATUS, (), 101),
+                  (metrics.WEBSOCKET_HANDSHAKE, (), 0.0004)),
 }
 COUNTED: dict[str, tuple[Any, ...]] = {
     "dns": ((metrics.DNS_RESPONSES, ("NOERROR",), 1), (metrics.DNS_ANSWER_CHANGES, (), 0)),
@@ -76,6 +85,8 @@ TABLES = {
     "udp": lambda i: f'target = "127.0.0.2:{40000 + i % 16}"\nsend = "ping"\n',
     "path": lambda i: 'target = "127.0.0.2"\nmax_hops = 4\n',
     "ping": lambda i: 'target = "127.0.0.2"\ncount = 3\n',
+    "grpc": lambda i: f'target = "127.0.0.2:{40000 + i % 16}"\n',
+    "websocket": lambda i: f'target = "ws://127.0.0.2:{40000 + i % 16}/"\nsend = "ping"\n',
 }
 
 
@@ -190,8 +201,8 @@ def main() -> int:
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--mixed", action="store_true",
-                        help="a fifth each tcp, dns, http, udp and path checks (default: tcp "
-                             "only)")
+                        help="each kind in turn, as bench/reliability.py loads them (default: "
+                             "tcp only)")
     args = parser.parse_args()
     kinds = tuple(OBSERVED) if args.mixed else ("tcp",)
     states, agent = snapshot_of(args.checks, kinds)
