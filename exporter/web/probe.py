@@ -3,6 +3,9 @@
     /probe?check=NAME                        a configured check
     /probe?kind=K&target=T[&template=NAME]   an ad-hoc check, blackbox_exporter's multi-target
                                              style, for targets `[probe] allow` lets through
+    /probe?module=NAME&target=T              the same: `module` is blackbox_exporter's name for
+                                             a template, so its scrape configs and
+                                             prometheus-operator's Probe drive netsentry as is
     ...&debug=true                           a readable trace of the run instead of metrics
 
 A bad request — an unknown check, kind or template, a malformed or disallowed target — is 400
@@ -38,7 +41,7 @@ from exporter.store import Result, Store
 from exporter.web.server import Request, Response
 
 TIMEOUT_HEADER = "x-prometheus-scrape-timeout-seconds"
-USAGE = "give check=NAME, or kind=K&target=T (and template=NAME)"
+USAGE = "give check=NAME, or kind=K&target=T (and template=NAME, or module=NAME)"
 
 
 class BadRequest(ValueError):
@@ -102,7 +105,7 @@ class ProbeEndpoint:
 def _check(config: Config, query: Mapping[str, str]) -> tuple[CheckConfig, AllowList | None]:
     """The check a request asks for, and the allow-list its run must keep to (None: a
     configured check, trusted as the config is)."""
-    adhoc = [key for key in ("kind", "target", "template") if key in query]
+    adhoc = [key for key in ("kind", "target", "template", "module") if key in query]
     name = query.get("check")
     if name is not None:
         if adhoc:
@@ -113,6 +116,11 @@ def _check(config: Config, query: Mapping[str, str]) -> tuple[CheckConfig, Allow
         return check, None
     if not adhoc:
         raise BadRequest(USAGE)
+    if "module" in query:  # blackbox_exporter's name for a template (prometheus-operator's Probe)
+        if "template" in query and query["template"] != query["module"]:
+            raise BadRequest("module= is blackbox_exporter's name for template=; give one of "
+                             "them")
+        query = {**query, "template": query["module"]}
     probe = config.probe
     if not probe.allow:
         raise BadRequest("ad-hoc probes are off: the config's [probe] allow lists no host "

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from exporter.config.load import load_file, load_text
+from exporter.config.settings import adhoc_check
 from tests.bundle.promql import ROOT, RULES, rule_groups, rules
 from tests.support.prometheus import promtool
 
@@ -288,3 +289,23 @@ def test_the_containers_may_ping_without_a_capability() -> None:
         assert sysctls == PING_SOCKETS, doc["metadata"]["name"]
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     assert compose["services"]["netsentry"]["sysctls"] == PING_SOCKETS
+
+
+def test_the_probe_resource_drives_the_central_agent() -> None:
+    # The Probe is written as for blackbox_exporter: its module must be a template of the
+    # central agent's config, its targets pass that config's allow-list (by name; they are
+    # example names, never resolved here) and build as checks, its prober a Service's port.
+    [probe] = [obj for _, obj in manifests() if obj["kind"] == "Probe"]
+    central = load_file(str(DEPLOY / "config" / "central.toml"))
+    template = central.probe.template(probe["spec"]["module"])
+    assert template is not None and template.kind == "http"
+    for target in probe["spec"]["targets"]["staticConfig"]["static"]:
+        host = target.split("/")[2]
+        assert central.probe.allow.matches(host), target
+        assert adhoc_check("http", template, target, 5.0).target == target
+    service, port = probe["spec"]["prober"]["url"].split(":")
+    services = [obj for _, obj in manifests() if obj["kind"] == "Service"]
+    assert any(f'{s["metadata"]["name"]}.netsentry.svc' == service
+               and any(p["port"] == int(port) for p in s["spec"]["ports"]) for s in services)
+    assert probe["spec"]["prober"]["path"] == "/probe"
+    assert probe["spec"]["jobName"].startswith("netsentry")  # the rules' job=~"netsentry.*"

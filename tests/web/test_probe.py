@@ -132,6 +132,18 @@ def test_a_template_applies_its_options(agent: Agent, servers: Servers) -> None:
     assert "timeout 2 s (the check's: 2 s)" in text
 
 
+def test_module_is_blackbox_exporters_name_for_a_template(agent: Agent,
+                                                          servers: Servers) -> None:
+    # A blackbox scrape config or a prometheus-operator Probe sends module=, not template=.
+    status, text = get(agent, f"module=quick&target={servers.tcp.target}&debug=true")
+    assert status == 200
+    assert "timeout 2 s (the check's: 2 s)" in text
+    status, text = get(agent, f"module=quick&target={servers.tcp.target}")
+    assert (status, samples(text)["netsentry_probe_success"]) == (200, 1)
+    same, _ = get(agent, f"module=quick&template=quick&target={servers.tcp.target}")
+    assert same == 200
+
+
 def test_a_configured_check_runs_now(agent: Agent) -> None:
     status, text = get(agent, "check=web")
     assert status == 200
@@ -333,11 +345,15 @@ def test_debug_output_shows_no_secret(agent: Agent, servers: Servers) -> None:
 
 
 @pytest.mark.parametrize(("query", "message"), [
-    ("", "give check=NAME, or kind=K&target=T (and template=NAME)"),
+    ("", "give check=NAME, or kind=K&target=T (and template=NAME, or module=NAME)"),
     ("check=nope", "unknown check 'nope'"),
     ("check=web&kind=tcp", "check= runs a configured check; kind= does not go with it"),
     ("kind=smtp&target=x:25", "unknown kind 'smtp'; known kinds: "),
     ("template=nope&target=x:1", "unknown template 'nope'; templates: secret, slow, quick"),
+    ("module=nope&target=x:1", "unknown template 'nope'; templates: secret, slow, quick"),
+    ("module=quick&template=slow&target=x:1",
+     "module= is blackbox_exporter's name for template=; give one of them"),
+    ("check=web&module=quick", "check= runs a configured check; module= does not go with it"),
     ("template=quick&kind=http&target=http://x/", "template 'quick' is for tcp checks, not http"),
     ("target=127.0.0.1:1", "missing kind: give check=NAME, or kind=K&target=T"),
     ("kind=tcp", "target: missing; a tcp check needs one (&target=)"),
