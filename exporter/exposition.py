@@ -82,7 +82,8 @@ class _Text:
 
     def __init__(self, state: CheckState) -> None:
         check = state.check
-        base = self.base = f'check="{escape_label(check.name)}",kind="{check.kind}"'
+        base = self.base = f'check="{escape_label(check.name)}",kind="{check.kind}"' + "".join(
+            f',{name}="{escape_label(value)}"' for name, value in check.labels)
         self.success = f"{metrics.CHECK_SUCCESS.name}{{{base}}} "
         name = metrics.CHECK_DURATION.name
         # The whole histogram as one %-template (bucket counts, the sum, the count): one

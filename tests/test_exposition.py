@@ -167,3 +167,23 @@ def test_texts_are_kept_between_scrapes_and_dropped_with_their_check() -> None:
     [(state, text)] = texts.of(store.snapshot())
     assert state.check.name == "web" and text is pairs[0][1]
     assert len(texts._texts) == 1  # the removed check's text went with it
+
+
+def test_a_checks_own_labels_are_on_every_one_of_its_series() -> None:
+    store = Store()
+    text = TEXT.replace('target = "127.0.0.1:80"\n',
+                        'target = "127.0.0.1:80"\nlabels = { team = "d\\"b", tier = "1" }\n')
+    store.load(load_text(text, "t.toml").checks)
+    web = store.states["web"].check
+    store.record("web", web, Result(False, Reason.REFUSED, "refused", 0.003, 1700000001.0,
+                                    *split(((metrics.TCP_CONNECT, (), 0.002),))))
+    got = samples(render(store.snapshot(), agent()))
+    own = {("team", 'd"b'), ("tier", "1")}
+    web_series = [labels for _, labels in got if ("check", "web") in labels]
+    assert len(web_series) > 15  # the check's histogram, counters, gauges and the kind's
+    assert all(own <= labels for labels in web_series)
+    assert got[("netsentry_tcp_connect_seconds",
+                frozenset({("check", "web"), ("kind", "tcp"), *own}))] == 0.002
+    # The other check has none of them.
+    assert not any(("team", 'd"b') in labels for _, labels in got
+                   if ("check", "web") not in labels)

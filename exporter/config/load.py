@@ -24,6 +24,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
+from exporter.config.labels import DEFAULT_MAX_LABELS, label_problems
 from exporter.config.locate import locate
 from exporter.config.model import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, CheckConfig, Config
 from exporter.config.probe import build_probe
@@ -209,7 +210,26 @@ def _build_check(
             and kind.schedule_problems is not None):
         for key, message in kind.schedule_problems(settings, interval, timeout):
             problems.add((*where, key), message)
+    labels = _labels(table, where, problems)
     if len(problems.lines) > before or interval is None or timeout is None:
         return None
     target = table.get("target", "")
-    return CheckConfig(str(name), kind.name, str(target), interval, timeout, settings)
+    return CheckConfig(str(name), kind.name, str(target), interval, timeout, settings, labels)
+
+
+def _labels(table: dict[str, Any], where: PathKey,
+            problems: Problems) -> tuple[tuple[str, str], ...]:
+    """The check's own labels (`labels`, at most `max_labels` of them), checked."""
+    labels = table.get("labels", {})
+    if not isinstance(labels, dict):
+        problems.add((*where, "labels"), f"expected a table of names and strings, like "
+                     f'labels = {{ team = "db" }}, got {toml_type(labels)}')
+        labels = {}
+    max_labels = table.get("max_labels", DEFAULT_MAX_LABELS)
+    if isinstance(max_labels, bool) or not isinstance(max_labels, int) or max_labels < 0:
+        problems.add((*where, "max_labels"), f"expected a whole number of 0 or more, got "
+                     f"{toml_type(max_labels)}")
+        max_labels = DEFAULT_MAX_LABELS
+    for name, message in label_problems(labels, max_labels):
+        problems.add((*where, "labels", name) if name else (*where, "labels"), message)
+    return tuple((name, str(value)) for name, value in labels.items())

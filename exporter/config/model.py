@@ -4,20 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - exercised on Python 3.10 only
-    pass
 from exporter.config.allow import AllowList
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 5.0
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +23,7 @@ class CheckConfig:
     interval: float
     timeout: float
     settings: Any  # the kind's settings dataclass
+    labels: tuple[tuple[str, str], ...] = ()  # its own labels, on every series (config order)
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,7 +225,8 @@ def _row(view: CheckView, search_text: str, visible: bool, now: float) -> str:
         if last.details:  # what the run found, one click away
             facts = "<br>".join(f"{escape(k)}: {escape(v)}" for k, v in last.details)
             why += f"<details><summary>details</summary>{facts}</details>"
-    target = f"<br><small>{escape(check.target)}</small>" if check.target else ""
+    under = " ".join((check.target, *(f"{k}={v}" for k, v in check.labels))).strip()
+    target = f"<br><small>{escape(under)}</small>" if under else ""
     name = escape(check.name)
     return (
         f'<tr class="check {status}" data-check="{name}" data-search="{escape(search_text)}"'

@@ -47,7 +47,8 @@ class CheckView:
         check, last = self.state.check, self.state.last
         reason = last.reason.value if last is not None and last.reason is not None else ""
         message = last.message if last is not None else ""
-        return " ".join((check.name, check.kind, check.target, self.status, reason,
+        labels = (f"{name}={value}" for name, value in check.labels)
+        return " ".join((check.name, check.kind, check.target, *labels, self.status, reason,
                          message)).lower()
 
 
@@ -131,6 +132,7 @@ def _check(view: CheckView) -> dict[str, Any]:
         "name": check.name,
         "kind": check.kind,
         "target": check.target,
+        "labels": dict(check.labels),
         "interval_seconds": check.interval,
         "timeout_seconds": check.timeout,
         "state": view.status,

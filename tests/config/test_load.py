@@ -48,6 +48,15 @@ def test_good_config_is_typed() -> None:
     assert loaded.check("mail") is mail
 
 
+def test_labels_keep_their_order_and_tell_checks_apart() -> None:
+    text = CHECK + 'labels = { team = "db", tier = "1" }\n'
+    check = load_text(text, "f.toml").checks[0]
+    assert check.labels == (("team", "db"), ("tier", "1"))
+    assert load_text(CHECK, "f.toml").checks[0].labels == ()
+    # Changed labels are a changed check: its series start again under the new labels.
+    assert load_text(text.replace('"db"', '"web"'), "f.toml").checks[0] != check
+
+
 def test_equal_text_gives_equal_checks() -> None:
     assert load_text(GOOD, "a").checks == load_text(GOOD, "b").checks
 
@@ -154,6 +163,41 @@ CASES = [
         ["f.toml:4: checks[0] \"a\".target: invalid target '[::1:80': write an IPv6 address "
          "as [::1]:port"],
         id="bad-ipv6",
+    ),
+    pytest.param(
+        CHECK + 'labels = { team = "db", phase = "x", __a = "y", "bad-name" = "z", n = 3 }\n',
+        ['f.toml:5: checks[0] "a".labels.phase: netsentry\'s or Prometheus\' series already '
+         "have a 'phase' label; choose another name (like team or service)",
+         'f.toml:5: checks[0] "a".labels.__a: starts with __, which Prometheus keeps for itself',
+         'f.toml:5: checks[0] "a".labels.bad-name: is not a Prometheus label name '
+         "([a-zA-Z_][a-zA-Z0-9_]*)",
+         'f.toml:5: checks[0] "a".labels.n: must be a string, got int'],
+        id="label-names-and-values",
+    ),
+    pytest.param(
+        CHECK + '\n[checks.labels]\nteam = "db"\nreason = "x"\n',
+        ['f.toml:8: checks[0] "a".labels.reason: netsentry\'s or Prometheus\' series already '
+         "have a 'reason' label; choose another name (like team or service)"],
+        id="label-reserved-in-subtable",
+    ),
+    pytest.param(
+        CHECK + 'labels = { team = "db", tier = "1" }\nmax_labels = 1\n',
+        ['f.toml:5: checks[0] "a".labels: 2 labels, more than max_labels (1): each one is on '
+         "every series of the check"],
+        id="labels-over-max",
+    ),
+    pytest.param(
+        CHECK + 'labels = "db"\nmax_labels = -1\n',
+        ['f.toml:5: checks[0] "a".labels: expected a table of names and strings, like '
+         "labels = { team = \"db\" }, got a string ('db')",
+         'f.toml:6: checks[0] "a".max_labels: expected a whole number of 0 or more, got a '
+         "number (-1)"],
+        id="labels-not-a-table",
+    ),
+    pytest.param(
+        CHECK + 'labels = { team = "a\\nb" }\n',
+        ['f.toml:5: checks[0] "a".labels.team: must be at most 256 printable characters'],
+        id="label-value-unprintable",
     ),
 ]
 

@@ -27,6 +27,7 @@ TEXT = f"""
 name = "web"
 kind = "tcp"
 target = "127.0.0.1:80"
+labels = {{ team = "edge" }}
 
 [[checks]]
 name = {json.dumps(XSS)}
@@ -122,6 +123,7 @@ def test_checks_are_grouped_by_kind_and_failures_marked() -> None:
     assert "<title>netsentry: 1 of 4 failing</title>" in page
     assert "4 checks: <b>1 failing</b>, 2 up, 1 pending" in page
     assert "<code>refused</code> refused &lt;b&gt;here&lt;/b&gt;" in page
+    assert "<small>127.0.0.1:80 team=edge</small>" in page  # the check's own labels
     assert "failed; the previous config is running" not in page
     assert "failed; the previous config is running" in pages.status_page(
         make_overview(reload_ok=False), Filter())
@@ -132,6 +134,7 @@ def test_checks_are_grouped_by_kind_and_failures_marked() -> None:
     ({"q": "TCP"}, {"web", XSS}),
     ({"q": "refused 127.0.0.1"}, {XSS}),
     ({"q": "pending"}, {"new"}),
+    ({"q": "team=edge"}, {"web"}),
     ({"failing": "1"}, {XSS}),
     ({"failing": "0"}, {"web", XSS, "resolver", "new"}),
     ({"q": "resolver", "failing": "1"}, set()),
@@ -180,6 +183,7 @@ def test_the_json_shape() -> None:
     checks = {c["name"]: c for c in document["checks"]}
     web, xss, new = checks["web"], checks[XSS], checks["new"]
     assert web["kind"] == "tcp" and web["target"] == "127.0.0.1:80"
+    assert web["labels"] == {"team": "edge"} and new["labels"] == {}
     assert web["state"] == "up" and web["runs"] == 2 and web["failures"] == {}
     assert web["last"] == {"success": True, "reason": None, "message": "",
                            "duration_seconds": 0.002, "finished_at": NOW - 2, "details": {}}
