@@ -142,16 +142,16 @@ class Agent:
     def apply(self, new: Config) -> None:
         shard = self.options.shard
         if shard.count > 1:
-            new = replace(new, checks=tuple(c for c in new.checks if shard.owns(c.name)))
-        old = {c.name: c for c in self.config.checks} if self.config else {}
+            new = replace(new, checks=tuple(c for c in new.checks if shard.owns(c.key)))
+        old = {c.key: c for c in self.config.checks} if self.config else {}
         self.config = new
         self.store.load(new.checks)
-        self.scheduler.update({c.name: c.interval for c in new.checks})
-        changed = [c.name for c in new.checks if old.get(c.name) not in (None, c)]
-        for name in changed:
-            self.scheduler.cancel(name)  # a run of the old config would only be discarded
-        added = sum(1 for c in new.checks if c.name not in old)
-        removed = len(set(old) - {c.name for c in new.checks})
+        self.scheduler.update({c.key: c.interval for c in new.checks})
+        changed = [c.key for c in new.checks if old.get(c.key) not in (None, c)]
+        for key in changed:
+            self.scheduler.cancel(key)  # a run of the old config would only be discarded
+        added = sum(1 for c in new.checks if c.key not in old)
+        removed = len(set(old) - {c.key for c in new.checks})
         self.reload_ok = True
         self.reload_time = time.time()
         log.info("config loaded", extra={"source": new.source, "checks": len(new.checks),
@@ -180,13 +180,13 @@ class Agent:
 
     # --- runs -------------------------------------------------------------------------------
 
-    async def run_scheduled(self, name: str) -> None:
-        state = self.store.states.get(name)
+    async def run_scheduled(self, key: str) -> None:
+        state = self.store.states.get(key)
         if state is None:
             return
         check = state.check  # the very object the store holds, to detect reloads meanwhile
         result = await self.runner.run(check, memory=state.memory, previous=state.last)
-        new = self.store.record(name, check, result)
+        new = self.store.record(key, check, result)
         if new is not None:
             _log_transition(check, state.last.success if state.last else None, result)
 
@@ -234,11 +234,18 @@ def _tune_gc() -> None:
 def _log_transition(check: CheckConfig, was_ok: bool | None, result: Result) -> None:
     """Logs are quiet: only the first failure and the recovery, never every failed run."""
     if was_ok is not False and not result.success:
-        log.warning("check failing", extra={"check": check.name, "kind": check.kind,
-                                            "reason": str(result.reason),
+        log.warning("check failing", extra={**_who(check), "reason": str(result.reason),
                                             "detail": result.message})
     elif was_ok is False and result.success:
-        log.info("check recovered", extra={"check": check.name, "kind": check.kind})
+        log.info("check recovered", extra=_who(check))
+
+
+def _who(check: CheckConfig) -> dict[str, str]:
+    """The check a log line is about: its name and kind, and a target list's target."""
+    who = {"check": check.name, "kind": check.kind}
+    if check.per_target:
+        who["target"] = check.target
+    return who
 
 
 async def run_agent(options: Options) -> int:

@@ -82,8 +82,11 @@ class _Text:
 
     def __init__(self, state: CheckState) -> None:
         check = state.check
-        base = self.base = f'check="{escape_label(check.name)}",kind="{check.kind}"' + "".join(
-            f',{name}="{escape_label(value)}"' for name, value in check.labels)
+        target = f',target="{escape_label(check.target)}"'
+        # One of a target list's checks is told apart by its target, on every series.
+        base = self.base = (f'check="{escape_label(check.name)}",kind="{check.kind}"'
+                            + (target if check.per_target else "") + "".join(
+                                f',{name}="{escape_label(value)}"' for name, value in check.labels))
         self.success = f"{metrics.CHECK_SUCCESS.name}{{{base}}} "
         name = metrics.CHECK_DURATION.name
         # The whole histogram as one %-template (bucket counts, the sum, the count): one
@@ -103,8 +106,7 @@ class _Text:
         self.last_success = f"{metrics.CHECK_LAST_SUCCESS.name}{{{base}}} "
         self.interval = (f"{metrics.CHECK_INTERVAL.name}{{{base}}} "
                          f"{format_value(check.interval)}\n")
-        self.info = (f'{metrics.CHECK_INFO.name}{{{base},target="{escape_label(check.target)}"}}'
-                     " 1\n")
+        self.info = f"{metrics.CHECK_INFO.name}{{{base}{'' if check.per_target else target}}} 1\n"
         self.missed = f"{metrics.SCHEDULER_MISSED.name}{{{base}}} "
         self.skipped = f"{metrics.SCHEDULER_SKIPPED.name}{{{base}}} "
         # Kind metrics' text up to the value, by (name, label values): rendered once.
@@ -185,10 +187,10 @@ def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot,
     missed, skipped = agent.missed, agent.skipped
     yield _header(metrics.SCHEDULER_MISSED)
     for part in slices:
-        yield "".join(f"{t.missed}{missed.get(s.check.name, 0)}\n" for s, t in part)
+        yield "".join(f"{t.missed}{missed.get(s.check.key, 0)}\n" for s, t in part)
     yield _header(metrics.SCHEDULER_SKIPPED)
     for part in slices:
-        yield "".join(f"{t.skipped}{skipped.get(s.check.name, 0)}\n" for s, t in part)
+        yield "".join(f"{t.skipped}{skipped.get(s.check.key, 0)}\n" for s, t in part)
 
     yield from _kind_metrics(slices)
     yield _agent_metrics(agent)

@@ -170,7 +170,8 @@ class Buckets:
 
 
 class Store:
-    """Check name → latest state, in config order."""
+    """Check key (`CheckConfig.key`: its name, and a target list's target) → latest state, in
+    config order."""
 
     def __init__(self) -> None:
         self.states: dict[str, CheckState] = {}
@@ -184,25 +185,26 @@ class Store:
         states = {}
         histories = {}
         for check in checks:
-            old = self.states.get(check.name)
+            key = check.key
+            old = self.states.get(key)
             if old is not None and old.check == check:
                 old.memory.pop(UNTIL_RELOAD, None)
-                states[check.name] = old
-                histories[check.name] = self.histories[check.name]
+                states[key] = old
+                histories[key] = self.histories[key]
             else:
-                states[check.name] = CheckState.new(check)
-                histories[check.name] = LatencyHistory()
+                states[key] = CheckState.new(check)
+                histories[key] = LatencyHistory()
         self.states = states
         self.histories = histories
 
-    def record(self, name: str, check: CheckConfig, result: Result) -> CheckState | None:
+    def record(self, key: str, check: CheckConfig, result: Result) -> CheckState | None:
         """Add a run's result; ignored if the check was changed or removed meanwhile."""
-        state = self.states.get(name)
+        state = self.states.get(key)
         if state is None or state.check is not check:
             return None
         new = state.after(result)
-        self.states[name] = new
-        self.histories[name].add(result.finished, result.duration, result.success)
+        self.states[key] = new
+        self.histories[key].add(result.finished, result.duration, result.success)
         return new
 
     def snapshot(self) -> tuple[CheckState, ...]:

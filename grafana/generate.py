@@ -51,6 +51,9 @@ def query(expr: str, legend: str = "", *, ref: str = "A", table: bool = False) -
     if table:
         target.update(format="table", instant=True, range=False)
     else:
+        # The checks of a target list share their name: their target tells them apart (it
+        # is empty for the others, whose series have no target label).
+        legend = legend.replace("{{check}}", "{{check}} {{target}}")
         target.update(legendFormat=legend or "__auto", range=True)
     return target
 
@@ -372,7 +375,8 @@ def dns() -> Json:
                        (f"quantile_over_time(0.9, {lookup})", "{{check}} p90"),
                        (f"quantile_over_time(0.99, {lookup})", "{{check}} p99")), "s"),
         timeseries("Failure reasons", "Failed runs per second of dns checks, by check and "
-                   "reason.", [query("sum by (check, reason) (rate(netsentry_check_failures_total"
+                   "reason.", [query("sum by (check, target, reason) ("
+                                     "rate(netsentry_check_failures_total"
                                      f"{{{dns_check}}}[$__rate_interval])) > 0",
                                      "{{check}} {{reason}}")], "cps", stack=True),
         timeseries("Answers", "Answers of the asked type (addresses for the system resolver).",
@@ -383,7 +387,8 @@ def dns() -> Json:
                    [query(f"netsentry_dns_min_ttl_seconds{{{dns_check}}}", "{{check}}")], "s"),
         row("Replies"),
         timeseries("Replies by rcode", "Replies per second from the nameservers, by check and "
-                   "rcode.", [query("sum by (check, rcode) (rate(netsentry_dns_responses_total"
+                   "rcode.", [query("sum by (check, target, rcode) ("
+                                    "rate(netsentry_dns_responses_total"
                                     f"{{{dns_check}}}[$__rate_interval]))",
                                     "{{check}} {{rcode}}")], "cps", stack=True),
         timeseries("Answer changes", "Runs whose answers differed from the previous answers: "
@@ -402,7 +407,7 @@ def dns() -> Json:
                        width=12),
         timeseries("Ignored datagrams", "UDP datagrams dropped while waiting for the reply: "
                    "wrong ID or source (spoofing attempts) or garbage.",
-                   [query("sum by (check) (rate(netsentry_dns_ignored_replies_total"
+                   [query("sum by (check, target) (rate(netsentry_dns_ignored_replies_total"
                           f"{{{dns_check}}}[$__rate_interval]))", "{{check}}")], "cps"),
     ], kinds="dns")
 
@@ -456,7 +461,7 @@ def clock() -> Json:
               value="replies", hide=("kind",)),
         timeseries("Ignored datagrams", "UDP datagrams dropped while waiting for a reply: "
                    "wrong source or origin (spoofing attempts), wrong mode, short, bad times.",
-                   [query("sum by (check) (rate(netsentry_ntp_ignored_replies_total"
+                   [query("sum by (check, target) (rate(netsentry_ntp_ignored_replies_total"
                           f"{{{ntp}}}[$__rate_interval]))", "{{check}}")], "cps"),
         row("This host's kernel clock"),
         state_timeline("Kernel clock synchronised", "The kernel's view (adjtimex): 0 = "
@@ -626,10 +631,11 @@ def network() -> Json:
         timeseries("Duplicates and ICMP errors", "Echo replies received twice, and ICMP errors "
                    "about the checks' echoes by type (the hop that sent one is on the status "
                    "page).", queries(
-                       (f"sum by (check) (rate(netsentry_ping_duplicates_total{{{ping}}}"
+                       (f"sum by (check, target) (rate(netsentry_ping_duplicates_total{{{ping}}}"
                         "[$__rate_interval]))", "{{check}} duplicates"),
-                       (f"sum by (check, type) (rate(netsentry_ping_icmp_errors_total{{{ping}}}"
-                        "[$__rate_interval]))", "{{check}} {{type}}")), "pps"),
+                       ("sum by (check, target, type) ("
+                        f"rate(netsentry_ping_icmp_errors_total{{{ping}}}[$__rate_interval]))",
+                        "{{check}} {{type}}")), "pps"),
         timeseries("Reply TTL", "TTL or hop limit of the replies as they arrive: a change "
                    "is a change of the path back.",
                    [query(f"netsentry_ping_reply_ttl{{{ping}}}", "{{check}}")], "short",

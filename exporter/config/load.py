@@ -17,7 +17,7 @@ from string import Template
 from typing import Any
 
 from exporter.checks import KINDS
-from exporter.checks.base import COMMON_KEYS
+from exporter.checks.base import COMMON_KEYS, Kind
 from exporter.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -37,10 +37,11 @@ from exporter.config.problems import (
     toml_type,
     unknown_keys,
 )
-from exporter.config.settings import build_settings
+from exporter.config.settings import build_settings, check_value, template_values
 
 EMBEDDED = "<embedded default>"
 MAX_NAME_LENGTH = 200
+MAX_TARGETS = 10_000  # in one `targets` list; discovery has no such limit
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def load_text(text: str, source: str) -> Config:
     problems = Problems(source, locate(text))
     config = _build(document, source, problems)
     if problems.lines:
-        raise ConfigError(problems.lines)
+        raise ConfigError(problems.distinct())
     assert config is not None
     return config
 
@@ -96,10 +97,10 @@ def toml_value(text: str) -> Any:
 def load_check(table: dict[str, Any], source: str) -> CheckConfig:
     """One check from a table that is not in a file (the probe command's options)."""
     problems = Problems(source, None)
-    check = _build_check(table, (), DEFAULT_INTERVAL, DEFAULT_TIMEOUT, problems)
-    if problems.lines or check is None:
-        raise ConfigError(problems.lines or [f"{source}: invalid check"])
-    return check
+    checks = _build_check(table, (), DEFAULT_INTERVAL, DEFAULT_TIMEOUT, problems)
+    if problems.lines or len(checks) != 1:
+        raise ConfigError(problems.distinct() or [f"{source}: give one target"])
+    return checks[0]
 
 
 def _syntax_problem(source: str, exc: Exception) -> str:
@@ -150,10 +151,8 @@ def _build(document: dict[str, Any], source: str, problems: Problems) -> Config 
                          f"(line {problems.line(('checks', first))}) has it already")
         elif isinstance(name, str):
             seen[name] = index
-        check = _build_check(table, where, interval or DEFAULT_INTERVAL,
-                             timeout or DEFAULT_TIMEOUT, problems)
-        if check is not None:
-            checks.append(check)
+        checks += _build_check(table, where, interval or DEFAULT_INTERVAL,
+                               timeout or DEFAULT_TIMEOUT, problems)
     probe = build_probe(document, timeout or DEFAULT_TIMEOUT, problems)
     return Config(tuple(checks), source, probe)
 
@@ -164,7 +163,9 @@ def _build_check(
     default_interval: float,
     default_timeout: float,
     problems: Problems,
-) -> CheckConfig | None:
+) -> list[CheckConfig]:
+    """The check of a [[checks]] table: one, or one per target of its `targets` list; none
+    once its problems are added."""
     before = len(problems.lines)
     name = table.get("name")
     if name is None:
@@ -190,31 +191,84 @@ def _build_check(
 
     interval = duration_key(table, "interval", where, default_interval, problems)
     timeout = duration_key(table, "timeout", where, default_timeout, problems)
-    own = "timeout" in table or "interval" in table  # else [defaults] was already reported
-    if own and interval is not None and timeout is not None and timeout >= interval:
+    given = "timeout" in table or "interval" in table  # else [defaults] was already reported
+    if given and interval is not None and timeout is not None and timeout >= interval:
         key = "timeout" if "timeout" in table else "interval"
         problems.add((*where, key), f"the timeout ({timeout:g}s) must be shorter than the "
                      f"interval ({interval:g}s)")
 
     if kind is None:
-        return None
+        return []
     fields = {f.name for f in dataclasses.fields(kind.settings)}
-    if "target" in table and "target" not in fields:  # a kind that checks this host (clock)
-        problems.add((*where, "target"), f"a {kind.name} check takes no target: it checks "
-                     "this host; remove the key")
-    unknown_keys({k: v for k, v in table.items() if k != "target"},
-                  (*COMMON_KEYS, *sorted(fields)), where, problems)
-    settings = build_settings(kind.settings, {k: v for k, v in table.items() if k in fields},
-                              where, problems)
+    for key in ("target", "targets"):
+        if key in table and "target" not in fields:  # a kind that checks this host (clock)
+            problems.add((*where, key), f"a {kind.name} check takes no target: it checks "
+                         "this host; remove the key")
+    if "target" in table and "targets" in table and "target" in fields:
+        problems.add((*where, "targets"), "give target (one) or targets (a list), not both")
+    targets = _targets(table, where, problems) if "target" in fields else None
+    unknown_keys({k: v for k, v in table.items() if k not in ("target", "targets")},
+                 (*COMMON_KEYS, *sorted(fields)), where, problems)
+    labels = _labels(table, where, problems)
+    own = {k: v for k, v in table.items() if k in fields}
+    if targets is None:
+        settings = build_settings(kind.settings, own, where, problems)
+        _schedule_problems(kind, settings, interval, timeout, where, problems)
+        if len(problems.lines) > before or interval is None or timeout is None:
+            return []
+        target = str(table.get("target", ""))
+        return [CheckConfig(str(name), kind.name, target, interval, timeout, settings, labels)]
+    # A target list: the keys but the targets converted once, then one check per target.
+    values = template_values(kind.settings, own, where, problems)
+    checks = []
+    for index, target in targets:
+        path = (*where, "targets", index)
+        if values is None:  # the targets' own problems are still worth telling
+            check_value(kind.settings, "target", target, path, problems)
+            continue
+        settings = build_settings(kind.settings, {"target": target}, where, problems,
+                                  given=values, paths={"target": path})
+        _schedule_problems(kind, settings, interval, timeout, where, problems)
+        if settings is not None and interval is not None and timeout is not None:
+            checks.append(CheckConfig(str(name), kind.name, target, interval, timeout,
+                                      settings, labels, per_target=True))
+    return [] if len(problems.lines) > before else checks
+
+
+def _schedule_problems(kind: Kind[Any], settings: Any, interval: float | None,
+                       timeout: float | None, where: PathKey, problems: Problems) -> None:
     if (settings is not None and interval is not None and timeout is not None
             and kind.schedule_problems is not None):
         for key, message in kind.schedule_problems(settings, interval, timeout):
             problems.add((*where, key), message)
-    labels = _labels(table, where, problems)
-    if len(problems.lines) > before or interval is None or timeout is None:
+
+
+def _targets(table: dict[str, Any], where: PathKey,
+             problems: Problems) -> list[tuple[int, str]] | None:
+    """`targets` as (index, target), each a string listed once, or None when not given."""
+    raw = table.get("targets")
+    if raw is None:
         return None
-    target = table.get("target", "")
-    return CheckConfig(str(name), kind.name, str(target), interval, timeout, settings, labels)
+    if not isinstance(raw, list) or not raw:
+        problems.add((*where, "targets"), 'expected an array of targets, like targets = '
+                     f'["10.0.0.1", "10.0.0.2"], got {toml_type(raw) if raw != [] else "[]"}')
+        return []
+    if len(raw) > MAX_TARGETS:
+        problems.add((*where, "targets"), f"{len(raw)} targets, more than {MAX_TARGETS} in one "
+                     "list; split it, or keep them in a targets_file")
+        return []
+    first: dict[str, int] = {}
+    found = []
+    for index, target in enumerate(raw):
+        path = (*where, "targets", index)
+        if not isinstance(target, str) or not target.strip():
+            problems.add(path, f"expected a target string, got {toml_type(target)}")
+        elif target in first:
+            problems.add(path, f"{target!r} is listed already, as targets[{first[target]}]")
+        else:
+            first[target] = index
+            found.append((index, target))
+    return found
 
 
 def _labels(table: dict[str, Any], where: PathKey,

@@ -5,12 +5,7 @@ table headers and keys back to the lines they were written on.
 from __future__ import annotations
 
 import re
-import sys
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - exercised on Python 3.10 only
-    pass
 from exporter.config.problems import PathKey
 
 # --- locating keys ------------------------------------------------------------------------------
@@ -31,15 +26,17 @@ def _key_parts(text: str) -> list[str]:
 def locate(text: str) -> dict[PathKey, int]:
     """Map table paths and keys to the line they first appear on (1-based), best effort.
 
-    Arrays of tables get their index: the second `[[checks]]` is ("checks", 1). Content of
-    multi-line strings and arrays is skipped. Never raises.
+    Arrays of tables get their index: the second `[[checks]]` is ("checks", 1), and so do the
+    elements of an array value: the third target of `targets = [...]` is (..., "targets", 2).
+    Content of multi-line strings is skipped. Never raises.
     """
+    all_lines = text.splitlines()
     lines: dict[PathKey, int] = {}
     arrays: dict[tuple[str, ...], int] = {}
     table: PathKey = ()
     depth = 0
     open_string: str | None = None
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(all_lines, 1):
         rest = line
         if open_string is not None:
             end = rest.find(open_string)
@@ -61,12 +58,51 @@ def locate(text: str) -> dict[PathKey, int]:
                 lines.setdefault(table, number)
                 continue
             if key:
-                lines.setdefault((*table, *_key_parts(key[1])), number)
+                path = (*table, *_key_parts(key[1]))
+                lines.setdefault(path, number)
                 rest = line[key.end():]
                 if _SIMPLE_VALUE.fullmatch(rest):  # most lines: no bracket, no open string
                     continue
+                if rest.lstrip().startswith("["):
+                    for index, element_line in enumerate(_elements(all_lines, number, rest)):
+                        lines.setdefault((*path, index), element_line)
         depth, open_string = _scan(rest, depth)
     return lines
+
+
+def _elements(all_lines: list[str], number: int, rest: str) -> list[int]:
+    """The line each element of the array that `rest` (of line `number`) opens starts on."""
+    starts: list[int] = []
+    depth, expecting = 0, True
+    for line_number in range(number, len(all_lines) + 1):
+        text = rest if line_number == number else all_lines[line_number - 1]
+        i = 0
+        while i < len(text):
+            c = text[i]
+            if c == "#":
+                break
+            if c.isspace():
+                i += 1
+                continue
+            if depth == 1 and expecting and c not in ",]":
+                starts.append(line_number)
+                expecting = False
+            if c in "\"'":
+                if text.startswith(c * 3, i):  # a multi-line string: one element, no index
+                    return starts
+                i += 1
+                while i < len(text) and text[i] != c:
+                    i += 2 if c == '"' and text[i] == "\\" else 1
+            elif c in "[{":
+                depth += 1
+            elif c in "]}":
+                depth -= 1
+                if depth == 0:
+                    return starts
+            elif c == "," and depth == 1:
+                expecting = True
+            i += 1
+    return starts
 
 
 def _resolve(parts: list[str], arrays: dict[tuple[str, ...], int],

@@ -24,6 +24,13 @@ class CheckConfig:
     timeout: float
     settings: Any  # the kind's settings dataclass
     labels: tuple[tuple[str, str], ...] = ()  # its own labels, on every series (config order)
+    per_target: bool = False  # one of a target list's checks: its series carry `target`
+
+    @property
+    def key(self) -> str:
+        """What tells it apart in the store, the scheduler and the shards: the name, and for one
+        of a target list's checks (which share their name) the target too."""
+        return f"{self.name}\t{self.target}" if self.per_target else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,5 +63,11 @@ class Config:
     source: str
     probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
 
-    def check(self, name: str) -> CheckConfig | None:
-        return next((c for c in self.checks if c.name == name), None)
+    def check(self, name: str, target: str | None = None) -> CheckConfig | None:
+        """The check called `name`; of a target list's, the one of `target`."""
+        return next((c for c in self.checks if c.name == name
+                     and (target is None or not c.per_target or c.target == target)), None)
+
+    def targets(self, name: str) -> tuple[str, ...]:
+        """The targets of the target list called `name` (none for another check)."""
+        return tuple(c.target for c in self.checks if c.name == name and c.per_target)

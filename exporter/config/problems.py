@@ -13,8 +13,6 @@ from exporter.config.durations import parse_duration
 PathKey = tuple[str | int, ...]
 
 
-
-
 class Problems:
     """Collects problems with where they are: a path of keys that `locate` turns into a line."""
 
@@ -32,6 +30,11 @@ class Problems:
         what = self.describe(path)
         # Without a source (the options of one /probe request) a problem names its key only.
         self.lines.append(": ".join(part for part in (where, what, message) if part))
+
+    def distinct(self) -> list[str]:
+        """The problems, each once: a target list's checks share their keys and so their
+        problems, which are told once for the list."""
+        return list(dict.fromkeys(self.lines))
 
     def line(self, path: PathKey) -> int:
         if self._where is None:
@@ -51,8 +54,6 @@ class Problems:
             else:
                 text += f".{part}" if text else part
         return text
-
-
 
 
 def toml_type(value: Any) -> str:

@@ -17,25 +17,31 @@ from exporter.errors import ConfigError
 
 
 def build_settings(cls: type, table: dict[str, Any], where: PathKey, problems: Problems,
-                   given: Mapping[str, Any] | None = None) -> Any:
+                   given: Mapping[str, Any] | None = None,
+                   paths: Mapping[str, PathKey] | None = None) -> Any:
     """The settings of `cls` from `table`'s TOML values and the `given` ones (already converted:
-    a template's), or None once the problems are added: each value against its field, every
-    required field present, then the problems between keys that the settings see themselves."""
+    a template's, or a target list's common keys), or None once the problems are added: each
+    value against its field, every required field present, then the problems between keys that
+    the settings see themselves. A problem with a key is told at `where`.key, or at the path
+    `paths` gives the key (one target of a list: `targets[2]`)."""
     before = len(problems.lines)
-    values = {**(given or {}), **_convert_fields(cls, table, where, problems, given or {})}
+    values = {**(given or {}),
+              **_convert_fields(cls, table, where, problems, given or {}, paths=paths)}
     if len(problems.lines) > before:
         return None
     settings = cls(**values)
     # Problems between keys (a record type and its expected answers): the settings say.
     for key, message in getattr(settings, "problems", lambda: [])():
-        problems.add((*where, key), message)
+        problems.add((paths or {}).get(key) or (*where, key), message)
     return None if len(problems.lines) > before else settings
 
 
 def template_values(cls: type, table: dict[str, Any], where: PathKey,
                     problems: Problems) -> dict[str, Any] | None:
-    """A `/probe` template's values: the settings of `cls` but the target, which each request
-    gives; checked like a check's, as far as a draft without the target can be."""
+    """The settings of `cls` but the target, converted once: a `/probe` template's, whose
+    requests give the target, and a target list's, whose checks are one `build_settings` per
+    target with these as `given`. Checked like a check's, as far as a draft without the target
+    can be."""
     before = len(problems.lines)
     values = _convert_fields(cls, table, where, problems, {}, skip="target")
     if len(problems.lines) == before:
@@ -44,8 +50,19 @@ def template_values(cls: type, table: dict[str, Any], where: PathKey,
     return None if len(problems.lines) > before else values
 
 
+def check_value(cls: type, key: str, raw: Any, path: PathKey, problems: Problems) -> None:
+    """Adds the problem, if any, of `raw` as the value of `cls`'s field `key` (a target list's
+    targets, checked even where the list's other keys have problems)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == key)
+    try:
+        convert(raw, type_hints(cls)[key], field.metadata)
+    except ValueError as exc:
+        problems.add(path, str(exc))
+
+
 def _convert_fields(cls: type, table: dict[str, Any], where: PathKey, problems: Problems,
-                    given: Mapping[str, Any], skip: str = "") -> dict[str, Any]:
+                    given: Mapping[str, Any], skip: str = "",
+                    paths: Mapping[str, PathKey] | None = None) -> dict[str, Any]:
     """The fields of `cls` that `table` gives, converted; a problem for each bad value and for
     each required field that neither `table` nor `given` has. Keys that are no field of `cls`
     are the caller's to report."""
@@ -63,7 +80,7 @@ def _convert_fields(cls: type, table: dict[str, Any], where: PathKey, problems: 
         try:
             values[field.name] = convert(table[field.name], hints[field.name], field.metadata)
         except ValueError as exc:
-            problems.add((*where, field.name), str(exc))
+            problems.add((paths or {}).get(field.name) or (*where, field.name), str(exc))
     return values
 
 

@@ -229,7 +229,9 @@ def _row(view: CheckView, search_text: str, visible: bool, now: float) -> str:
     target = f"<br><small>{escape(under)}</small>" if under else ""
     name = escape(check.name)
     return (
-        f'<tr class="check {status}" data-check="{name}" data-search="{escape(search_text)}"'
+        # data-check tells the row apart for the script (a target list's rows share a name).
+        f'<tr class="check {status}" data-check="{escape(check.key.replace(chr(9), " "))}" '
+        f'data-search="{escape(search_text)}"'
         f'{"" if visible else " hidden"}><td class="name"><b>{name}</b>{target}</td>'
         f'<td><span class="badge">{status}</span></td>'
         f'<td class="num">{_sparkline(view.hour)}{latency}</td>'

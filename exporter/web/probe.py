@@ -96,10 +96,28 @@ class ProbeEndpoint:
         """A memory of its own for the run (it must not disturb the scheduled runs' answer
         tracking, and may overlap one), sharing with a configured check only what it keeps
         until a reload: an NTP server's Kiss-o'-Death backoff holds for probes too."""
-        state = self._store.states.get(check.name) if self._store is not None else None
+        state = self._store.states.get(check.key) if self._store is not None else None
         if state is None or state.check is not check:
             return {}
         return {UNTIL_RELOAD: state.memory.setdefault(UNTIL_RELOAD, {})}
+
+
+def _configured(config: Config, name: str, query: Mapping[str, str],
+                adhoc: list[str]) -> CheckConfig:
+    """The configured check `check=` names; of a target list's, the one `target=` names."""
+    targets = config.targets(name)
+    if targets and "target" in query:
+        adhoc.remove("target")
+        if query["target"] not in targets:
+            raise BadRequest(f"check {name!r} has no target {query['target']!r}")
+    elif targets:
+        raise BadRequest(f"check {name!r} has {len(targets)} targets; name one with target=")
+    if adhoc:
+        raise BadRequest(f"check= runs a configured check; {adhoc[0]}= does not go with it")
+    check = config.check(name, query.get("target"))
+    if check is None:
+        raise BadRequest(f"unknown check {name!r}")
+    return check
 
 
 def _check(config: Config, query: Mapping[str, str]) -> tuple[CheckConfig, AllowList | None]:
@@ -108,12 +126,7 @@ def _check(config: Config, query: Mapping[str, str]) -> tuple[CheckConfig, Allow
     adhoc = [key for key in ("kind", "target", "template", "module") if key in query]
     name = query.get("check")
     if name is not None:
-        if adhoc:
-            raise BadRequest(f"check= runs a configured check; {adhoc[0]}= does not go with it")
-        check = config.check(name)
-        if check is None:
-            raise BadRequest(f"unknown check {name!r}")
-        return check, None
+        return _configured(config, name, query, adhoc), None
     if not adhoc:
         raise BadRequest(USAGE)
     if "module" in query:  # blackbox_exporter's name for a template (prometheus-operator's Probe)

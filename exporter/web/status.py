@@ -69,7 +69,7 @@ def overview(store: Store, now: float, version: str, config_source: str,
              reload_ok: bool) -> Overview:
     """A consistent snapshot; take it on the event loop, render it anywhere."""
     histories = store.histories
-    views = tuple(CheckView(state, histories[state.check.name].copy(), now)
+    views = tuple(CheckView(state, histories[state.check.key].copy(), now)
                   for state in store.snapshot())
     return Overview(version, config_source, reload_ok, now, views,
                     Counter(view.status for view in views))

@@ -73,8 +73,9 @@ CASES = [
     ),
     pytest.param(
         '[probe]\nallow = ["ok.test",\n  "10.0.0.1/8", 7]\n',
-        ["f.toml:2: probe.allow[1]: '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?",
-         "f.toml:2: probe.allow[2]: expected a string, got a number (7)"],
+        # Each element at its own line.
+        ["f.toml:3: probe.allow[1]: '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?",
+         "f.toml:3: probe.allow[2]: expected a string, got a number (7)"],
         id="bad-entries",
     ),
     pytest.param(

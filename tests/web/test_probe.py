@@ -35,6 +35,7 @@ pytestmark = pytest.mark.timeout(120)
 
 PASSWORD = "s3ntinel-Pw-4kQz"
 API_KEY = "s3ntinel-Key-9vRm"
+FLEET_CLOSED = closed_port()  # the target list's second target: nothing listens there
 
 
 def samples(text: str) -> dict[str, float]:
@@ -76,6 +77,12 @@ def agent(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 name = "web"
 kind = "http"
 target = "{servers.http.url('/')}"
+interval = "1h"
+
+[[checks]]
+name = "fleet"
+kind = "tcp"
+targets = ["{servers.tcp.target}", "127.0.0.1:{FLEET_CLOSED}"]
 interval = "1h"
 
 [probe]
@@ -150,6 +157,15 @@ def test_a_configured_check_runs_now(agent: Agent) -> None:
     got = samples(text)
     assert got["netsentry_probe_success"] == 1
     assert got["netsentry_http_status_code"] == 200
+
+
+def test_one_target_of_a_target_list_runs_now(agent: Agent, servers: Servers) -> None:
+    status, text = get(agent, f"check=fleet&target={servers.tcp.target}")
+    assert (status, samples(text)["netsentry_probe_success"]) == (200, 1)
+    status, text = get(agent, f"check=fleet&target=127.0.0.1:{FLEET_CLOSED}")
+    got = samples(text)
+    assert (status, got["netsentry_probe_success"]) == (200, 0)
+    assert got["netsentry_probe_failure_reason[reason=refused]"] == 1
 
 
 def test_a_failed_probe_is_200_with_the_reason(agent: Agent) -> None:
@@ -348,6 +364,10 @@ def test_debug_output_shows_no_secret(agent: Agent, servers: Servers) -> None:
     ("", "give check=NAME, or kind=K&target=T (and template=NAME, or module=NAME)"),
     ("check=nope", "unknown check 'nope'"),
     ("check=web&kind=tcp", "check= runs a configured check; kind= does not go with it"),
+    ("check=web&target=127.0.0.1:1",
+     "check= runs a configured check; target= does not go with it"),
+    ("check=fleet", "check 'fleet' has 2 targets; name one with target="),
+    ("check=fleet&target=127.0.0.1:1", "check 'fleet' has no target '127.0.0.1:1'"),
     ("kind=smtp&target=x:25", "unknown kind 'smtp'; known kinds: "),
     ("template=nope&target=x:1", "unknown template 'nope'; templates: secret, slow, quick"),
     ("module=nope&target=x:1", "unknown template 'nope'; templates: secret, slow, quick"),
