@@ -10,8 +10,8 @@ dashboards-as-code SDK (grafana-foundation-sdk) needs Python 3.11 and is version
 timestamps, which pins badly; a few small builders below are all the dashboards need.
 
 Every dashboard has a `datasource` variable (no data source UID is written anywhere), `job`,
-`instance` and `check` variables, `$__rate_interval` in every range selector, and a unit on
-every panel. The metric names come from exporter/metrics.py's contract; the tests evaluate
+`location`, `instance` and `check` variables, `$__rate_interval` in every range selector, and
+a unit on every panel. The metric names come from exporter/metrics.py's contract; the tests evaluate
 every query below against a real Prometheus scraping a real agent.
 """
 
@@ -28,9 +28,13 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 WIDTH = 24  # Grafana's grid
 
-# Label matchers of the variables: the agent's own series, and a check's.
-AGENT = 'job=~"$job", instance=~"$instance"'
+# Label matchers of the variables: the agent's own series, and a check's. `location` is the
+# label the scrape config gives each agent (README: "Many locations"); "All" is `.*`, so
+# series without one are selected too.
+AGENT = 'job=~"$job", location=~"$location", instance=~"$instance"'
 CHECK = AGENT + ', check=~"$check"'
+# A check's series summed over its locations (recording rules without location or instance).
+CHECK_EVERYWHERE = 'job=~"$job", check=~"$check"'
 
 # Thresholds of the alert rules (deploy/prometheus/netsentry.rules.yml), drawn on the panels.
 OFFSET_ALERT = 0.1
@@ -38,6 +42,7 @@ CERT_DAYS_ALERT = 14
 LAG_ALERT = 0.5
 STALE_ALERT = 3
 LOSS_ALERT = 0.05
+MANY_LOCATIONS = 2
 
 Json = dict[str, Any]
 
@@ -120,16 +125,18 @@ def timeseries(title: str, description: str, targets: list[Json], unit: str, *,
 
 
 def state_timeline(title: str, description: str, target: Json | list[Json], states: list[Json],
-                   *, width: int = 24, height: int = 8) -> Json:
+                   *, width: int = 24, height: int = 8, unit: str = "bool",
+                   thresholds: Json | None = None) -> Json:
+    """States by value mappings, or (with `thresholds` and no `states`) coloured by value."""
     defaults: Json = {"color": {"mode": "thresholds"}, "mappings": states,
-                      "thresholds": steps((None, "text")),
+                      "thresholds": thresholds or steps((None, "text")),
                       "custom": {"fillOpacity": 80, "lineWidth": 0}}
     options = {"alignValue": "left", "mergeValues": True, "rowHeight": 0.9,
                "showValue": "never", "legend": {"displayMode": "list", "placement": "bottom",
                                                 "showLegend": False},
                "tooltip": {"mode": "single", "sort": "none"}}
     targets = target if isinstance(target, list) else [target]
-    return panel("state-timeline", title, description, targets, "bool", width=width,
+    return panel("state-timeline", title, description, targets, unit, width=width,
                  height=height, defaults=defaults, options=options)
 
 
@@ -230,7 +237,11 @@ def dashboard(uid: str, title: str, description: str, panels: list[Json], *,
         # All agents' jobs start with "netsentry", as the alert rules expect.
         variable("job", "Job", "label_values(netsentry_build_info, job)",
                  all_value="netsentry.*"),
-        variable("instance", "Agent", 'label_values(up{job=~"$job"}, instance)',
+        # Where the agents run, as the scrape config labels them; empty without one.
+        variable("location", "Location", 'label_values(up{job=~"$job"}, location)',
+                 all_value=".*"),
+        variable("instance", "Agent",
+                 'label_values(up{job=~"$job", location=~"$location"}, instance)',
                  all_value=".+"),
         variable("check", "Check",
                  f"label_values(netsentry_check_info{{{AGENT}{kind_matcher}}}, check)",
@@ -310,6 +321,27 @@ def overview() -> Json:
                      table=True)], "suffix: intervals", value="since last run",
               sort="since last run",
               thresholds=steps((None, "green"), (1.5, "orange"), (STALE_ALERT, "red"))),
+        row("Locations"),
+        state_timeline("Check success by location", "Per location, the share of its agents "
+                       "whose last run of the check succeeded (recording rule "
+                       "location:netsentry_check_success:mean): 100 % ok, 0 % failing from "
+                       "every agent there. The location is the label the scrape config gives "
+                       "each agent; without one, all agents of a job are one location.",
+                       query("location:netsentry_check_success:mean{job=~\"$job\", "
+                             "location=~\"$location\", check=~\"$check\"}",
+                             "{{check}} @ {{location}}"),
+                       [], height=10, unit="percentunit",
+                       thresholds=steps((None, "red"), (0.5, "orange"), (1, "green"))),
+        table("Checks by failing locations", "Per check and target, the locations where it "
+              "fails (more than half of the location's agents fail it) and the locations that "
+              "run it. NetsentryCheckFailingFromManyLocations fires when it fails from at "
+              f"least {MANY_LOCATIONS} locations and at least half of those.", [
+                  query(f"check:netsentry_check_locations_failing:count{{{CHECK_EVERYWHERE}}}",
+                        ref="A", table=True),
+                  query(f"check:netsentry_check_locations:count{{{CHECK_EVERYWHERE}}}",
+                        ref="B", table=True)], "short", merge=("failing", "locations"),
+              sort="failing", width=24, height=8,
+              thresholds=steps((None, "green"), (1, "orange"), (MANY_LOCATIONS, "red"))),
         row("Agents"),
         timeseries("Scheduler lag, p99", "How late runs start, 99th percentile; the line is "
                    "NetsentrySchedulerLagging's threshold.",

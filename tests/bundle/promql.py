@@ -30,6 +30,7 @@ DASHBOARDS = ROOT / "grafana" / "dashboards"
 # of 1-second scrapes is plenty for rate().
 GRAFANA_VARIABLES = {
     "$job": "netsentry.*",
+    "$location": ".*",
     "$instance": ".+",
     "$check": ".+",
     "$__rate_interval": "1m",

@@ -59,15 +59,18 @@ def test_there_are_the_five_dashboards() -> None:
 @pytest.mark.parametrize("name", sorted(dashboards()))
 def test_variables(name: str) -> None:
     variables = {v["name"]: v for v in dashboards()[name]["templating"]["list"]}
-    assert list(variables) == ["datasource", "job", "instance", "check"]
+    assert list(variables) == ["datasource", "job", "location", "instance", "check"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for key in ("job", "instance", "check"):
+    for key in ("job", "location", "instance", "check"):
         assert variables[key]["type"] == "query"
         assert variables[key]["datasource"] == DS
         assert variables[key]["includeAll"] and variables[key]["multi"]
     # "All" jobs are the netsentry ones, as the alert rules select them.
     assert variables["job"]["allValue"] == "netsentry.*"
+    # "All" locations include the series of agents the scrape config gives no location.
+    assert variables["location"]["allValue"] == ".*"
+    assert "$location" in variables["instance"]["query"]["query"]
 
 
 def _walk(node: Any) -> Any:
@@ -112,7 +115,8 @@ def test_rates_and_ranges_use_the_rate_interval(name: str) -> None:
             assert window == "$__rate_interval", expr
         # Only the variables the dashboards define, and Grafana's rate interval.
         for variable in re.findall(r"\$\{?(\w+)", expr):
-            assert variable in ("job", "instance", "check", "__rate_interval"), expr
+            assert variable in ("job", "location", "instance", "check",
+                                "__rate_interval"), expr
 
 
 @pytest.mark.parametrize("name", sorted(dashboards()))
@@ -162,6 +166,8 @@ def test_the_alert_thresholds_are_drawn_where_the_alerts_fire() -> None:
     assert _steps(_panel("netsentry-network.json", "Loss")) == [None, loss]
     stale = _threshold("NetsentryCheckStale", r"> (\d+) \*")
     assert _steps(_panel("netsentry-overview.json", "Most overdue checks"))[-1] == stale
+    many = _threshold("NetsentryCheckFailingFromManyLocations", r">= (\d+)\n")
+    assert _steps(_panel("netsentry-overview.json", "Checks by failing locations"))[-1] == many
 
 
 def test_provisioning() -> None:

@@ -15,7 +15,8 @@ import yaml
 from exporter.config.load import load_file, load_text
 from exporter.config.settings import adhoc_check
 from tests.bundle.promql import ROOT, RULES, rule_groups, rules
-from tests.support.prometheus import promtool
+from tests.support.prometheus import Prometheus, promtool
+from tests.support.servers import closed_port
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -23,7 +24,7 @@ UNIT = DEPLOY / "systemd" / "netsentry.service"
 
 
 def test_the_scrape_configs_pass_promtool() -> None:
-    for name in ("prometheus.yml", "prometheus-sharded.yml"):
+    for name in ("prometheus.yml", "prometheus-sharded.yml", "prometheus-locations.yml"):
         path = DEPLOY / "prometheus" / name
         result = promtool("check", "config", path)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -113,6 +114,8 @@ def test_the_alertmanager_config() -> None:
             name = re.fullmatch(r'alertname(=|!=|=~)"(.*)"', matcher)
             if name and name[1] != "=~":
                 assert name[2] in alerts, matcher
+            elif name and re.fullmatch(r"\w+(\|\w+)*", name[2]):  # a list of names
+                assert set(name[2].split("|")) <= alerts, matcher
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -133,7 +136,7 @@ def test_every_manifest_parses_and_names_itself() -> None:
         assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"], path
     kinds = {obj["kind"] for _, obj in objects}
     assert kinds >= {"Namespace", "ConfigMap", "DaemonSet", "Deployment", "Service",
-                     "ServiceMonitor", "PrometheusRule"}
+                     "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 def test_the_kustomization_lists_files_that_exist() -> None:
@@ -154,6 +157,7 @@ def test_the_workloads_services_and_monitor_fit_together() -> None:
     configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
     workloads = [o for o in objects if o["kind"] in ("DaemonSet", "Deployment", "StatefulSet")]
     services = [o for o in objects if o["kind"] == "Service"]
+    pod_monitors = [o for o in objects if o["kind"] == "PodMonitor"]
     assert workloads and services
     for workload in workloads:
         name = workload["metadata"]["name"]
@@ -173,9 +177,14 @@ def test_the_workloads_services_and_monitor_fit_together() -> None:
         assert security["runAsNonRoot"] and not security["allowPrivilegeEscalation"]
         assert security["readOnlyRootFilesystem"]
         assert security["capabilities"]["drop"] == ["ALL"]
-        # Some service sends Prometheus to it.
-        assert any(_matches(s["spec"]["selector"], pod["metadata"]["labels"])
-                   for s in services), f"{name}: no service"
+        # Some service or PodMonitor sends Prometheus to it, never both.
+        served = [s for s in services
+                  if _matches(s["spec"]["selector"], pod["metadata"]["labels"])]
+        scraped = [m for m in pod_monitors
+                   if _matches(m["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])]
+        assert bool(served) != bool(scraped), f"{name}: scraped {len(served) + len(scraped)} ways"
+        for monitor in scraped:
+            assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
     [monitor] = [o for o in objects if o["kind"] == "ServiceMonitor"]
     watched = [s for s in services
                if _matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
@@ -281,7 +290,7 @@ def test_the_containers_may_ping_without_a_capability() -> None:
     network namespace) and the compose service set the sysctl that allows them."""
     workloads = [doc for _, doc in manifests()
                  if doc["kind"] in ("DaemonSet", "Deployment", "StatefulSet")]
-    assert len(workloads) == 3
+    assert len(workloads) == 4
     for doc in workloads:
         pod = doc["spec"]["template"]["spec"]
         assert not pod.get("hostNetwork"), doc["metadata"]["name"]
@@ -309,3 +318,76 @@ def test_the_probe_resource_drives_the_central_agent() -> None:
                and any(p["port"] == int(port) for p in s["spec"]["ports"]) for s in services)
     assert probe["spec"]["prober"]["path"] == "/probe"
     assert probe["spec"]["jobName"].startswith("netsentry")  # the rules' job=~"netsentry.*"
+
+
+# --- many locations: every node probes the same targets ----------------------------------------
+
+LOCATIONS = KUBERNETES / "daemonset-locations.yaml"
+
+
+def _locations() -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = [doc for doc in yaml.safe_load_all(LOCATIONS.read_text()) if doc]
+    [daemonset] = [d for d in docs if d["kind"] == "DaemonSet"]
+    [monitor] = [d for d in docs if d["kind"] == "PodMonitor"]
+    return daemonset, monitor
+
+
+def test_the_locations_daemonset_has_the_downward_api_environment() -> None:
+    daemonset, _ = _locations()
+    [container] = daemonset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"NODE_NAME": "spec.nodeName", "POD_NAME": "metadata.name",
+                   "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"}
+    # An example beside the kustomization, like probe.yaml; its config is in the generated
+    # ConfigMap the kustomization applies (test_the_workloads_services_and_monitor_fit_together).
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    assert LOCATIONS.name not in kustomization["resources"]
+
+
+def test_the_locations_config_probes_what_the_many_locations_alert_covers() -> None:
+    [expr] = [r["expr"] for r in rules()
+              if r.get("alert") == "NetsentryCheckFailingFromManyLocations"]
+    match = re.search(r'kind!~"([^"]+)"', expr)
+    assert match, expr
+    kinds = {check.kind for check in load_file(str(DEPLOY / "config" / "locations.toml")).checks}
+    assert kinds >= {"http", "tcp", "dns"}
+    assert not kinds & set(match[1].split("|")), "node-local checks belong in node.toml"
+
+
+def _snake(key: str) -> str:
+    """An Operator relabeling's key in Prometheus' spelling: sourceLabels -> source_labels."""
+    return re.sub(r"[A-Z]", lambda m: "_" + m[0].lower(), key)
+
+
+def test_the_pod_monitor_sets_node_and_location(tmp_path: Path) -> None:
+    """The PodMonitor's relabelings run by a real Prometheus over targets that carry the
+    labels its Kubernetes discovery gives a pod with attachMetadata: a node in a zone and a
+    node without one. No Kubernetes here: static targets carry the __meta_* labels, the
+    relabelings are the PodMonitor's in Prometheus' spelling (the Operator's own relabelings
+    come before them and set what these override)."""
+    _, monitor = _locations()
+    assert monitor["spec"]["attachMetadata"] == {"node": True}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    relabel = [{_snake(k): v for k, v in r.items()} for r in endpoint["relabelings"]]
+    zone = "__meta_kubernetes_node_label_topology_kubernetes_io_zone"
+    node = "__meta_kubernetes_pod_node_name"
+    target = f"127.0.0.1:{closed_port()}"  # never scraped within the test: the interval is 1h
+    config = {"global": {"scrape_interval": "1h"}, "scrape_configs": [{
+        "job_name": "netsentry/netsentry-locations",  # the Operator's job, overridden
+        "static_configs": [{"targets": [target], "labels": {node: "node-1", zone: "eu-1a"}},
+                           {"targets": [target], "labels": {node: "node-2"}}],
+        "relabel_configs": relabel}]}
+    with Prometheus(config, tmp_path) as prom:
+        prom.wait_for(lambda: len(prom.api("targets")["activeTargets"]) == 2, "two targets")
+        found = [t["labels"] for t in prom.api("targets")["activeTargets"]]
+    by_node = {labels["node"]: labels for labels in found}
+    assert by_node["node-1"]["location"] == "eu-1a"
+    assert by_node["node-2"]["location"] == "node-2"  # no zone: a location of its own
+    assert {labels["job"] for labels in found} == {"netsentry-locations"}  # job=~"netsentry.*"
+
+
+def test_the_locations_scrape_config_labels_every_target_group() -> None:
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus-locations.yml").read_text())
+    [job] = scrape["scrape_configs"]
+    locations = [group["labels"]["location"] for group in job["static_configs"]]
+    assert len(locations) >= 3 and len(set(locations)) == len(locations)

@@ -64,6 +64,8 @@ MAY_BE_EMPTY = {
         "the kernel's TAI offset is absent until a time daemon sets it",
     "netsentry.rules.yml: alert NetsentryLatencyHigh":
         "its baseline is the day before, an hour ago: a Prometheus started by the test has none",
+    "netsentry.rules.yml: alert NetsentryCheckFailingFromManyLocations":
+        "one agent is one location; tests/bundle/test_locations.py scrapes three",
     "netsentry.rules.yml: alert NetsentryPathChanged":
         "a path over loopback never changes; tests/checks/test_path.py reroutes a real one",
 }
@@ -301,15 +303,17 @@ def config_text(checks: list[Check]) -> str:
 
 
 def prometheus_config(agent: str, dead: str) -> dict[str, Any]:
-    """The shipped scrape config, its netsentry job pointed at the test's targets, every
-    second; the shipped rules; no Alertmanager."""
+    """The shipped scrape config, its netsentry job pointed at the test's targets (its
+    target group's labels kept: the location), every second; the shipped rules; no
+    Alertmanager."""
     config: dict[str, Any] = yaml.safe_load(SCRAPE_CONFIG.read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(RULES)]
     del config["alerting"]
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == "netsentry"]
     job["scrape_timeout"] = "1s"
-    job["static_configs"] = [{"targets": [agent, dead]}]
+    [group] = job["static_configs"]
+    job["static_configs"] = [{**group, "targets": [agent, dead]}]
     return config
 
 
