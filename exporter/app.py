@@ -24,6 +24,7 @@ from exporter import __version__, exposition
 from exporter.checks import host_problems
 from exporter.config.load import load_default, load_file
 from exporter.config.model import CheckConfig, Config
+from exporter.discovery.manager import Discovery
 from exporter.errors import ConfigError
 from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
@@ -40,7 +41,6 @@ from exporter.web.server import WebServer, parse_listen_address
 from exporter.web.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +66,16 @@ class Agent:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.store = Store()
-        self.config: Config | None = None
+        self.config: Config | None = None  # the running one: loaded, sharded, discovered
+        self.loaded: Config | None = None  # as the file says
         self.reload_ok = False
         self.reload_time: float | None = None
         self._blocking = BlockingPool(workers=8, name="netsentry-resolve")
         self.runner = Runner(Resolver(self._blocking))
         self.probe = ProbeEndpoint(lambda: self.config, self.runner.resolver, self.store)
         self.scheduler = Scheduler(self.run_scheduled)
+        self.discovery = Discovery(self.runner, options.shard.owns,
+                                   lambda: self._adopt("discovered targets changed"))
         # With --web.config.file, TLS, users and headers follow the file while serving.
         live = self.live_web = (LiveWebConfig(options.web, open_paths=OPEN_PATHS)
                                 if options.web else None)
@@ -130,6 +133,7 @@ class Agent:
         self._ready = False
         for task in self._watches:
             task.cancel()
+        self.discovery.close()
         self.scheduler.shutdown()
         await self.web.close()
         self._blocking.close()
@@ -140,9 +144,27 @@ class Agent:
     # --- config -----------------------------------------------------------------------------
 
     def apply(self, new: Config) -> None:
+        """Run `new`: its checks (this shard's) and, as they are found, its discovered ones."""
+        self.loaded = new
+        self.discovery.update(new.discovered)  # a targets_file is read by now
+        self.reload_ok = True
+        self.reload_time = time.time()
+        self._adopt("config loaded")
+        kinds = ({c.kind for c in new.checks} | {d.base.kind for d in new.discovered}
+                 ) - self._kinds_asked
+        self._kinds_asked |= kinds
+        for kind, problem in host_problems(sorted(kinds)).items():
+            log.warning("checks of this kind cannot run here", extra={"kind": kind,
+                                                                      "problem": problem})
+
+    def _adopt(self, event: str) -> None:
+        """Schedule the loaded config's checks of this shard and the discovered ones: unchanged
+        checks keep their state and phase, changed ones start afresh, removed ones vanish."""
+        if self.loaded is None:
+            return
         shard = self.options.shard
-        if shard.count > 1:
-            new = replace(new, checks=tuple(c for c in new.checks if shard.owns(c.key)))
+        static = tuple(c for c in self.loaded.checks if shard.owns(c.key))
+        new = replace(self.loaded, checks=static + tuple(self.discovery.checks()))
         old = {c.key: c for c in self.config.checks} if self.config else {}
         self.config = new
         self.store.load(new.checks)
@@ -152,16 +174,9 @@ class Agent:
             self.scheduler.cancel(key)  # a run of the old config would only be discarded
         added = sum(1 for c in new.checks if c.key not in old)
         removed = len(set(old) - {c.key for c in new.checks})
-        self.reload_ok = True
-        self.reload_time = time.time()
-        log.info("config loaded", extra={"source": new.source, "checks": len(new.checks),
-                                         "added": added, "changed": len(changed),
-                                         "removed": removed, "shard": str(shard)})
-        kinds = {c.kind for c in new.checks} - self._kinds_asked
-        self._kinds_asked |= kinds
-        for kind, problem in host_problems(sorted(kinds)).items():
-            log.warning("checks of this kind cannot run here", extra={"kind": kind,
-                                                                      "problem": problem})
+        log.info(event, extra={"source": new.source, "checks": len(new.checks),
+                               "added": added, "changed": len(changed), "removed": removed,
+                               "shard": str(shard)})
 
     def reload(self) -> list[str]:
         """Reload the config file; on problems keep the running config and return them."""
@@ -209,6 +224,7 @@ class Agent:
             skipped=dict(self.scheduler.skipped),
             shard=(self.options.shard.index, self.options.shard.count),
             web_reload_ok=self.live_web.ok if self.live_web else None,
+            discovery=self.discovery.statuses(),
         )
 
     def status_overview(self) -> status.Overview:

@@ -48,6 +48,20 @@ class AgentSnapshot:
     skipped: Mapping[str, int] = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # this agent's shard I of N (--shard I/N)
     web_reload_ok: bool | None = None  # None: no --web.config.file
+    discovery: tuple[SourceStatus, ...] = ()  # one per discovered check
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """Where a discovered check's targets stand, for the netsentry_discovery_* series."""
+
+    check: str
+    source: str  # TargetSource.label
+    targets: int
+    refused: int
+    ok: bool | None  # None: not refreshed yet
+    last_success: float | None
+    failures: int
 
 
 def escape_label(value: str) -> str:
@@ -328,6 +342,29 @@ def _agent_metrics(agent: AgentSnapshot) -> str:
     index, count = agent.shard
     out += [_header(metrics.SHARD_CHECKS), f'{metrics.SHARD_CHECKS.name}{{shard="{index}",'
             f'shards="{count}"}} {sum(agent.configured.values())}\n']
+    if agent.discovery:
+        out.append(_discovery_metrics(agent.discovery))
+    return "".join(out)
+
+
+def _discovery_metrics(sources: tuple[SourceStatus, ...]) -> str:
+    labels = [f'check="{escape_label(s.check)}",source="{escape_label(s.source)}"'
+              for s in sources]
+    out = [_header(metrics.DISCOVERY_TARGETS)]
+    out += [f"{metrics.DISCOVERY_TARGETS.name}{{{at}}} {s.targets}\n"
+            for at, s in zip(labels, sources, strict=True)]
+    out.append(_header(metrics.DISCOVERY_REFRESH_OK))
+    out += [f"{metrics.DISCOVERY_REFRESH_OK.name}{{{at}}} {int(s.ok)}\n"
+            for at, s in zip(labels, sources, strict=True) if s.ok is not None]
+    out.append(_header(metrics.DISCOVERY_REFRESH_TIME))
+    out += [f"{metrics.DISCOVERY_REFRESH_TIME.name}{{{at}}} {format_value(s.last_success)}\n"
+            for at, s in zip(labels, sources, strict=True) if s.last_success is not None]
+    out.append(_header(metrics.DISCOVERY_REFRESH_FAILURES))
+    out += [f"{metrics.DISCOVERY_REFRESH_FAILURES.name}{{{at}}} {s.failures}\n"
+            for at, s in zip(labels, sources, strict=True)]
+    out.append(_header(metrics.DISCOVERY_REFUSED))
+    out += [f"{metrics.DISCOVERY_REFUSED.name}{{{at}}} {s.refused}\n"
+            for at, s in zip(labels, sources, strict=True)]
     return "".join(out)
 
 

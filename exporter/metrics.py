@@ -436,6 +436,33 @@ SHARD_CHECKS = Spec(
     "Checks of the config file that this agent runs: those of its shard (--shard I/N) by "
     "rendezvous hashing of their names; shard 0 of 1 runs them all.", ("shard", "shards"),
 )
+# Service discovery (`targets_file`, `targets_url`, `targets_srv`), per discovered check.
+DISCOVERY_TARGETS = Spec(
+    "netsentry_discovery_targets", GAUGE,
+    "Targets of the check's source that this agent runs now: its shard's, without the "
+    "refused ones; summed over the shards, all of them.", ("check", "source"),
+)
+DISCOVERY_REFRESH_OK = Spec(
+    "netsentry_discovery_last_refresh_successful", GAUGE,
+    "1 if the last refresh of the source succeeded, 0 if it failed (the targets are the last "
+    "good ones); for files, 0 while any file of the glob is one that does not parse. Absent "
+    "before the first refresh.", ("check", "source"),
+)
+DISCOVERY_REFRESH_TIME = Spec(
+    "netsentry_discovery_last_refresh_success_timestamp_seconds", GAUGE,
+    "Unix time of the source's last successful refresh.", ("check", "source"),
+)
+DISCOVERY_REFRESH_FAILURES = Spec(
+    "netsentry_discovery_refresh_failures_total", COUNTER,
+    "Refreshes of the source that failed (a file that did not parse counts once, when it "
+    "changed).", ("check", "source"),
+)
+DISCOVERY_REFUSED = Spec(
+    "netsentry_discovery_refused_targets", GAUGE,
+    "Targets of the source refused as of the last refresh: a target the kind cannot take, or "
+    "every target of a group whose labels break the label rules (the log says why).",
+    ("check", "source"),
+)
 
 # Histogram buckets. Run durations span sub-millisecond loopback connects to multi-second
 # timeouts: a 1-2.5-10 scale keeps the per-check histogram to 12 series (it is about half of
@@ -466,6 +493,11 @@ AGENT_SPECS: tuple[Spec, ...] = (
     SCHEDULER_LAG,
     CLOCK_STEPS,
     SHARD_CHECKS,
+    DISCOVERY_TARGETS,
+    DISCOVERY_REFRESH_OK,
+    DISCOVERY_REFRESH_TIME,
+    DISCOVERY_REFRESH_FAILURES,
+    DISCOVERY_REFUSED,
 )
 # The kinds' metrics are the ones the registry's kinds declare: `exporter.checks.kind_specs()`.
 

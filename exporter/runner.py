@@ -14,8 +14,8 @@ import socket
 import ssl
 import time
 import traceback
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from exporter.checks import KINDS
 from exporter.checks.base import Kind, Run
@@ -27,6 +27,7 @@ from exporter.net.resolve import Resolver
 from exporter.store import Result
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # getaddrinfo's answers that mean "no such name" rather than "could not find out".
 _NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
@@ -93,6 +94,27 @@ class Runner:
     def __init__(self, resolver: Resolver, kinds: Mapping[str, Kind[Any]] = KINDS) -> None:
         self.resolver = resolver
         self.kinds = kinds
+
+    async def call(self, function: Callable[[Run], Awaitable[T]], timeout: float,
+                   what: str) -> T:
+        """`function`'s answer, asked as a check's run is (its deadline, the resolver, the same
+        reasons for what goes wrong): for the requests that are not checks, service discovery's.
+        Raises CheckError with the reason and message a failed run would have had."""
+        loop = asyncio.get_running_loop()
+        run = Run(loop.time() + timeout, self.resolver)
+        try:
+            return await within(function(run), run.deadline)
+        except asyncio.TimeoutError as exc:
+            _forget_frames(exc)
+            raise CheckError(Reason.TIMEOUT, f"no answer within {timeout:g}s") from None
+        except CheckError:
+            raise
+        except Exception as exc:
+            reason, message = classify(exc)
+            if reason is Reason.INTERNAL_ERROR:
+                log.error("internal error in %s", what, exc_info=exc)
+            _forget_frames(exc)
+            raise CheckError(reason, message) from None
 
     async def run(self, check: CheckConfig, timeout: float | None = None,
                   memory: dict[str, Any] | None = None, previous: Result | None = None) -> Result:

@@ -148,13 +148,28 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "config-below-web",
         importers=("exporter.config",),
-        says="config imports neither the web layer, the cli, the app, the scheduler nor the runner",
+        says="config imports neither the web layer, the cli, the app, the scheduler, the runner "
+        "nor discovery",
         forbidden=(
             "exporter.web",
             "exporter.cli",
             "exporter.app",
             "exporter.scheduler",
             "exporter.runner",
+            "exporter.discovery",
+        ),
+    ),
+    Rule(
+        "discovery-below-app",
+        importers=("exporter.discovery",),
+        says="discovery finds targets and makes checks of them: it imports neither the web "
+        "layer, the cli, the app, the scheduler nor the store (the app schedules what it finds)",
+        forbidden=(
+            "exporter.web",
+            "exporter.cli",
+            "exporter.app",
+            "exporter.scheduler",
+            "exporter.store",
         ),
     ),
     Rule(
@@ -170,7 +185,7 @@ RULES: tuple[Rule, ...] = (
 THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "apscheduler": ("exporter.scheduler",),
     "dns": ("exporter.codecs.dns",),  # dnspython, its message layer only (see DNSPYTHON_IO)
-    "yaml": ("exporter.web.webconfig",),  # PyYAML: --web.config.file
+    "yaml": ("exporter.codecs.yaml_document",),  # PyYAML: --web.config.file, file_sd files
     "bcrypt": ("exporter.web.auth",),
     "prometheus_client": ("exporter.process_metrics",),  # its process collectors, nothing else
     "tomli": ("exporter.config.load",),  # tomllib before Python 3.11

@@ -76,6 +76,10 @@ SCAFFOLD = [
     "web/auth.py",
     "cli/__init__.py",
     "cli/main.py",
+    "discovery/__init__.py",
+    "discovery/files.py",
+    "checks/http.py",
+    "watch.py",
 ]
 
 
@@ -101,7 +105,7 @@ def test_the_checker_reports_exactly_the_violations_of_a_fake_tree(tmp_path: Pat
             "checks/y.py": "from fakepkg.net import udp\nfrom fakepkg.web.server import VALUE\n",
             "scheduler.py": "import apscheduler\n\n\ndef later():\n    import fakepkg.checks.y\n",
             "cli/main.py": "import argparse\nimport yaml\n",
-            "web/webconfig.py": "import yaml\n",
+            "codecs/yaml_document.py": "import yaml\n",
             "app.py": "from fakepkg import checks, scheduler\nfrom fakepkg.web import server\n",
         },
     )
@@ -218,6 +222,7 @@ CASES: dict[str, Case] = {
                 from fakepkg import app  # ! fakepkg.app
                 import fakepkg.scheduler  # ! fakepkg.scheduler
                 from ..runner import VALUE  # ! fakepkg.runner
+                from fakepkg.discovery import files  # ! fakepkg.discovery.files
             """,
         },
         clean={
@@ -227,6 +232,26 @@ CASES: dict[str, Case] = {
                 from fakepkg.net import udp
                 from fakepkg.errors import VALUE as ERRORS
                 from . import load
+            """,
+        },
+    ),
+    "discovery-below-app": Case(
+        breaks={
+            "discovery/files.py": """\
+                from fakepkg.web import server  # ! fakepkg.web.server
+                from fakepkg import app, store  # ! fakepkg.app fakepkg.store
+                import fakepkg.scheduler  # ! fakepkg.scheduler
+                def later():
+                    from ..cli import main  # ! fakepkg.cli.main
+            """,
+        },
+        clean={
+            "discovery/files.py": """\
+                from fakepkg.config.model import VALUE
+                from fakepkg.checks import http
+                from fakepkg.runner import VALUE as RUNNER
+                from fakepkg.codecs import dns
+                from fakepkg import watch
             """,
         },
     ),
@@ -266,7 +291,7 @@ CASES: dict[str, Case] = {
             """,
         },
         clean={
-            "web/webconfig.py": "import yaml\n",
+            "codecs/yaml_document.py": "import yaml\n",
             "web/server.py": "import h11\n",
             "net/http_client.py": "from h11 import Connection\n",
             "web/auth.py": "import bcrypt\n",

@@ -90,7 +90,8 @@ CHECK = '[[checks]]\nname = "fleet"\nkind = "tcp"\n'
         id="a-problem-of-every-target-told-once"),
     pytest.param(
         CHECK + 'target = "127.0.0.1:1"\ntargets = ["127.0.0.1:2"]\n',
-        ['f.toml:5: checks[0] "fleet".targets: give target (one) or targets (a list), not both'],
+        ['f.toml:5: checks[0] "fleet".targets: give one of target, targets, targets_file, '
+         "targets_url, targets_srv; this table has target and targets"],
         id="target-and-targets"),
     pytest.param(
         CHECK + "targets = []\n",

@@ -122,11 +122,15 @@ class DnsSettings:
 
 
 async def check(settings: DnsSettings, run: Run) -> None:
+    _expect_answers(settings, await ask(settings, run))
+
+
+async def ask(settings: DnsSettings, run: Run) -> list[str]:
+    """The answers to the question of `settings`, as text (also what service discovery's
+    `targets_srv` asks with); a reply with another rcode than expected raises CheckError."""
     if settings.server:
-        answers = await _ask_nameservers(settings, run)
-    else:
-        answers = await _ask_system(settings, run)
-    _expect_answers(settings, answers)
+        return await _ask_nameservers(settings, run)
+    return await _ask_system(settings, run)
 
 
 async def _system_addresses(run: Run, name: str, family: int) -> list[str]:

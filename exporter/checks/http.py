@@ -228,6 +228,23 @@ class HttpSettings:
 
 
 async def check(settings: HttpSettings, run: Run) -> None:
+    response, url, redirects = await fetch(settings, run)
+    run.gauge(metrics.HTTP_STATUS, response.status)
+    run.gauge(metrics.HTTP_RESPONSE_BYTES, len(response.body))
+    version = f"HTTP/{response.http_version}"
+    run.gauge(metrics.HTTP_VERSION, float(response.http_version))
+    run.detail("url", str(url))
+    run.detail("status", f"{response.status} {version}, {len(response.body)} bytes"
+               + (f" ({response.received} received)" if response.received != len(response.body)
+                  else ""))
+    run.detail("redirects", str(redirects))
+    _expect(settings, response)
+
+
+async def fetch(settings: HttpSettings,
+                run: Run) -> tuple[http_client.ClientResponse, Url, int]:
+    """The request of `settings`, its redirects followed: the final response, its URL and the
+    number of redirects (also what service discovery's `targets_url` asks with)."""
     url, method, body = settings.target, settings.method, settings.body.encode()
     phases: dict[str, float] = {}
     redirects = 0
@@ -250,16 +267,7 @@ async def check(settings: HttpSettings, run: Run) -> None:
                 run.gauge(metrics.HTTP_PHASE, phases[phase], phase)
                 run.detail(phase, f"{phases[phase] * 1000:.3f} ms")
         run.gauge(metrics.HTTP_REDIRECTS, redirects)
-    run.gauge(metrics.HTTP_STATUS, response.status)
-    run.gauge(metrics.HTTP_RESPONSE_BYTES, len(response.body))
-    version = f"HTTP/{response.http_version}"
-    run.gauge(metrics.HTTP_VERSION, float(response.http_version))
-    run.detail("url", str(url))
-    run.detail("status", f"{response.status} {version}, {len(response.body)} bytes"
-               + (f" ({response.received} received)" if response.received != len(response.body)
-                  else ""))
-    run.detail("redirects", str(redirects))
-    _expect(settings, response)
+    return response, url, redirects
 
 
 async def _hop(settings: HttpSettings, run: Run, url: Url, method: str, body: bytes,

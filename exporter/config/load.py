@@ -24,9 +24,17 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
+from exporter.config.expand import target_check
 from exporter.config.labels import DEFAULT_MAX_LABELS, label_problems
 from exporter.config.locate import locate
-from exporter.config.model import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, CheckConfig, Config
+from exporter.config.model import (
+    DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+    CheckBase,
+    CheckConfig,
+    Config,
+    DiscoveredCheck,
+)
 from exporter.config.probe import build_probe
 from exporter.config.problems import (
     PathKey,
@@ -38,6 +46,7 @@ from exporter.config.problems import (
     unknown_keys,
 )
 from exporter.config.settings import build_settings, check_value, template_values
+from exporter.config.sources import SOURCE_KEYS, TARGET_KEYS, build_source
 
 EMBEDDED = "<embedded default>"
 MAX_NAME_LENGTH = 200
@@ -97,8 +106,8 @@ def toml_value(text: str) -> Any:
 def load_check(table: dict[str, Any], source: str) -> CheckConfig:
     """One check from a table that is not in a file (the probe command's options)."""
     problems = Problems(source, None)
-    checks = _build_check(table, (), DEFAULT_INTERVAL, DEFAULT_TIMEOUT, problems)
-    if problems.lines or len(checks) != 1:
+    checks = _build_check(table, (), DEFAULT_INTERVAL, DEFAULT_TIMEOUT, problems, "")
+    if problems.lines or len(checks) != 1 or not isinstance(checks[0], CheckConfig):
         raise ConfigError(problems.distinct() or [f"{source}: give one target"])
     return checks[0]
 
@@ -134,7 +143,9 @@ def _build(document: dict[str, Any], source: str, problems: Problems) -> Config 
     if not isinstance(raw_checks, list):
         problems.add(("checks",), "must be an array of tables: write each check as [[checks]]")
         raw_checks = []
-    checks: list[CheckConfig] = []
+    built: list[CheckConfig | DiscoveredCheck] = []
+    # A relative targets_file starts where the config file is, as in Prometheus.
+    base_dir = "" if source == EMBEDDED else str(Path(source).parent)
     seen: dict[str, int] = {}
     for index, table in enumerate(raw_checks):
         if isinstance(table, dict) and isinstance(table.get("name"), str):
@@ -151,10 +162,12 @@ def _build(document: dict[str, Any], source: str, problems: Problems) -> Config 
                          f"(line {problems.line(('checks', first))}) has it already")
         elif isinstance(name, str):
             seen[name] = index
-        checks += _build_check(table, where, interval or DEFAULT_INTERVAL,
-                               timeout or DEFAULT_TIMEOUT, problems)
+        built += _build_check(table, where, interval or DEFAULT_INTERVAL,
+                              timeout or DEFAULT_TIMEOUT, problems, base_dir)
     probe = build_probe(document, timeout or DEFAULT_TIMEOUT, problems)
-    return Config(tuple(checks), source, probe)
+    checks = tuple(c for c in built if isinstance(c, CheckConfig))
+    discovered = tuple(c for c in built if isinstance(c, DiscoveredCheck))
+    return Config(checks, source, probe, discovered)
 
 
 def _build_check(
@@ -163,9 +176,10 @@ def _build_check(
     default_interval: float,
     default_timeout: float,
     problems: Problems,
-) -> list[CheckConfig]:
-    """The check of a [[checks]] table: one, or one per target of its `targets` list; none
-    once its problems are added."""
+    base_dir: str,
+) -> list[CheckConfig | DiscoveredCheck]:
+    """The check of a [[checks]] table: one, one per target of its `targets` list, or the
+    table whose targets a source discovers; none once its problems are added."""
     before = len(problems.lines)
     name = table.get("name")
     if name is None:
@@ -200,39 +214,45 @@ def _build_check(
     if kind is None:
         return []
     fields = {f.name for f in dataclasses.fields(kind.settings)}
-    for key in ("target", "targets"):
-        if key in table and "target" not in fields:  # a kind that checks this host (clock)
+    given_keys = [key for key in TARGET_KEYS if key in table]
+    if "target" not in fields:  # a kind that checks this host (clock)
+        for key in given_keys:
             problems.add((*where, key), f"a {kind.name} check takes no target: it checks "
                          "this host; remove the key")
-    if "target" in table and "targets" in table and "target" in fields:
-        problems.add((*where, "targets"), "give target (one) or targets (a list), not both")
-    targets = _targets(table, where, problems) if "target" in fields else None
-    unknown_keys({k: v for k, v in table.items() if k not in ("target", "targets")},
+        given_keys = []
+    elif len(given_keys) > 1:
+        problems.add((*where, given_keys[1]), f"give one of {', '.join(TARGET_KEYS)}; "
+                     f"this table has {' and '.join(given_keys)}")
+    unknown_keys({k: v for k, v in table.items() if k not in TARGET_KEYS},
                  (*COMMON_KEYS, *sorted(fields)), where, problems)
-    labels = _labels(table, where, problems)
+    if "refresh_interval" in table and not set(given_keys) & set(SOURCE_KEYS):
+        problems.add((*where, "refresh_interval"), "is for targets_url and targets_srv only")
+    labels, max_labels = _labels(table, where, problems)
     own = {k: v for k, v in table.items() if k in fields}
-    if targets is None:
+    how = given_keys[0] if len(given_keys) == 1 else "target"
+    if how == "target":
         settings = build_settings(kind.settings, own, where, problems)
         _schedule_problems(kind, settings, interval, timeout, where, problems)
         if len(problems.lines) > before or interval is None or timeout is None:
             return []
         target = str(table.get("target", ""))
         return [CheckConfig(str(name), kind.name, target, interval, timeout, settings, labels)]
-    # A target list: the keys but the targets converted once, then one check per target.
+    # Many targets: the keys but the target converted once, then one check per target.
     values = template_values(kind.settings, own, where, problems)
-    checks = []
-    for index, target in targets:
-        path = (*where, "targets", index)
-        if values is None:  # the targets' own problems are still worth telling
-            check_value(kind.settings, "target", target, path, problems)
-            continue
-        settings = build_settings(kind.settings, {"target": target}, where, problems,
-                                  given=values, paths={"target": path})
-        _schedule_problems(kind, settings, interval, timeout, where, problems)
-        if settings is not None and interval is not None and timeout is not None:
-            checks.append(CheckConfig(str(name), kind.name, target, interval, timeout,
-                                      settings, labels, per_target=True))
-    return [] if len(problems.lines) > before else checks
+    targets = _targets(table, where, problems) if how == "targets" else []
+    source = build_source(table, where, problems, base_dir) if how != "targets" else None
+    if values is None:  # the targets' own problems are still worth telling
+        for index, target in targets:
+            check_value(kind.settings, "target", target, (*where, "targets", index), problems)
+    if values is None or interval is None or timeout is None:
+        return []
+    base = CheckBase(str(name), kind.name, interval, timeout, tuple(values.items()), labels,
+                     max_labels)
+    if how != "targets":
+        return [DiscoveredCheck(base, source)] if source and len(problems.lines) == before else []
+    checks = [target_check(base, target, problems, where, (*where, "targets", index))
+              for index, target in targets]
+    return [] if len(problems.lines) > before else [c for c in checks if c is not None]
 
 
 def _schedule_problems(kind: Kind[Any], settings: Any, interval: float | None,
@@ -244,11 +264,9 @@ def _schedule_problems(kind: Kind[Any], settings: Any, interval: float | None,
 
 
 def _targets(table: dict[str, Any], where: PathKey,
-             problems: Problems) -> list[tuple[int, str]] | None:
-    """`targets` as (index, target), each a string listed once, or None when not given."""
-    raw = table.get("targets")
-    if raw is None:
-        return None
+             problems: Problems) -> list[tuple[int, str]]:
+    """`targets` as (index, target), each a string listed once."""
+    raw = table["targets"]
     if not isinstance(raw, list) or not raw:
         problems.add((*where, "targets"), 'expected an array of targets, like targets = '
                      f'["10.0.0.1", "10.0.0.2"], got {toml_type(raw) if raw != [] else "[]"}')
@@ -272,8 +290,8 @@ def _targets(table: dict[str, Any], where: PathKey,
 
 
 def _labels(table: dict[str, Any], where: PathKey,
-            problems: Problems) -> tuple[tuple[str, str], ...]:
-    """The check's own labels (`labels`, at most `max_labels` of them), checked."""
+            problems: Problems) -> tuple[tuple[tuple[str, str], ...], int]:
+    """The check's own labels (`labels`) and how many it may have (`max_labels`), checked."""
     labels = table.get("labels", {})
     if not isinstance(labels, dict):
         problems.add((*where, "labels"), f"expected a table of names and strings, like "
@@ -286,4 +304,4 @@ def _labels(table: dict[str, Any], where: PathKey,
         max_labels = DEFAULT_MAX_LABELS
     for name, message in label_problems(labels, max_labels):
         problems.add((*where, "labels", name) if name else (*where, "labels"), message)
-    return tuple((name, str(value)) for name, value in labels.items())
+    return tuple((name, str(value)) for name, value in labels.items()), max_labels

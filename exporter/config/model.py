@@ -34,6 +34,46 @@ class CheckConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckBase:
+    """A [[checks]] table with many targets, but the targets: what each of its checks is made
+    from (`expand.target_check`), its settings' values converted and checked once."""
+
+    name: str
+    kind: str
+    interval: float
+    timeout: float
+    values: tuple[tuple[str, Any], ...]  # the kind's settings but the target
+    labels: tuple[tuple[str, str], ...] = ()
+    max_labels: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSource:
+    """Where a check's targets are discovered, in one of Prometheus' service-discovery formats:
+    `file` (file_sd: a glob of JSON or YAML files, watched), `http` (http_sd: a URL, fetched
+    every `refresh` seconds) or `srv` (dns_sd type SRV: a name, asked every `refresh`)."""
+
+    type: str
+    spec: str  # as written: the glob, the URL, the SRV name
+    refresh: float = 60.0  # seconds between refreshes (http, srv); files are polled each second
+    base_dir: str = ""  # file: where a relative glob starts (the config file's directory)
+    request: Any = None  # http: the http kind's settings of the request; srv: the dns kind's
+
+    @property
+    def label(self) -> str:
+        """The `source` label of its netsentry_discovery_* series."""
+        return f"{self.type}:{self.spec}"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredCheck:
+    """A [[checks]] table whose targets a source discovers: one check per target found."""
+
+    base: CheckBase
+    source: TargetSource
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeTemplate:
     """`[probe.templates.NAME]`: a kind and its options, for ad-hoc probes of any target."""
 
@@ -62,6 +102,7 @@ class Config:
     checks: tuple[CheckConfig, ...]
     source: str
     probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
+    discovered: tuple[DiscoveredCheck, ...] = ()  # checks whose targets are discovered
 
     def check(self, name: str, target: str | None = None) -> CheckConfig | None:
         """The check called `name`; of a target list's, the one of `target`."""

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from exporter.codecs import yaml_document as yaml
 from exporter.config.problems import PathKey, Problems
 from exporter.errors import ConfigError
 
@@ -128,7 +127,7 @@ def load_file(path: str) -> WebConfig:
 def load_text(text: str, source: str, directory: Path) -> WebConfig:
     """Validate a web config; file names in it are relative to `directory`."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -191,10 +190,10 @@ class _Reader:
     def flag(self, node: Node | None, path: PathKey, default: bool) -> bool:
         if node is None or _is_null(node):
             return default
-        if not (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool"):
+        if not (isinstance(node, yaml.ScalarNode) and node.tag == yaml.BOOL_TAG):
             self.problems.add(path, f"expected true or false, got {_describe(node)}")
             return default
-        return bool(yaml.safe_load(node.value))
+        return bool(yaml.load(node.value))
 
     def texts(self, node: Node | None, path: PathKey) -> list[str]:
         if node is None or _is_null(node):
@@ -206,7 +205,7 @@ class _Reader:
 
 
 def _is_null(node: Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+    return isinstance(node, yaml.ScalarNode) and node.tag == yaml.NULL_TAG
 
 
 def _describe(node: Node) -> str:

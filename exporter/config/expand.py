@@ -1,0 +1,53 @@
+"""One check per target: a target list's, and a discovered target group's.
+
+A [[checks]] table with `targets`, `targets_file`, `targets_url` or `targets_srv` is converted
+once, but for the target (`CheckBase`); each target then costs one conversion of its own, and
+a discovered target group brings labels of its own, checked here against the same rules as the
+check's (`labels.py`). Prometheus' own labels of a group (`__address__`, `__meta_*`: every
+name starting `__`) are dropped, as Prometheus drops them after relabeling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from exporter.checks import KINDS
+from exporter.config.labels import label_problems
+from exporter.config.model import CheckBase, CheckConfig
+from exporter.config.problems import PathKey, Problems
+from exporter.config.settings import build_settings
+
+
+def target_check(base: CheckBase, target: str, problems: Problems, where: PathKey,
+                 path: PathKey, group_labels: Mapping[str, Any] | None = None
+                 ) -> CheckConfig | None:
+    """`base`'s check of `target`, or None once its problems are added: those of the target at
+    `path`, the others at `where`. A discovered group's `group_labels` join the check's own
+    (which win where both name a label), under the check's max_labels."""
+    before = len(problems.lines)
+    labels = base.labels
+    if group_labels:
+        kept = {name: value for name, value in group_labels.items()
+                if not name.startswith("__")}
+        theirs = {n: v for n, v in kept.items() if n not in dict(base.labels)}
+        for name, message in label_problems(theirs, max_labels=len(theirs)):
+            problems.add((*where, "labels", name) if name else (*where, "labels"), message)
+        labels = tuple({**kept, **dict(base.labels)}.items())
+        if len(labels) > base.max_labels:
+            problems.add((*where, "labels"), f"{len(labels)} labels with the target group's, "
+                         f"more than max_labels ({base.max_labels})")
+        if len(problems.lines) > before:
+            return None
+    kind = KINDS[base.kind]
+    settings = build_settings(kind.settings, {"target": target}, where, problems,
+                              given=dict(base.values), paths={"target": path})
+    if settings is None:
+        return None
+    if kind.schedule_problems is not None:
+        for key, message in kind.schedule_problems(settings, base.interval, base.timeout):
+            problems.add((*where, key), message)
+    if len(problems.lines) > before:
+        return None
+    return CheckConfig(base.name, base.kind, target, base.interval, base.timeout, settings,
+                       labels, per_target=True)

@@ -1,0 +1,145 @@
+"""One discovered check: its source refreshed, its last good targets kept, and the checks made
+of them (one per target this agent's shard owns).
+
+The checks of targets that stay are the very objects of the previous refresh: the store sees
+them unchanged, so they keep their counters, history and phase; a target that is gone takes its
+check along, and a new one starts. A target listed twice (two groups, two files) is one check,
+the first one's. What is refused — a target its kind cannot take, a group whose labels break
+the rules — is counted and logged once per distinct problem, never per refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from exporter.codecs.target_groups import TargetGroup, TargetGroupError
+from exporter.config.expand import target_check
+from exporter.config.model import CheckConfig, DiscoveredCheck
+from exporter.config.problems import Problems
+from exporter.discovery.files import FileTargets
+from exporter.discovery.requests import ask_srv, fetch_url
+from exporter.errors import CheckError
+from exporter.exposition import SourceStatus
+from exporter.runner import Runner
+
+log = logging.getLogger(__name__)
+
+FILE_POLL = 1.0  # seconds between polls of a targets_file glob, as --config.watch polls
+MAX_LOGGED = 20  # distinct problems logged per refresh; the rest are counted only
+
+Made = dict[tuple[str, tuple[tuple[str, str], ...]], CheckConfig]
+
+
+class Discoverer:
+    def __init__(self, discovered: DiscoveredCheck, runner: Runner,
+                 owns: Callable[[str], bool]) -> None:
+        self.discovered = discovered
+        self.source = discovered.source
+        self._runner = runner
+        self._owns = owns
+        self._files = FileTargets(self.source) if self.source.type == "file" else None
+        self.checks: tuple[CheckConfig, ...] = ()
+        self._made: Made = {}  # (target, group labels) → its check, as of the last refresh
+        self.refused = 0
+        self.ok: bool | None = None
+        self.last_success: float | None = None
+        self.failures = 0
+        self._logged: set[str] = set()
+
+    @property
+    def status(self) -> SourceStatus:
+        return SourceStatus(self.discovered.base.name, self.source.label, len(self.checks),
+                            self.refused, self.ok, self.last_success, self.failures)
+
+    def poll_files(self) -> bool:
+        """Read the files that changed; whether the checks changed."""
+        assert self._files is not None
+        poll = self._files.poll()
+        for problem in poll.problems:
+            self.failures += 1
+            self._warn("a targets_file does not parse", problem)
+        self.ok = not poll.failing
+        if not poll.failing:
+            self.last_success = time.time()
+        return poll.changed and self._adopt(poll.groups)
+
+    async def refresh(self) -> bool:
+        """Ask the URL or the SRV name once; whether the checks changed."""
+        try:
+            if self.source.type == "http":
+                groups = await fetch_url(self.source, self._runner)
+            else:
+                groups = await ask_srv(self.source, self._runner)
+        except (CheckError, TargetGroupError) as exc:
+            self.ok = False
+            self.failures += 1
+            reason = f"{exc.reason}: " if isinstance(exc, CheckError) else ""
+            self._warn("service discovery failed; keeping the last good targets",
+                       f"{reason}{exc}")
+            return False
+        self.ok = True
+        self.last_success = time.time()
+        return self._adopt([(self.source.spec, group) for group in groups])
+
+    async def run(self, on_change: Callable[[], object]) -> None:
+        """Refresh until cancelled, calling `on_change` when the checks changed."""
+        every = FILE_POLL if self._files is not None else self.source.refresh
+        first = self._files is None  # files were read once already, when the config loaded
+        while True:
+            if not first:
+                await asyncio.sleep(every)
+            first = False
+            try:
+                changed = self.poll_files() if self._files is not None else await self.refresh()
+                if changed:
+                    on_change()
+            except Exception:  # a bug here must not end the discovery of this check
+                log.exception("service discovery of check %s failed",
+                              self.discovered.base.name)
+
+    def _adopt(self, groups: list[tuple[str, TargetGroup]]) -> bool:
+        base = self.discovered.base
+        made: Made = {}
+        checks: list[CheckConfig] = []
+        refused = 0
+        problems_now: list[str] = []
+        seen: set[str] = set()
+        for origin, group in groups:
+            for target in group.targets:
+                key = f"{base.name}\t{target}"  # CheckConfig.key of its check
+                if key in seen or not self._owns(key):
+                    continue
+                seen.add(key)
+                cached = (target, group.labels)
+                check = self._made.get(cached) or made.get(cached)
+                if check is None:
+                    problems = Problems("", None)
+                    check = target_check(base, target, problems, (), ("target",),
+                                         dict(group.labels))
+                    if check is None:
+                        refused += 1
+                        problems_now += [f"{origin}: {line}" for line in problems.lines]
+                        continue
+                made[cached] = check
+                checks.append(check)
+        for problem in dict.fromkeys(problems_now):
+            self._warn("refused a discovered target", problem)
+        if not problems_now:
+            self._logged.clear()
+        self.refused = refused
+        self._made = made
+        changed = len(checks) != len(self.checks) or any(
+            a is not b for a, b in zip(checks, self.checks, strict=True))
+        self.checks = tuple(checks)
+        return changed
+
+    def _warn(self, what: str, problem: str) -> None:
+        """Log `problem` once (until the source is clean again), at most MAX_LOGGED of them."""
+        if problem in self._logged or len(self._logged) >= MAX_LOGGED:
+            return
+        self._logged.add(problem)
+        log.warning(what, extra={"check": self.discovered.base.name,
+                                 "source": self.source.label, "problem": problem})
