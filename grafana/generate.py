@@ -46,6 +46,19 @@ MANY_LOCATIONS = 2
 
 Json = dict[str, Any]
 
+# A check of a target list (or of discovered targets) carries `target` on every series; the
+# others have it on netsentry_check_info only. MANY: the checks of the former kind.
+MANY = f'netsentry_check_interval_seconds{{{CHECK}, target!=""}}'
+
+
+def with_target(expr: str) -> str:
+    """`expr`, an instant vector of checks' series, with every check's target: joined from
+    netsentry_check_info for a single-target check, as it is for the others."""
+    single = f"({expr} unless on (job, instance, check) {MANY})"
+    info = f"(netsentry_check_info{{{CHECK}}} unless on (job, instance, check) {MANY})"
+    return (f"({single} * on (job, instance, check) group_left (target) {info})"
+            f" or ({expr} and on (job, instance, check) {MANY})")
+
 
 # --- builders -----------------------------------------------------------------------------------
 
@@ -282,9 +295,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[Json], *,
 
 
 def overview() -> Json:
-    failing_checks = (f"(netsentry_check_success{{{CHECK}}} == 0)"
-                      f" * on (job, instance, check) group_left (target)"
-                      f" netsentry_check_info{{{CHECK}}}")
+    failing_checks = with_target(f"(netsentry_check_success{{{CHECK}}} == 0)")
     return dashboard("netsentry-overview", "netsentry / Overview", (
         "Every check's state, why checks fail, the slowest and the stale ones, and the "
         "agents' own health."), [
@@ -378,7 +389,17 @@ def overview() -> Json:
         table("Shards", "Checks each agent runs of its config: its share with --shard I/N "
               "(shard 0 of 1 runs them all).",
               [query(f"netsentry_shard_checks{{{AGENT}}}", table=True)], "short",
-              value="checks", width=24, height=5),
+              value="checks", width=12, height=5),
+        table("Service discovery", "The discovered checks' sources (targets_file, "
+              "targets_url, targets_srv): targets each agent runs, those refused, and whether "
+              "the last refresh succeeded (0: the last good targets run; "
+              "NetsentryDiscoveryFailing).", [
+                  query(f"netsentry_discovery_targets{{{AGENT}}}", ref="A", table=True),
+                  query(f"netsentry_discovery_refused_targets{{{AGENT}}}", ref="B",
+                        table=True),
+                  query(f"netsentry_discovery_last_refresh_successful{{{AGENT}}}", ref="C",
+                        table=True)], "short", merge=("targets", "refused", "refreshed"),
+              width=12, height=5),
         timeseries("Agent CPU", "CPU time of each agent process, in cores.",
                    [query(f"rate(process_cpu_seconds_total{{{AGENT}}}[$__rate_interval])",
                           "{{instance}}")], "percentunit", width=8),
@@ -531,9 +552,8 @@ def clock() -> Json:
 def paths() -> Json:
     tcp = CHECK + ', kind="tcp"'
     websocket = CHECK + ', kind="websocket"'
-    expiry_days = (f"(netsentry_tls_cert_expiry_timestamp_seconds{{{CHECK}}} - time()) / 86400"
-                   " * on (job, instance, check) group_left (target)"
-                   f" netsentry_check_info{{{CHECK}}}")
+    expiry_days = with_target(
+        f"((netsentry_tls_cert_expiry_timestamp_seconds{{{CHECK}}} - time()) / 86400)")
     return dashboard("netsentry-paths", "netsentry / Network paths", (
         "tcp, http, websocket, grpc and socket checks: where the time goes, what the kernel "
         "says about the connections, certificates, and socket options."), [

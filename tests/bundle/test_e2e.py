@@ -14,6 +14,7 @@ alerts in the pending state.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -92,6 +93,7 @@ class Servers:
         self.stack = stack
         self.hosts_file = tmp / "dnsmasq.hosts"
         self.hosts_file.write_text("127.0.0.11 vanishing.test\n")
+        self.breaking_file = tmp / "breaking.json"  # a targets_file, broken by the test
         self.dnsmasq = stack.enter_context(Dnsmasq(
             a={"ok.test": ["127.0.0.10"], "localhost": ["127.0.0.9"]},
             extra_args=[f"--addn-hosts={self.hosts_file}"]))
@@ -138,8 +140,19 @@ def dns_checks(s: Servers) -> list[Check]:
 
 
 def tcp_checks(s: Servers) -> list[Check]:
+    # Discovered targets: a file_sd file with a good group and a refused target, and one that
+    # the scenario breaks after the first runs.
+    discovered = s.hosts_file.parent / "fleet.json"
+    discovered.write_text(json.dumps([
+        {"targets": [s.listener.target], "labels": {"team": "edge"}},
+        {"targets": ["no-port"]}]))
+    s.breaking_file.write_text(json.dumps([{"targets": [s.listener.target]}]))
     return [
         {"name": "tcp-ok", "target": s.listener.target},
+        # a target list: every series carries the target; one of them is refused
+        {"name": "tcp-fleet", "targets": [s.listener.target, f"127.0.0.1:{closed_port()}"]},
+        {"name": "tcp-discovered", "targets_file": str(discovered)},
+        {"name": "tcp-breaking", "targets_file": str(s.breaking_file)},
         {"name": "tcp-refused", "target": f"127.0.0.1:{closed_port()}"},
         # make_cert's certificates are valid for 2 days: expiring soon
         {"name": "tcp-tls", "target": s.tls.target, "tls": True, "server_name": "svc.test",
@@ -267,7 +280,7 @@ EXPECTED_ALERTS = {
     "NetsentryDnsCheckFailing": {"dns-vanishing", "dns-silent"},
     "NetsentryDnsNxdomain": {"dns-vanishing"},
     "NetsentryDnsResolverMismatch": {"dns-mismatch"},
-    "NetsentryCheckFailing": {"tcp-refused", "http-bad-status", "socket-clamped", "udp-refused",
+    "NetsentryCheckFailing": {"tcp-refused", "tcp-fleet", "http-bad-status", "socket-clamped", "udp-refused",
                               "udp-silent", "ping-too-big", "path-silent",
                               "websocket-refused", "grpc-not-serving"},
     "NetsentryCertificateExpiringSoon": {"tcp-tls", "websocket-tls"},
@@ -279,6 +292,8 @@ EXPECTED_ALERTS = {
     "NetsentryNtpFalseticker": {"ntp-pool"},
     "NetsentryNtpCheckFailing": {"ntp-split"},
     "NetsentryPacketLoss": {"ping-too-big"},
+    "NetsentryDiscoveryRefusedTargets": {"tcp-discovered"},
+    "NetsentryDiscoveryFailing": {"tcp-breaking"},
 }
 
 
@@ -353,6 +368,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         servers.hosts_file.write_text("")
         assert servers.dnsmasq.proc is not None
         servers.dnsmasq.proc.send_signal(signal.SIGHUP)
+        # A targets_file stops parsing: its last good targets keep running.
+        servers.breaking_file.write_text('[{"targets": ')
         # A good reload (the annotation of config reloads), then a bad one.
         assert agent.request("POST", "/-/reload")[0] == 200
         time.sleep(1.5)  # a scrape between the two
@@ -456,5 +473,5 @@ def test_failing_checks_make_the_alerts_pending(scenario: Scenario) -> None:
     # Every alert with a check label names the check's kind correctly.
     for alert in scenario.active_alerts:
         labels = alert["labels"]
-        if "check" in labels:
+        if "check" in labels and not labels["alertname"].startswith("NetsentryDiscovery"):
             assert labels["kind"] == scenario.kinds[labels["check"]], labels
