@@ -19,26 +19,31 @@ from exporter.config.problems import PathKey, Problems
 from exporter.config.settings import build_settings
 
 
+def group_labels(base: CheckBase, group_labels: Mapping[str, Any], problems: Problems,
+                 where: PathKey) -> tuple[tuple[str, str], ...] | None:
+    """The labels of `base`'s checks of a discovered group: the group's `group_labels` joined
+    to the check's own (which win where both name a label), under the check's max_labels; or
+    None once their problems are added at `where`. Judged once per group, not per target: a
+    group's labels are the same for each of its targets."""
+    before = len(problems.lines)
+    kept = {name: value for name, value in group_labels.items() if not name.startswith("__")}
+    theirs = {n: v for n, v in kept.items() if n not in dict(base.labels)}
+    for name, message in label_problems(theirs, max_labels=len(theirs)):
+        problems.add((*where, "labels", name) if name else (*where, "labels"), message)
+    labels = tuple({**kept, **dict(base.labels)}.items())
+    if len(labels) > base.max_labels:
+        problems.add((*where, "labels"), f"{len(labels)} labels with the target group's, "
+                     f"more than max_labels ({base.max_labels})")
+    return None if len(problems.lines) > before else labels
+
+
 def target_check(base: CheckBase, target: str, problems: Problems, where: PathKey,
-                 path: PathKey, group_labels: Mapping[str, Any] | None = None
+                 path: PathKey, labels: tuple[tuple[str, str], ...] | None = None
                  ) -> CheckConfig | None:
     """`base`'s check of `target`, or None once its problems are added: those of the target at
-    `path`, the others at `where`. A discovered group's `group_labels` join the check's own
-    (which win where both name a label), under the check's max_labels."""
+    `path`, the others at `where`. `labels` (a discovered group's, from `group_labels`) stand
+    in for the check's own."""
     before = len(problems.lines)
-    labels = base.labels
-    if group_labels:
-        kept = {name: value for name, value in group_labels.items()
-                if not name.startswith("__")}
-        theirs = {n: v for n, v in kept.items() if n not in dict(base.labels)}
-        for name, message in label_problems(theirs, max_labels=len(theirs)):
-            problems.add((*where, "labels", name) if name else (*where, "labels"), message)
-        labels = tuple({**kept, **dict(base.labels)}.items())
-        if len(labels) > base.max_labels:
-            problems.add((*where, "labels"), f"{len(labels)} labels with the target group's, "
-                         f"more than max_labels ({base.max_labels})")
-        if len(problems.lines) > before:
-            return None
     kind = KINDS[base.kind]
     settings = build_settings(kind.settings, {"target": target}, where, problems,
                               given=dict(base.values), paths={"target": path})
@@ -50,4 +55,4 @@ def target_check(base: CheckBase, target: str, problems: Problems, where: PathKe
     if len(problems.lines) > before:
         return None
     return CheckConfig(base.name, base.kind, target, base.interval, base.timeout, settings,
-                       labels, per_target=True)
+                       base.labels if labels is None else labels, per_target=True)

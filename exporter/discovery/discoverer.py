@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from exporter.codecs.target_groups import TargetGroup, TargetGroupError
-from exporter.config.expand import target_check
+from exporter.config.expand import group_labels, target_check
 from exporter.config.model import CheckConfig, DiscoveredCheck
 from exporter.config.problems import Problems
 from exporter.discovery.files import FileTargets
@@ -107,18 +107,35 @@ class Discoverer:
         refused = 0
         problems_now: list[str] = []
         seen: set[str] = set()
+        # Each distinct set of group labels judged once: a group of 10,000 labels over 1,000
+        # targets is one judgement, not 1,000 (it took 10 s of the loop when it was per target).
+        judged: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...] | list[str]] = {}
         for origin, group in groups:
+            mine = []
             for target in group.targets:
                 key = f"{base.name}\t{target}"  # CheckConfig.key of its check
-                if key in seen or not self._owns(key):
-                    continue
-                seen.add(key)
+                if key not in seen and self._owns(key):
+                    seen.add(key)
+                    mine.append(target)
+            if not mine:
+                continue
+            labels = judged.get(group.labels)
+            if labels is None:
+                problems = Problems("", None)
+                labels = (group_labels(base, dict(group.labels), problems, ())
+                          if group.labels else base.labels)
+                judged[group.labels] = labels if labels is not None else problems.lines
+                labels = judged[group.labels]
+            if isinstance(labels, list):  # the group's labels break the rules: all refused
+                refused += len(mine)
+                problems_now += [f"{origin}: {line}" for line in labels]
+                continue
+            for target in mine:
                 cached = (target, group.labels)
                 check = self._made.get(cached) or made.get(cached)
                 if check is None:
                     problems = Problems("", None)
-                    check = target_check(base, target, problems, (), ("target",),
-                                         dict(group.labels))
+                    check = target_check(base, target, problems, (), ("target",), labels)
                     if check is None:
                         refused += 1
                         problems_now += [f"{origin}: {line}" for line in problems.lines]
