@@ -17,6 +17,9 @@ from exporter import __version__, app, shard
 from exporter.checks import host_problems
 from exporter.cli import logs, probe
 from exporter.config.load import load_default, load_file
+from exporter.config.model import Config
+from exporter.discovery.discoverer import make_checks
+from exporter.discovery.files import FileTargets
 from exporter.errors import ConfigError
 from exporter.web import webconfig
 from exporter.web.server import parse_listen_address
@@ -113,7 +116,31 @@ def check_config(argv: list[str]) -> int:
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 2
     print(f"{loaded.source}: OK, {len(loaded.checks)} check(s)")
+    problems = _discovered(loaded)
     # A valid config that this host cannot run all of: said, but not an invalid config.
-    for kind, problem in host_problems(c.kind for c in loaded.checks).items():
+    kinds = [c.kind for c in loaded.checks] + [d.base.kind for d in loaded.discovered]
+    for kind, problem in host_problems(kinds).items():
         print(f"warning: {kind} checks cannot run here: {problem}", file=sys.stderr)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(problems)} problem(s) found in the targets files", file=sys.stderr)
+        return 2
     return 0
+
+
+def _discovered(loaded: Config) -> list[str]:
+    """Prints what each discovered check finds now, and returns the problems of its targets
+    files (as promtool checks file_sd files); a URL or an SRV name is asked by the agent."""
+    problems = []
+    for discovered in loaded.discovered:
+        name, source = discovered.base.name, discovered.source
+        if source.type != "file":
+            print(f"{name}: targets from {source.label}, asked when the agent runs")
+            continue
+        poll = FileTargets(source).poll()
+        made = make_checks(discovered.base, poll.groups, lambda key: True)
+        print(f"{name}: {len(made.checks)} target(s) from {source.label}"
+              + (f", {made.refused} refused" if made.refused else ""))
+        problems += [*poll.problems, *made.problems]
+    return problems

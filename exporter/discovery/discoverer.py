@@ -14,10 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from exporter.codecs.target_groups import TargetGroup, TargetGroupError
 from exporter.config.expand import group_labels, target_check
-from exporter.config.model import CheckConfig, DiscoveredCheck
+from exporter.config.model import CheckBase, CheckConfig, DiscoveredCheck
 from exporter.config.problems import Problems
 from exporter.discovery.files import FileTargets
 from exporter.discovery.requests import ask_srv, fetch_url
@@ -30,7 +31,65 @@ log = logging.getLogger(__name__)
 FILE_POLL = 1.0  # seconds between polls of a targets_file glob, as --config.watch polls
 MAX_LOGGED = 20  # distinct problems logged per refresh; the rest are counted only
 
-Made = dict[tuple[str, tuple[tuple[str, str], ...]], CheckConfig]
+MadeBy = dict[tuple[str, tuple[tuple[str, str], ...]], CheckConfig]  # (target, labels) → check
+
+
+@dataclass(frozen=True, slots=True)
+class Made:
+    """The checks made of a refresh's groups, and what was refused."""
+
+    checks: tuple[CheckConfig, ...]
+    made: MadeBy  # for the next refresh: the checks by (target, group labels)
+    refused: int
+    problems: list[str]  # distinct, each naming where its target came from
+
+
+def make_checks(base: CheckBase, groups: list[tuple[str, TargetGroup]],
+                owns: Callable[[str], bool], before: MadeBy | None = None) -> Made:
+    """One check per target of `groups` ((origin, group) pairs) that `owns` says is this
+    shard's: the very check of `before` where it has one of the same target and labels."""
+    before = before or {}
+    made: MadeBy = {}
+    checks: list[CheckConfig] = []
+    refused = 0
+    problems_now: list[str] = []
+    seen: set[str] = set()
+    # Each distinct set of group labels judged once: a group of 10,000 labels over 1,000
+    # targets is one judgement, not 1,000 (it took 10 s of the loop when it was per target).
+    judged: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...] | list[str]] = {}
+    for origin, group in groups:
+        mine = []
+        for target in group.targets:
+            key = f"{base.name}\t{target}"  # CheckConfig.key of its check
+            if key not in seen and owns(key):
+                seen.add(key)
+                mine.append(target)
+        if not mine:
+            continue
+        labels = judged.get(group.labels)
+        if labels is None:
+            problems = Problems("", None)
+            labels = (group_labels(base, dict(group.labels), problems, ())
+                      if group.labels else base.labels)
+            judged[group.labels] = labels if labels is not None else problems.lines
+            labels = judged[group.labels]
+        if isinstance(labels, list):  # the group's labels break the rules: all refused
+            refused += len(mine)
+            problems_now += [f"{origin}: {line}" for line in labels]
+            continue
+        for target in mine:
+            cached = (target, group.labels)
+            check = before.get(cached) or made.get(cached)
+            if check is None:
+                problems = Problems("", None)
+                check = target_check(base, target, problems, (), ("target",), labels)
+                if check is None:
+                    refused += 1
+                    problems_now += [f"{origin}: {line}" for line in problems.lines]
+                    continue
+            made[cached] = check
+            checks.append(check)
+    return Made(tuple(checks), made, refused, list(dict.fromkeys(problems_now)))
 
 
 class Discoverer:
@@ -42,7 +101,7 @@ class Discoverer:
         self._owns = owns
         self._files = FileTargets(self.source) if self.source.type == "file" else None
         self.checks: tuple[CheckConfig, ...] = ()
-        self._made: Made = {}  # (target, group labels) → its check, as of the last refresh
+        self._made: MadeBy = {}  # the checks of the last refresh
         self.refused = 0
         self.ok: bool | None = None
         self.last_success: float | None = None
@@ -60,7 +119,7 @@ class Discoverer:
         poll = self._files.poll()
         for problem in poll.problems:
             self.failures += 1
-            self._warn("a targets_file does not parse", problem)
+            self._warn("a targets_file does not parse; keeping its previous targets", problem)
         self.ok = not poll.failing
         if not poll.failing:
             self.last_success = time.time()
@@ -101,56 +160,16 @@ class Discoverer:
                               self.discovered.base.name)
 
     def _adopt(self, groups: list[tuple[str, TargetGroup]]) -> bool:
-        base = self.discovered.base
-        made: Made = {}
-        checks: list[CheckConfig] = []
-        refused = 0
-        problems_now: list[str] = []
-        seen: set[str] = set()
-        # Each distinct set of group labels judged once: a group of 10,000 labels over 1,000
-        # targets is one judgement, not 1,000 (it took 10 s of the loop when it was per target).
-        judged: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...] | list[str]] = {}
-        for origin, group in groups:
-            mine = []
-            for target in group.targets:
-                key = f"{base.name}\t{target}"  # CheckConfig.key of its check
-                if key not in seen and self._owns(key):
-                    seen.add(key)
-                    mine.append(target)
-            if not mine:
-                continue
-            labels = judged.get(group.labels)
-            if labels is None:
-                problems = Problems("", None)
-                labels = (group_labels(base, dict(group.labels), problems, ())
-                          if group.labels else base.labels)
-                judged[group.labels] = labels if labels is not None else problems.lines
-                labels = judged[group.labels]
-            if isinstance(labels, list):  # the group's labels break the rules: all refused
-                refused += len(mine)
-                problems_now += [f"{origin}: {line}" for line in labels]
-                continue
-            for target in mine:
-                cached = (target, group.labels)
-                check = self._made.get(cached) or made.get(cached)
-                if check is None:
-                    problems = Problems("", None)
-                    check = target_check(base, target, problems, (), ("target",), labels)
-                    if check is None:
-                        refused += 1
-                        problems_now += [f"{origin}: {line}" for line in problems.lines]
-                        continue
-                made[cached] = check
-                checks.append(check)
-        for problem in dict.fromkeys(problems_now):
+        made = make_checks(self.discovered.base, groups, self._owns, self._made)
+        for problem in made.problems:
             self._warn("refused a discovered target", problem)
-        if not problems_now:
+        if not made.problems:
             self._logged.clear()
-        self.refused = refused
-        self._made = made
-        changed = len(checks) != len(self.checks) or any(
-            a is not b for a, b in zip(checks, self.checks, strict=True))
-        self.checks = tuple(checks)
+        self.refused = made.refused
+        self._made = made.made
+        changed = len(made.checks) != len(self.checks) or any(
+            a is not b for a, b in zip(made.checks, self.checks, strict=True))
+        self.checks = made.checks
         return changed
 
     def _warn(self, what: str, problem: str) -> None:

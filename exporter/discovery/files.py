@@ -64,7 +64,7 @@ class FileTargets:
             changed = True
             groups, problem = _read(path)
             if problem:
-                problems.append(f"{path}: {problem}; keeping its previous targets")
+                problems.append(f"{path}: {problem}")
                 files[path] = _File(now or (0, 0, 0, 0), old.groups if old else [], problem)
             else:
                 files[path] = _File(now or (0, 0, 0, 0), groups)

@@ -55,6 +55,32 @@ def test_check_config_ok(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, f"{path}: OK, 1 check(s)\n")
 
 
+def test_check_config_reads_the_targets_files_as_they_are(tmp_path: Path) -> None:
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "sd" / "good.json").write_text(
+        '[{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}, {"targets": ["no-port"]}]')
+    path = tmp_path / "fleet.toml"
+    path.write_text('[[checks]]\nname = "web"\nkind = "tcp"\ntargets_file = "sd/*.json"\n\n'
+                    '[[checks]]\nname = "cmdb"\nkind = "tcp"\n'
+                    'targets_url = "http://127.0.0.1:1/sd"\n')
+    proc = netsentry("check-config", str(path))
+    assert proc.returncode == 2  # a refused target is a problem of the file
+    assert proc.stdout.splitlines() == [
+        f"{path}: OK, 0 check(s)", "web: 2 target(s) from file:sd/*.json, 1 refused",
+        "cmdb: targets from http:http://127.0.0.1:1/sd, asked when the agent runs"]
+    good = tmp_path / "sd" / "good.json"
+    assert proc.stderr.splitlines() == [
+        f"{good}: target: invalid target 'no-port': expected host:port",
+        "1 problem(s) found in the targets files"]
+    (tmp_path / "sd" / "good.json").write_text('[{"targets": ["127.0.0.1:1"]}]')
+    (tmp_path / "sd" / "bad.json").write_text('[{"targets": ')
+    proc = netsentry("check-config", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0].startswith(f"{tmp_path / 'sd' / 'bad.json'}: not JSON")
+    (tmp_path / "sd" / "bad.json").unlink()
+    assert netsentry("check-config", str(path)).returncode == 0
+
+
 def test_check_config_of_the_embedded_default() -> None:
     proc = netsentry("check-config")
     assert proc.returncode == 0 and "<embedded default>: OK" in proc.stdout
