@@ -34,7 +34,18 @@ import exporter.codecs
 from exporter.checks import KINDS, udp
 from exporter.checks.base import COMMON_KEYS
 from exporter.cli.main import check_config
-from exporter.codecs import dns, errqueue, grpc, icmp, ntp, tcp_info, timex, x509
+from exporter.codecs import (
+    dns,
+    errqueue,
+    grpc,
+    icmp,
+    ntp,
+    target_groups,
+    tcp_info,
+    timex,
+    x509,
+    yaml_document,
+)
 from exporter.config.load import load_check, load_text, tomllib
 from exporter.errors import ConfigError
 from exporter.web import webconfig
@@ -166,6 +177,24 @@ CODECS: dict[str, list[Codec]] = {
         for layout in LAYOUTS
     ],
     "x509": [Codec("validity", x509.X509Error, x509.validity, _certificate)],
+    "target_groups": [
+        Codec(f"parse {form}", target_groups.TargetGroupError,
+              lambda b, form=form: target_groups.parse(b.decode("utf-8", "replace"), form),
+              lambda: b'[{"targets": ["10.0.0.1:80", "[::1]:443"], "labels": {"team": "db"}}]')
+        for form in ("json", "yaml")
+    ] + [
+        Codec("srv_targets", target_groups.TargetGroupError,
+              lambda b: target_groups.srv_targets(b.decode("latin-1").split("\n")),
+              lambda: b"10 5 80 web1.test.\n20 0 443 [::1].\n0 0 0 ."),
+        Codec("nameservers", target_groups.TargetGroupError,
+              lambda b: target_groups.nameservers(b.decode("latin-1")),
+              lambda: b"# x\nsearch test\nnameserver 127.0.0.53 ; y\nnameserver ::1\n"),
+    ],
+    "yaml_document": [
+        Codec(name, yaml_document.YAMLError, lambda b, f=f: f(b.decode("utf-8", "replace")),
+              lambda: b"a: [1, {b: c}]\nd: !!str 5\n? e\n: f\n")
+        for name, f in (("compose", yaml_document.compose), ("load", yaml_document.load))
+    ],
 }
 ENTRIES = [pytest.param(c, id=f"{module}.{c.name}") for module, cs in CODECS.items() for c in cs]
 
