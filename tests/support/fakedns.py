@@ -34,6 +34,7 @@ BEHAVIOURS = (
     "truncate",  # UDP: TC set and no answers; TCP: the full answer
     "garbage",  # random bytes (never with the query's ID), over UDP and TCP
     "wrong_id_first",  # UDP: wrong ID, then right ID from another port, then the reply
+    "wrong_id",  # UDP: the reply with a wrong ID, and nothing else; TCP: the reply
     "silent",  # reads, never replies
     "close_early",  # TCP: the first `cut` bytes of the framed reply, then close; UDP: silent
 )
@@ -102,6 +103,10 @@ class FakeDns(ThreadedServer):
             self._send_datagram(self.udp, response.to_wire(), peer)
             return
         response = self._response(query)
+        if self.behaviour == "wrong_id":
+            response.id = (query.id + 1) & 0xFFFF
+            self._send_datagram(self.udp, response.to_wire(), peer, decoy=True)
+            return
         if self.behaviour == "wrong_id_first":
             wrong = self._response(query)
             wrong.id = (query.id + 1) & 0xFFFF
@@ -156,8 +161,8 @@ class FakeDns(ThreadedServer):
         query = _parse(data)
         if query is None:
             return None
-        # Over a stream, wrong_id_first and truncate answer straight away: nobody can spoof
-        # a TCP segment on loopback, and truncation is what TCP is the cure for.
+        # Over a stream, wrong_id_first, wrong_id and truncate answer straight away: nobody can
+        # spoof a TCP segment on loopback, and truncation is what TCP is the cure for.
         return self._response(query).to_wire()
 
     def _read(self, stream: socket.socket, size: int, deadline: float) -> bytes | None:
