@@ -322,7 +322,7 @@ class WebServer:
                 return Response(500, b"internal server error\n")
             if refusal is not None:
                 return refusal
-        route = self._routes.get(request.path)
+        route = self._routes.get(request.path) or self._routes.get(_wildcard(request.path))
         if route is None:
             return Response(404, b"not found\n")
         if request.method not in route.methods:
@@ -451,3 +451,9 @@ def _format_address(sockaddr: Any) -> str:
         return str(sockaddr)
     host, port = sockaddr[0], sockaddr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _wildcard(path: str) -> str:
+    """The prefix route that serves `path`: "/badge/*" serves every path under /badge/."""
+    slash = path.find("/", 1)
+    return path[:slash + 1] + "*" if slash > 0 else ""
