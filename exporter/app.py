@@ -34,6 +34,7 @@ from exporter.shard import ALL, Shard
 from exporter.store import Result, Store
 from exporter.watch import FileWatcher
 from exporter.web import status
+from exporter.web.prefix import ROOT, Prefix
 from exporter.web.probe import ProbeEndpoint
 from exporter.web.reload import LiveWebConfig
 from exporter.web.routes import OPEN_PATHS, Routes
@@ -50,6 +51,10 @@ class Options:
     web: WebConfig | None = None  # --web.config.file: TLS, basic auth, headers
     watch: bool = False  # --config.watch: reload when the config file changes
     shard: Shard = ALL  # --shard I/N: run only this shard's checks
+    prefix: Prefix = ROOT  # --web.route-prefix, --web.external-url
+    max_requests: int = 32  # --web.max-requests: handlers at a time, 0 for no limit
+    # --web.systemd-socket: the listening sockets systemd passed, served instead of addresses
+    sockets: tuple[socket.socket, ...] = ()
 
 
 def self_target(bound: str) -> str:
@@ -60,6 +65,17 @@ def self_target(bound: str) -> str:
     if host == "::":
         return f"[::1]:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _first_tcp(bound: list[str]) -> str:
+    """The first bound address that is TCP (systemd may pass Unix sockets too)."""
+    for address in bound:
+        try:
+            parse_listen_address(address)
+        except ValueError:
+            continue
+        return address
+    return "127.0.0.1:10025"
 
 
 class Agent:
@@ -81,9 +97,11 @@ class Agent:
                                 if options.web else None)
         routes = Routes(self.store, self.probe, self.agent_snapshot, self.status_overview,
                         lambda: self._ready and self.scheduler.running, self.reload).table()
-        self.web = (WebServer(routes, ssl=live.tls, guard=live.guard,
-                              headers=lambda: live.headers) if live
-                    else WebServer(routes))
+        self.web = WebServer(
+            routes, prefix=options.prefix, max_handlers=options.max_requests,
+            unlimited=OPEN_PATHS,  # /-/healthy answers however busy the agent is
+            ssl=live.tls if live else None, guard=live.guard if live else None,
+            admit=live.admit if live else None, headers=live.header_list if live else tuple)
         self._watches: list[asyncio.Task[None]] = []  # polling the config and web config files
         self.bound: list[str] = []
         self._stop = asyncio.Event()
@@ -99,11 +117,14 @@ class Agent:
             if self.options.watch:  # before the load, so that no change can slip by
                 watcher = FileWatcher(self.options.config_file)
             first = load_file(self.options.config_file)
-        self.bound = await self.web.start(self.options.listen_addresses)
+        if self.options.sockets:
+            self.bound = await self.web.start((), self.options.sockets)
+        else:
+            self.bound = await self.web.start(self.options.listen_addresses)
         for address in self.bound:
             log.info("listening", extra={"address": address})
         if self.options.config_file is None:
-            first = load_default(self_target(self.bound[0]))
+            first = load_default(self_target(_first_tcp(self.bound)))
         self.scheduler.start()
         self.apply(first)
         if watcher is not None:

@@ -1,7 +1,9 @@
 """The `netsentry` command line, in Prometheus' conventions.
 
     netsentry [run] [--config.file F] [--config.watch] [--web.listen-address A]...
-                    [--web.config.file W] [--shard I/N] [--log.level L] [--log.format F]
+                    [--web.systemd-socket] [--web.config.file W] [--web.route-prefix P]
+                    [--web.external-url U] [--web.max-requests N] [--shard I/N]
+                    [--log.level L] [--log.format F]
     netsentry check-config PATH            (also: netsentry --config.check --config.file PATH)
     netsentry probe KIND TARGET [--KEY VALUE ...] [--timeout 5s]
     netsentry probe --config.file F
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 
 from exporter import __version__, app, shard
@@ -21,7 +24,7 @@ from exporter.config.model import Config
 from exporter.discovery.discoverer import make_checks
 from exporter.discovery.files import FileTargets
 from exporter.errors import ConfigError
-from exporter.web import webconfig
+from exporter.web import prefix, systemd, webconfig
 from exporter.web.server import parse_listen_address
 
 COMMANDS = ("run", "check-config", "probe")
@@ -44,8 +47,21 @@ def _run_parser() -> argparse.ArgumentParser:
                         "sharing one config (default 0/1: all of them)")
     parser.add_argument("--web.listen-address", dest="listen", action="append", metavar="ADDR",
                         help="address to serve on, repeatable (default :10025)")
+    parser.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
+                        help="serve on the sockets systemd passes (socket activation) "
+                        "instead of --web.listen-address")
     parser.add_argument("--web.config.file", dest="web_config", metavar="PATH",
-                        help="exporter-toolkit web config (TLS, basic auth, headers)")
+                        help="exporter-toolkit web config (TLS, basic auth, headers, "
+                        "rate limit)")
+    parser.add_argument("--web.external-url", dest="external_url", metavar="URL",
+                        help="the URL the agent is reached at (through a reverse proxy); "
+                        "redirects point under its path")
+    parser.add_argument("--web.route-prefix", dest="route_prefix", metavar="PATH",
+                        help="the path every route is served under (default: the external "
+                        "URL's path, else /)")
+    parser.add_argument("--web.max-requests", dest="max_requests", type=int, default=32,
+                        metavar="N", help="requests handled at a time; past them 503 "
+                        "(default 32; 0: no limit)")
     parser.add_argument("--log.level", dest="log_level", choices=tuple(logs.LEVELS),
                         default="info")
     parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS,
@@ -77,6 +93,27 @@ def run(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"netsentry: --shard: {exc}", file=sys.stderr)
         return 2
+    if options.systemd_socket and options.listen:
+        print("netsentry: --web.listen-address and --web.systemd-socket exclude each other: "
+              "with socket activation, systemd's .socket unit says where to listen",
+              file=sys.stderr)
+        return 2
+    if options.max_requests < 0:
+        print(f"netsentry: --web.max-requests: {options.max_requests} is negative; give a "
+              "number of requests, or 0 for no limit", file=sys.stderr)
+        return 2
+    try:
+        route_prefix = prefix.make(options.external_url, options.route_prefix)
+    except ValueError as exc:
+        print(f"netsentry: {exc}", file=sys.stderr)
+        return 2
+    sockets: tuple[socket.socket, ...] = ()
+    if options.systemd_socket:
+        try:
+            sockets = tuple(systemd.listen_fds())
+        except ValueError as exc:
+            print(f"netsentry: {exc}", file=sys.stderr)
+            return 2
     web = None
     if options.web_config:
         try:
@@ -95,7 +132,8 @@ def run(argv: list[str]) -> int:
             return 2
     try:
         return asyncio.run(app.run_agent(app.Options(
-            options.config_file, listen, web, options.config_watch, own_shard)))
+            options.config_file, listen, web, options.config_watch, own_shard,
+            route_prefix, options.max_requests, sockets)))
     except KeyboardInterrupt:
         return 0
 

@@ -195,12 +195,12 @@ def _head(overview: Overview, only: Filter, shown: int) -> str:
 <noscript><meta http-equiv="refresh" content="{refresh * 3}"></noscript></head>
 <body data-refresh="{refresh}">
 <header><h1>netsentry <small>{escape(overview.version)}</small></h1>
-<form id="filter" method="get" action="/" role="search">
+<form id="filter" method="get" action="./" role="search">
 <input type="search" name="q" value="{escape(only.text)}" aria-label="Filter checks"
  placeholder="Filter by name, target, reason…" autocomplete="off">
 <label><input type="checkbox" name="failing" value="1"{failing_box}> failing only</label>
 <noscript><button>Filter</button></noscript></form>
-<nav><a href="/metrics">Metrics</a> · <a href="/api/v1/checks">JSON</a></nav></header>
+<nav><a href="metrics">Metrics</a> · <a href="api/v1/checks">JSON</a></nav></header>
 <p id="offline" hidden></p>
 <main id="live"><p class="summary">{total} checks: <b>{down} failing</b>, \
 {overview.count(UP)} up, {overview.count(PENDING)} pending · \

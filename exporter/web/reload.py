@@ -9,9 +9,10 @@ certificate and its key replaced one after the other are read as a pair.
 
 - A file that loads applies at once: new TLS handshakes get the new certificate, key and
   client CAs (the listener's context hands every handshake to the newest one in its SNI
-  callback, which each ClientHello goes through, with or without a server name), requests are
-  checked against the new users, responses carry the new headers. Connections already open
-  keep what they were accepted with.
+  callback, which each ClientHello goes through, with or without a server name), new
+  connections are held to the new `client_allowed_sans`, requests are checked against the new
+  users and `rate_limit` (a changed one starts full), responses carry the new headers.
+  Connections already open keep what they were accepted with.
 - Some settings stay as the listener started: whether it speaks TLS at all, and what OpenSSL
   copies into a connection before that callback (TLS versions, client_auth_type, cipher
   suites, curve). A new file that changes any of them is refused, naming them: restart to
@@ -27,18 +28,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import Any
 
 from exporter.errors import ConfigError
 from exporter.net.blocking import BlockingPool
 from exporter.watch import Fingerprint, fingerprint
 from exporter.web import webconfig
 from exporter.web.auth import BasicAuth
+from exporter.web.ratelimit import TokenBucket
 from exporter.web.server import Request, Response
-from exporter.web.webconfig import WebConfig
+from exporter.web.webconfig import WebConfig, client_sans
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+_REFUSALS_LOGGED = 256  # distinct refused certificates logged, at most
 
 
 class LiveWebConfig:
@@ -52,6 +56,8 @@ class LiveWebConfig:
         self._open_paths = open_paths
         self._pool: BlockingPool | None = None  # bcrypt's thread, from the first user on
         self._auth = self._guard_for(first)
+        self._limiter = self._limiter_for(first)
+        self._refused: set[tuple[str, ...]] = set()  # certificates' SANs refused and logged
         self._loaded = self._fingerprints(first)  # the files as the running config read them
         self._previous = self._loaded  # as the last poll saw them
         self._problems: list[str] = []
@@ -64,9 +70,33 @@ class LiveWebConfig:
     def headers(self) -> tuple[tuple[str, str], ...]:
         return self.current.headers
 
+    def header_list(self) -> tuple[tuple[str, str], ...]:
+        """The headers, as the server asks for them at every response."""
+        return self.current.headers
+
     async def guard(self, request: Request) -> Response | None:
+        limiter = self._limiter
+        if limiter is not None and request.path not in self._open_paths and not limiter.allow():
+            return Response(429, b"Too Many Requests\n",
+                            headers=(("Retry-After", str(limiter.retry_after())),))
         auth = self._auth
         return None if auth is None else await auth(request)
+
+    def admit(self, peercert: Any) -> bool:
+        """Whether a TLS client may go on: with `client_allowed_sans`, its verified
+        certificate must carry one of them."""
+        allowed = self.current.client_allowed_sans
+        if not allowed:
+            return True
+        sans = client_sans(peercert)
+        if any(san in allowed for san in sans):
+            return True
+        key = tuple(sans)
+        if key not in self._refused and len(self._refused) < _REFUSALS_LOGGED:
+            self._refused.add(key)
+            log.warning("client certificate refused: none of its SANs is in "
+                        "client_allowed_sans", extra={"sans": ",".join(sans) or "none"})
+        return False
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -97,6 +127,8 @@ class LiveWebConfig:
                       extra={"problems": "; ".join(problems)})
             return problems
         self._loaded = self._previous = self._fingerprints(new)
+        if new.rate_limit != self.current.rate_limit:
+            self._limiter = self._limiter_for(new)
         self.current, self.ok, self._problems = new, True, []
         self._auth = self._guard_for(new)
         log.info("web config loaded", extra={"source": path, "users": len(new.users),
@@ -106,6 +138,11 @@ class LiveWebConfig:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+
+    @staticmethod
+    def _limiter_for(config: WebConfig) -> TokenBucket | None:
+        limit = config.rate_limit
+        return None if limit is None else TokenBucket(limit.interval, limit.burst)
 
     def _guard_for(self, config: WebConfig) -> BasicAuth | None:
         if not config.users:

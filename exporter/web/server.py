@@ -4,9 +4,13 @@ It replaces prometheus_client's built-in server, which stalls under one idle TLS
 keeps one thread per slow client. Everything here runs on the event loop, without threads; h11
 does the protocol. Every client is bounded in time (header, idle and write timeouts, the TLS
 handshake), in size (`max_request_bytes`) and in number (`max_connections`, evicting the
-connection that has waited longest for a request), and handlers run at most `max_handlers` at a
-time. A response is a body, or a stream sent as it is produced (chunked), which a client that
-does not read holds back once 1 MiB is queued for it.
+connection that has waited longest for a request). At most `max_handlers` handlers run at a
+time (`--web.max-requests`); a request past them is answered 503 at once, as promhttp's
+MaxRequestsInFlight answers, rather than queued behind them — but for `unlimited` paths
+(`/-/healthy`), which neither count nor wait. Routes are served under a prefix
+(`web.prefix`), on addresses of the server's own or on sockets passed to it (systemd's). A
+response is a body, or a stream sent as it is produced (chunked), which a client that does
+not read holds back once 1 MiB is queued for it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass, field
 from ssl import SSLContext
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import h11
+
+from exporter.web.prefix import ROOT, Prefix
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,9 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 # Runs before routing: None lets the request through, a Response answers it (e.g. a 401).
 Guard = Callable[[Request], Awaitable[Response | None]]
+# Asked once a TLS handshake is done, with the client's certificate (ssl's getpeercert() form,
+# None without one): False closes the connection before any request is read.
+Admit = Callable[[Any], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +145,19 @@ class WebServer:
         ssl: SSLContext | None = None,
         guard: Guard | None = None,
         headers: Callable[[], Sequence[tuple[str, str]]] = tuple,
+        prefix: Prefix = ROOT,
+        unlimited: frozenset[str] = frozenset(),
+        admit: Admit | None = None,
     ) -> None:
-        if max_connections < 1 or max_handlers < 1:
-            raise ValueError("max_connections and max_handlers must be at least 1")
+        if max_connections < 1 or max_handlers < 0:
+            raise ValueError("max_connections must be at least 1, max_handlers at least 0")
         self._routes = {route.path: route for route in routes}
         self._max_connections = max_connections
-        self._handlers = asyncio.Semaphore(max_handlers)
+        self._max_handlers = max_handlers  # 0: no limit
+        self._running = 0  # handlers running, but the unlimited paths'
+        self._unlimited = unlimited
+        self._prefix = prefix
+        self._admit = admit
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
         self._write_timeout = write_timeout
@@ -159,12 +175,24 @@ class WebServer:
     def connection_count(self) -> int:
         return len(self._clients)
 
-    async def start(self, addresses: Sequence[str]) -> list[str]:
-        """Listen on every address; return the bound addresses, one per listening socket."""
+    @property
+    def handlers_running(self) -> int:
+        return self._running
+
+    async def start(self, addresses: Sequence[str],
+                    sockets: Sequence[socket.socket] = ()) -> list[str]:
+        """Listen on every address and on every listening socket given (systemd's); return the
+        bound addresses, one per listening socket."""
         bound: list[str] = []
         try:
             for address in addresses:
                 bound += await self._listen(address)
+            for sock in sockets:
+                server = await asyncio.start_server(
+                    self._accept, sock=sock, ssl=self._ssl,
+                    ssl_handshake_timeout=self._header_timeout if self._ssl else None)
+                self._servers.append(server)
+                bound.append(_format_address(sock.getsockname()))
         except BaseException:
             await self._stop_listening()
             raise
@@ -233,7 +261,7 @@ class WebServer:
         peer = _format_address(writer.get_extra_info("peername"))
         loop = asyncio.get_running_loop()
         client = _Client(reader, writer, asyncio.current_task(), peer, loop.time())
-        if self._closing or not self._make_room():
+        if self._closing or not self._make_room() or not self._admitted(writer):
             writer.transport.abort()
             writer.close()
             return
@@ -255,6 +283,15 @@ class WebServer:
             await asyncio.wait_for(writer.wait_closed(), self._write_timeout)
         writer.transport.abort()
         self._clients.discard(client)
+
+    def _admitted(self, writer: asyncio.StreamWriter) -> bool:
+        if self._admit is None or writer.get_extra_info("sslcontext") is None:
+            return True
+        try:
+            return self._admit(writer.get_extra_info("peercert"))
+        except Exception:
+            log.exception("checking the client certificate failed")
+            return False
 
     async def _serve(self, client: _Client) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_request_bytes)
@@ -313,6 +350,9 @@ class WebServer:
                 return None  # ConnectionClosed: the client left between requests
 
     async def _dispatch(self, request: Request) -> Response:
+        path = self._prefix.strip(request.path)
+        if path is not None:
+            request = _with_path(request, path)
         # The guard runs outside the handler limit: slow authentication holds no handler slot.
         if self._guard is not None:
             try:
@@ -322,21 +362,38 @@ class WebServer:
                 return Response(500, b"internal server error\n")
             if refusal is not None:
                 return refusal
-        route = self._routes.get(request.path) or self._routes.get(_wildcard(request.path))
+        if path is None:  # outside the prefix: its root, and "/", lead to the status page
+            if request.path in ("/", self._prefix.route) and request.method in ("GET", "HEAD"):
+                query = f"?{urlencode(request.query)}" if request.query else ""
+                return Response(302, b"", headers=(("Location", self._prefix.home() + query),))
+            return Response(404, b"not found\n")
+        route = self._routes.get(path) or self._routes.get(_wildcard(path))
         if route is None:
             return Response(404, b"not found\n")
         if request.method not in route.methods:
             allow = ", ".join(sorted(route.methods))
             return Response(405, b"method not allowed\n", headers=(("Allow", allow),))
-        async with self._handlers:
-            try:
-                response = await route.handler(request)
-                if not isinstance(response, Response):
-                    raise TypeError(f"handler returned {type(response).__name__}, not Response")
-                return response
-            except Exception:
-                log.exception("handler for %s %s failed", request.method, request.path)
-                return Response(500, b"internal server error\n")
+        if path in self._unlimited:
+            return await self._handle(route, request)
+        if self._max_handlers and self._running >= self._max_handlers:
+            return Response(503, f"{self._running} requests in flight, as many as "
+                            "--web.max-requests allows; try again\n".encode(),
+                            headers=(("Retry-After", "1"),))
+        self._running += 1
+        try:
+            return await self._handle(route, request)
+        finally:
+            self._running -= 1
+
+    async def _handle(self, route: Route, request: Request) -> Response:
+        try:
+            response = await route.handler(request)
+            if not isinstance(response, Response):
+                raise TypeError(f"handler returned {type(response).__name__}, not Response")
+            return response
+        except Exception:
+            log.exception("handler for %s %s failed", request.method, request.path)
+            return Response(500, b"internal server error\n")
 
     async def _send(self, client: _Client, conn: h11.Connection, response: Response, *,
                     head_only: bool = False, close: bool = False) -> None:
@@ -423,6 +480,13 @@ def _make_request(head: h11.Request, body: bytes, peer: str) -> Request:
         body=body,
         peer=peer,
     )
+
+
+def _with_path(request: Request, path: str) -> Request:
+    if path == request.path:
+        return request
+    return Request(request.method, path, request.query, request.headers, request.body,
+                   request.peer)
 
 
 def _response_head(response: Response, close: bool,

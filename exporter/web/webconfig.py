@@ -4,22 +4,26 @@ The format is Prometheus' exporter-toolkit one, so that `promtool check web-conf
 the files netsentry accepts and one file serves every exporter on a host:
 
     tls_server_config:   {cert_file, key_file, client_auth_type, client_ca_file,
-                          min_version, max_version, cipher_suites,
+                          client_allowed_sans, min_version, max_version, cipher_suites,
                           prefer_server_cipher_suites, curve_preferences}
     http_server_config:  {http2, headers}
     basic_auth_users:    {user: bcrypt hash}
+    rate_limit:          {interval, burst}
 
 As in exporter-toolkit, unknown keys and duplicate keys are errors and relative paths are
 relative to the file's directory. netsentry is stricter where the toolkit is lax or where
 Python's ssl module cannot do what Go does, and says so: TLS 1.0 and 1.1 are refused, a
 client certificate is always verified against `client_ca_file`, and one curve at most can be
-preferred. Every problem is reported at once, as `FILE:LINE: key.path: message`.
-This is the only module that imports PyYAML.
+preferred; a `rate_limit` needs a positive interval and burst (the toolkit reads an interval
+of 0 as no limit, and a burst of 0 as refusing everything), and `client_allowed_sans` needs
+RequireAndVerifyClientCert. Every problem is reported at once, as
+`FILE:LINE: key.path: message`.
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
@@ -35,6 +39,14 @@ Node = yaml.Node
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """exporter-toolkit's token bucket: `burst` requests at once, then one per `interval`."""
+
+    interval: float  # seconds
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class WebConfig:
     """A validated web config; the empty one means plain HTTP, no auth, no extra headers."""
 
@@ -47,6 +59,9 @@ class WebConfig:
     # to a newer context (versions, client authentication, suites, curve). See web.reload.
     fixed: tuple[tuple[str, str], ...] = (("tls_server_config", "off"),)
     tls_files: tuple[str, ...] = ()  # the certificate, key and client CA files it was built from
+    rate_limit: RateLimit | None = None
+    # A verified client certificate must also carry one of these SANs (DNS, IP, e-mail, URI).
+    client_allowed_sans: tuple[str, ...] = ()
 
 
 def needs_restart(running: WebConfig, new: WebConfig) -> list[str]:
@@ -57,10 +72,17 @@ def needs_restart(running: WebConfig, new: WebConfig) -> list[str]:
     return [f"{k}: {old[k]} -> {now[k]}" for k in keys]
 
 
-TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
+TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
 TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "cipher_suites",
-            "prefer_server_cipher_suites", "curve_preferences", "min_version", "max_version")
+            "prefer_server_cipher_suites", "curve_preferences", "min_version", "max_version",
+            "client_allowed_sans")
 HTTP_KEYS = ("http2", "headers")
+RATE_KEYS = ("interval", "burst")
+
+# Go's time.ParseDuration, which reads the toolkit's interval: decimal numbers with units.
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
+             "m": 60.0, "h": 3600.0}
 
 VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 OLD_VERSIONS = ("TLS10", "TLS11")
@@ -224,13 +246,108 @@ def _suggest(word: str, options: tuple[str, ...]) -> str:
 def _build(reader: _Reader, root: Node | None, source: str, directory: Path) -> WebConfig:
     top = reader.mapping(root, (), TOP_KEYS)
     tls, fixed, tls_files = _tls(reader, top.get("tls_server_config"), directory)
+    sans = _allowed_sans(reader, top.get("tls_server_config"))
     http = reader.mapping(top.get("http_server_config"), ("http_server_config",), HTTP_KEYS)
     # HTTP/2 is accepted for compatibility and has no effect: the server speaks HTTP/1.1 and
     # says so in ALPN, so HTTP/2 clients (Prometheus among them) fall back to it.
     reader.flag(http.get("http2"), ("http_server_config", "http2"), True)
     headers = _headers(reader, http.get("headers"))
     users = _users(reader, top.get("basic_auth_users"))
-    return WebConfig(source, tls, users, headers, fixed, tls_files)
+    rate_limit = _rate_limit(reader, top.get("rate_limit"))
+    return WebConfig(source, tls, users, headers, fixed, tls_files, rate_limit,
+                     sans if tls is not None else ())
+
+
+def _rate_limit(reader: _Reader, node: Node | None) -> RateLimit | None:
+    base: PathKey = ("rate_limit",)
+    if node is None or _is_null(node):
+        return None
+    table = reader.mapping(node, base, RATE_KEYS)
+    if not isinstance(node, yaml.MappingNode):
+        return None  # said by mapping()
+    interval = burst = None
+    if "interval" not in table:
+        reader.problems.add(base, "missing interval, the time one request's token takes to "
+                            "come back (e.g. 1s)")
+    else:
+        interval = _go_duration(reader, table["interval"], (*base, "interval"))
+    if "burst" not in table:
+        reader.problems.add(base, "missing burst, how many requests may come at once (0, "
+                            "the default, would refuse every request)")
+    else:
+        burst = _positive_int(reader, table["burst"], (*base, "burst"),
+                              "0 would refuse every request")
+    if interval is None or burst is None:
+        return None
+    return RateLimit(interval, burst)
+
+
+def _go_duration(reader: _Reader, node: Node, path: PathKey) -> float | None:
+    if not isinstance(node, yaml.ScalarNode) or _is_null(node):
+        reader.problems.add(path, f"expected a duration like 1s or 500ms, got {_describe(node)}")
+        return None
+    text = str(node.value)
+    body = text[1:] if text[:1] in "+-" else text
+    parts = list(_GO_DURATION_PART.finditer(body))
+    if body.strip("0") == "" and body:  # 0 needs no unit, in Go as in YAML
+        seconds = 0.0
+    elif not parts or "".join(m[0] for m in parts) != body:
+        unit = " (a number needs its unit)" if body.replace(".", "", 1).isdigit() else ""
+        reader.problems.add(path, f"{text!r} is not a duration{unit}; write e.g. 1s, 500ms "
+                            "or 1m30s (units ns, us, ms, s, m, h)")
+        return None
+    else:
+        seconds = sum(float(m[1]) * _GO_UNITS[m[2]] for m in parts)
+    if text.startswith("-") and seconds:
+        reader.problems.add(path, f"{text!r} is negative")
+        return None
+    if seconds <= 0:
+        reader.problems.add(path, "must be more than 0 (exporter-toolkit reads 0 as no rate "
+                            "limit: to have none, leave rate_limit out)")
+        return None
+    return seconds
+
+
+def _positive_int(reader: _Reader, node: Node, path: PathKey, zero: str) -> int | None:
+    if not (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int"
+            and node.value.lstrip("+-").isdigit()):
+        reader.problems.add(path, f"expected a whole number, got {_describe(node)}")
+        return None
+    value = int(node.value)
+    if value <= 0:
+        reader.problems.add(path, f"must be at least 1, got {value}"
+                            + (f" ({zero})" if value == 0 else ""))
+        return None
+    return value
+
+
+def _allowed_sans(reader: _Reader, node: Node | None) -> tuple[str, ...]:
+    """The list as written; whether client_auth_type allows it is `_tls`'s to say."""
+    if not isinstance(node, yaml.MappingNode):
+        return ()
+    for key_node, value in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == "client_allowed_sans":
+            return tuple(dict.fromkeys(reader.texts(value, ("tls_server_config",
+                                                            "client_allowed_sans"))))
+    return ()
+
+
+def client_sans(peercert: Mapping[str, Any] | None) -> list[str]:
+    """A verified client certificate's SANs as Go's x509 spells them (DNS names, e-mail
+    addresses, IPs in their canonical form, URIs), which `client_allowed_sans` is matched
+    against exactly, as exporter-toolkit matches."""
+    sans = []
+    for kind, value in (peercert or {}).get("subjectAltName", ()):
+        value = str(value).strip()
+        if kind == "IP Address":
+            try:
+                value = str(ipaddress.ip_address(value))
+            except ValueError:
+                continue
+        elif kind not in ("DNS", "email", "URI"):
+            continue
+        sans.append(value)
+    return sans
 
 
 def _headers(reader: _Reader, node: Node | None) -> tuple[tuple[str, str], ...]:
@@ -281,6 +398,7 @@ def _tls(reader: _Reader, node: Node | None, directory: Path) -> _Tls:
     text = {key: reader.text(table.get(key), (*base, key)) for key in
             ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version",
              "max_version")}
+    sans = table.get("client_allowed_sans")
     ciphers = reader.texts(table.get("cipher_suites"), (*base, "cipher_suites"))
     curves = reader.texts(table.get("curve_preferences"), (*base, "curve_preferences"))
     prefer_server = reader.flag(table.get("prefer_server_cipher_suites"),
@@ -321,6 +439,17 @@ def _tls(reader: _Reader, node: Node | None, directory: Path) -> _Tls:
     elif verify is not ssl.CERT_NONE and not text["client_ca_file"]:
         add("client_auth_type", f"{auth_name} needs client_ca_file, the CAs that sign "
             "the client certificates")
+    if sans is not None and not _is_null(sans):
+        if verify is not ssl.CERT_REQUIRED and auth_name in CLIENT_AUTH:
+            add("client_allowed_sans", f"needs client_auth_type RequireAndVerifyClientCert "
+                f"(with {auth_name} a client may come without a certificate to match)")
+        if isinstance(sans, yaml.SequenceNode) and not sans.value:
+            add("client_allowed_sans", "an empty list would refuse every client; leave it "
+                "out to accept any certificate client_ca_file verifies")
+        for i, item in enumerate(sans.value if isinstance(sans, yaml.SequenceNode) else ()):
+            if isinstance(item, yaml.ScalarNode) and not str(item.value).strip():
+                problems.add((*base, "client_allowed_sans", i), "an empty name matches no "
+                             "certificate")
 
     openssl_ciphers = []
     for i, name in enumerate(ciphers):

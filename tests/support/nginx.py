@@ -6,7 +6,8 @@ chosen by ALPN, and cleartext HTTP/2 with prior knowledge (h2c) on another.
 
 It serves `/` (a short text), `/big` (`BIG_BYTES` of text, gzip-compressed when asked),
 `/missing` (404), `/redirect` (302 to /) and, given an `upstream` port, `/upstream/...`
-proxied there. One process (no master), no access log; its
+proxied there (the prefix stripped) and `/netsentry/...` too (the path passed as it is), for a
+route prefix under a reverse proxy. One process (no master), no access log; its
 stderr is the error log.
 """
 
@@ -59,7 +60,10 @@ http {{
 def _proxy(port: int) -> str:
     """`/upstream/...` proxied to a server of the test's on `port` (one that answers slowly
     makes nginx's processing time, and so the phases, measurable)."""
-    return (f"location /upstream/ {{ proxy_pass http://127.0.0.1:{port}/; }}" if port else "")
+    if not port:
+        return ""
+    return (f"location /upstream/ {{ proxy_pass http://127.0.0.1:{port}/; }}\n"
+            f"location /netsentry/ {{ proxy_pass http://127.0.0.1:{port}; }}")
 
 
 class Nginx(Daemon):

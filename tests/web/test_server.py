@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from exporter.web.prefix import Prefix
 from exporter.web.server import Request, Response, Route, WebServer, parse_listen_address
 from tests import virtualtime
 from tests.support.certs import CertFiles, make_cert
@@ -369,7 +370,7 @@ def test_connection_limit_with_every_connection_busy_refuses_new() -> None:
     run(main())
 
 
-def test_handlers_run_at_most_max_handlers_at_a_time() -> None:
+def test_past_max_handlers_a_request_is_a_503_at_once_but_the_unlimited_paths() -> None:
     async def main() -> None:
         release = asyncio.Event()
         running = peak = 0
@@ -382,13 +383,93 @@ def test_handlers_run_at_most_max_handlers_at_a_time() -> None:
             running -= 1
             return Response(200, b"done\n")
 
-        async with serving([Route("/block", block)], max_handlers=2) as (server, address):
-            calls = [asyncio.ensure_future(fetch(address, target="/block")) for _ in range(5)]
-            await eventually(lambda: server.connection_count == 5 and running == 2)
-            await asyncio.sleep(0.2)
-            assert peak == 2
+        routes = [Route("/block", block), Route("/-/healthy", metrics)]
+        async with serving(routes, max_handlers=2, unlimited=frozenset({"/-/healthy"})) as (
+                server, address):
+            held = [asyncio.ensure_future(fetch(address, target="/block")) for _ in range(2)]
+            await eventually(lambda: running == 2)
+            refused = await asyncio.gather(*(fetch(address, target="/block") for _ in range(3)))
+            assert [status for status, _, _ in refused] == [503] * 3
+            assert refused[0][1]["retry-after"] == "1"
+            assert b"--web.max-requests" in refused[0][2]
+            assert (await fetch(address, target="/-/healthy"))[0] == 200  # full, and answers
+            assert server.handlers_running == 2 and peak == 2
             release.set()
-            assert [(await f)[0] for f in calls] == [200] * 5
+            assert [(await f)[0] for f in held] == [200, 200]
+            assert server.handlers_running == 0
+            assert (await fetch(address, target="/block"))[0] == 200  # room again
+
+    run(main())
+
+
+def test_max_handlers_0_is_no_limit() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        running = 0
+
+        async def block(request: Request) -> Response:
+            nonlocal running
+            running += 1
+            await release.wait()
+            return Response(200, b"done\n")
+
+        async with serving([Route("/block", block)], max_handlers=0) as (_, address):
+            calls = [asyncio.ensure_future(fetch(address, target="/block")) for _ in range(40)]
+            await eventually(lambda: running == 40)
+            release.set()
+            assert [(await f)[0] for f in calls] == [200] * 40
+
+    run(main())
+
+
+PREFIXED = Prefix("/ns", "/ns")
+
+
+@pytest.mark.parametrize(("prefix", "target", "status", "location"), [
+    (PREFIXED, "/ns/metrics", 200, None),
+    (PREFIXED, "/ns/echo?a=1", 200, None),
+    (PREFIXED, "/metrics", 404, None),
+    (PREFIXED, "/nsmetrics", 404, None),
+    (PREFIXED, "/ns", 302, "/ns/"),
+    (PREFIXED, "/ns?q=x", 302, "/ns/?q=x"),
+    (PREFIXED, "/", 302, "/ns/"),
+    (PREFIXED, "/ns/", 200, None),
+    (PREFIXED, "/ns/nothing", 404, None),
+    # Behind a proxy that maps /mon/ to /: the agent serves at /, redirects under /mon.
+    (Prefix("/", "/mon"), "/metrics", 200, None),
+    (Prefix("/", "/mon"), "/", 200, None),
+    # A proxy that maps /mon/ to /ns/.
+    (Prefix("/ns", "/mon"), "/ns", 302, "/mon/"),
+])
+def test_routes_under_a_prefix(prefix: Prefix, target: str, status: int,
+                               location: str | None) -> None:
+    async def index(request: Request) -> Response:
+        return Response(200, b"index " + request.path.encode())
+
+    async def main() -> None:
+        routes = [*ROUTES, Route("/", index)]
+        async with serving(routes, prefix=prefix) as (_, address):
+            got, headers, body = await fetch(address, target=target)
+            assert (got, headers.get("location")) == (status, location), body
+            if target.startswith("/ns/echo"):  # the handler sees the path under the prefix
+                assert json.loads(body)["path"] == "/echo"
+
+    run(main())
+
+
+def test_serves_on_listening_sockets_it_is_given() -> None:
+    async def main() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        server = WebServer(ROUTES)
+        bound = await server.start([], [sock])
+        try:
+            assert bound == [f"127.0.0.1:{sock.getsockname()[1]}"]
+            assert (await fetch(bound[0]))[2] == METRICS
+        finally:
+            await server.close()
 
     run(main())
 

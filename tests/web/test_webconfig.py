@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import http.client
+import re
 import socket
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ from exporter.errors import ConfigError
 from exporter.web import webconfig
 from exporter.web.auth import BasicAuth
 from exporter.web.server import Request, Response, Route, WebServer
+from exporter.web.webconfig import RateLimit
 from tests.support.agent import ROOT, Agent
 from tests.support.certs import CertFiles, make_cert, make_client_cert
 
@@ -214,6 +216,91 @@ def test_files_only_netsentry_refuses(case: str, certs: CertFiles) -> None:
                  "tls_server_config:\n  cert_file: leaf.pem\n  key_file: leaf.key\n" + extra)
     assert problems(path) == [expected.format(p=path)]
     assert promtool(path).returncode == 0
+
+
+# Keys newer than the exporter-toolkit in Debian's promtool 2.42 (its web.Config has neither):
+# netsentry reads them as today's toolkit does. promtool's one complaint about such a file is
+# the key it does not know, and the same file without the new keys is one it approves.
+NEWER_KEYS = {
+    "rate limit": ("rate_limit:\n  interval: 1s\n  burst: 20\n", ("rate_limit",),
+                   RateLimit(1.0, 20), ()),
+    "rate limit, Go duration": ("rate_limit:\n  interval: 1m30.5s\n  burst: 1\n",
+                                ("rate_limit",), RateLimit(90.5, 1), ()),
+    "allowed SANs": ("tls_server_config:\n  cert_file: leaf.pem\n  key_file: leaf.key\n"
+                     "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"
+                     "  client_allowed_sans: [prometheus.example.org, 127.0.0.2, "
+                     "spiffe://example.org/prometheus]\n", ("client_allowed_sans",), None,
+                     ("prometheus.example.org", "127.0.0.2", "spiffe://example.org/prometheus")),
+}
+
+
+@pytest.mark.parametrize("case", NEWER_KEYS)
+def test_keys_newer_than_promtool_are_all_it_does_not_know(case: str, certs: CertFiles) -> None:
+    text, keys, rate_limit, sans = NEWER_KEYS[case]
+    path = write(certs.cert.parent, text, "newer.yml")
+    config = webconfig.load_file(str(path))
+    assert (config.rate_limit, config.client_allowed_sans) == (rate_limit, sans)
+    unknown = re.findall(r"field (\w+) not found", promtool(path).stdout)
+    assert tuple(unknown) == keys
+    lines = [line for line in text.splitlines(keepends=True)
+             if not line.lstrip().startswith(tuple(keys)) and not line.startswith("  interval")
+             and not line.startswith("  burst")]
+    older = write(certs.cert.parent, "".join(lines), "older.yml")
+    webconfig.load_file(str(older))
+    proc = promtool(older)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout
+
+
+TLS_SANS = ("tls_server_config:\n  cert_file: leaf.pem\n  key_file: leaf.key\n"
+            "  client_ca_file: ca.pem\n")
+# The new keys' bad input: (file, netsentry's exact problems).
+NEWER_REFUSED = {
+    "zero interval": ("rate_limit:\n  interval: 0s\n  burst: 5\n",
+                      ["{p}:2: rate_limit.interval: must be more than 0 (exporter-toolkit reads 0 "
+                       "as no rate limit: to have none, leave rate_limit out)"]),
+    "bare zero": ("rate_limit:\n  interval: 0\n  burst: 5\n",
+                  ["{p}:2: rate_limit.interval: must be more than 0 (exporter-toolkit reads 0 as "
+                   "no rate limit: to have none, leave rate_limit out)"]),
+    "no unit": ("rate_limit:\n  interval: 1\n  burst: 5\n",
+                ["{p}:2: rate_limit.interval: '1' is not a duration (a number needs its unit); "
+                 "write e.g. 1s, 500ms or 1m30s (units ns, us, ms, s, m, h)"]),
+    "Prometheus' days": ("rate_limit:\n  interval: 1d\n  burst: 5\n",
+                         ["{p}:2: rate_limit.interval: '1d' is not a duration; write e.g. 1s, "
+                          "500ms or 1m30s (units ns, us, ms, s, m, h)"]),
+    "negative": ("rate_limit:\n  interval: -1s\n  burst: 5\n",
+                 ["{p}:2: rate_limit.interval: '-1s' is negative"]),
+    "zero burst": ("rate_limit:\n  interval: 1s\n  burst: 0\n",
+                   ["{p}:3: rate_limit.burst: must be at least 1, got 0 (0 would refuse every "
+                    "request)"]),
+    "burst as text": ("rate_limit:\n  interval: 1s\n  burst: lots\n",
+                      ["{p}:3: rate_limit.burst: expected a whole number, got 'lots'"]),
+    "missing both, misspelt": ("rate_limit:\n  intervall: 1s\n", [
+        '{p}:2: rate_limit.intervall: unknown key (did you mean "interval"?)',
+        "{p}:1: rate_limit: missing interval, the time one request's token takes to come "
+        "back (e.g. 1s)",
+        "{p}:1: rate_limit: missing burst, how many requests may come at once (0, the default, "
+        "would refuse every request)"]),
+    "not a mapping": ("rate_limit: 10\n", ["{p}:1: rate_limit: expected a mapping, got '10'"]),
+    "SANs without required certs": (
+        TLS_SANS + "  client_auth_type: VerifyClientCertIfGiven\n  client_allowed_sans: [a]\n",
+        ["{p}:6: tls_server_config.client_allowed_sans: needs client_auth_type "
+         "RequireAndVerifyClientCert (with VerifyClientCertIfGiven a client may come without a "
+         "certificate to match)"]),
+    "empty SAN list": (
+        TLS_SANS + "  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: []\n",
+        ["{p}:6: tls_server_config.client_allowed_sans: an empty list would refuse every client; "
+         "leave it out to accept any certificate client_ca_file verifies"]),
+    "SANs not a list": (
+        TLS_SANS + "  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: a\n",
+        ["{p}:6: tls_server_config.client_allowed_sans: expected a list, got 'a'"]),
+}
+
+
+@pytest.mark.parametrize("case", NEWER_REFUSED)
+def test_bad_rate_limits_and_allowed_sans(case: str, certs: CertFiles) -> None:
+    text, expected = NEWER_REFUSED[case]
+    path = write(certs.cert.parent, text, "bad-newer.yml")
+    assert problems(path) == [line.format(p=path) for line in expected]
 
 
 def test_user_with_a_colon(tmp_path: Path) -> None:
