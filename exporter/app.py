@@ -31,6 +31,7 @@ from exporter.net.resolve import Resolver
 from exporter.runner import Runner
 from exporter.scheduler import Scheduler
 from exporter.shard import ALL, Shard
+from exporter.storage import Storage
 from exporter.store import Result, Store
 from exporter.watch import FileWatcher
 from exporter.web import status
@@ -55,6 +56,7 @@ class Options:
     max_requests: int = 32  # --web.max-requests: handlers at a time, 0 for no limit
     # --web.systemd-socket: the listening sockets systemd passed, served instead of addresses
     sockets: tuple[socket.socket, ...] = ()
+    storage_path: str | None = None  # --storage.path: availability across restarts
 
 
 def self_target(bound: str) -> str:
@@ -82,6 +84,8 @@ class Agent:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.store = Store()
+        # --storage.path: each check's hour and day kept across restarts.
+        self.storage = Storage(options.storage_path) if options.storage_path else None
         self.config: Config | None = None  # the running one: loaded, sharded, discovered
         self.loaded: Config | None = None  # as the file says
         self.reload_ok = False
@@ -125,6 +129,10 @@ class Agent:
             log.info("listening", extra={"address": address})
         if self.options.config_file is None:
             first = load_default(self_target(_first_tcp(self.bound)))
+        if self.storage is not None:  # a damaged file is recovered, never a refusal
+            self.storage.open()
+            self._watches.append(asyncio.create_task(
+                self.storage.run(lambda: self.store.histories)))
         self.scheduler.start()
         self.apply(first)
         if watcher is not None:
@@ -156,6 +164,8 @@ class Agent:
             task.cancel()
         self.discovery.close()
         self.scheduler.shutdown()
+        if self.storage is not None:  # the minute under way too
+            await self.storage.close(self.store.histories)
         await self.web.close()
         self._blocking.close()
         if self.live_web is not None:
@@ -189,6 +199,8 @@ class Agent:
         old = {c.key: c for c in self.config.checks} if self.config else {}
         self.config = new
         self.store.load(new.checks)
+        if self.storage is not None:  # checks new since start: the file's history of them
+            self.storage.adopt(self.store.histories)
         self.scheduler.update({c.key: c.interval for c in new.checks})
         changed = [c.key for c in new.checks if old.get(c.key) not in (None, c)]
         for key in changed:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.config.load import load_text
-from exporter.history import POINTS, STEP, LatencyHistory
+from exporter.history import DAY_POINTS, DAY_STEP, POINTS, STEP, Availability, LatencyHistory
 from exporter.store import Result, Store
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % STEP  # the start of a slot
@@ -95,6 +95,48 @@ def test_matches_a_model_that_keeps_every_run(steps: list[tuple[float, float, bo
         ok_durations = [d for d, ok in runs_in_slot if ok]
         assert window.slowest[i] == (us(max(ok_durations)) if ok_durations else None)
         assert window.failed[i] == any(not ok for _, ok in runs_in_slot)
+
+
+day_runs = st.lists(st.tuples(st.floats(0, 4000), st.booleans()), max_size=120)
+
+
+@given(day_runs, st.floats(0, 100_000))
+def test_availability_matches_a_model_that_keeps_every_run(
+        steps: list[tuple[float, bool]], later: float) -> None:
+    history = LatencyHistory()
+    kept: list[tuple[float, bool]] = []
+    now = T0
+    for gap, success in steps:
+        now += gap
+        history.add(now, 0.001, success)
+        kept.append((now, success))
+    now += later
+
+    def counted(step: float, points: int) -> Availability:
+        end = int(now // step)
+        runs = [ok for t, ok in kept if end - points < int(t // step) <= end]
+        return Availability(len(runs), sum(runs))
+
+    assert history.hour(now) == counted(STEP, POINTS)
+    assert history.last_day(now) == counted(DAY_STEP, DAY_POINTS)
+    day = history.day(now)
+    assert (sum(day.runs), sum(day.successful)) == (history.last_day(now).runs,
+                                                    history.last_day(now).successful)
+    # What storage keeps of it gives the same figures back.
+    again = LatencyHistory()
+    again.restore(history.minutes(int(now // STEP) - POINTS + 1, int(now // STEP)),
+                  history.quarters(), now)
+    assert (again.hour(now), again.last_day(now)) == (history.hour(now), history.last_day(now))
+    assert again.window(now) == history.window(now)
+
+
+def test_a_minute_counts_at_most_65535_runs_and_stays_right() -> None:
+    history = LatencyHistory()
+    for i in range(70_000):
+        history.add(T0 + i / 2000, 0.0, i % 2 == 0)
+    hour = history.hour(T0 + 30)
+    assert hour.runs == 65_535 and hour.successful == 32_768
+    assert history.last_day(T0 + 30) == Availability(70_000, 35_000)
 
 
 TEXT = """

@@ -24,7 +24,8 @@ from exporter.net.resolve import Resolver
 S = TypeVar("S")
 
 # Kinds share these keys; they are handled by the config loader, not by the kind's settings.
-COMMON_KEYS = ("name", "kind", "interval", "timeout", "labels", "max_labels", "refresh_interval")
+COMMON_KEYS = ("name", "kind", "group", "interval", "timeout", "labels", "max_labels",
+               "refresh_interval")
 
 
 def option(

@@ -45,6 +45,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", metavar="I/N", default="0/1",
                         help="run only shard I (from 0) of N of the checks, for N agents "
                         "sharing one config (default 0/1: all of them)")
+    parser.add_argument("--storage.path", dest="storage_path", metavar="DIR",
+                        help="keep each check's availability and latency history of the last "
+                        "day in this directory, across restarts (default: in memory only)")
     parser.add_argument("--web.listen-address", dest="listen", action="append", metavar="ADDR",
                         help="address to serve on, repeatable (default :10025)")
     parser.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
@@ -133,7 +136,8 @@ def run(argv: list[str]) -> int:
     try:
         return asyncio.run(app.run_agent(app.Options(
             options.config_file, listen, web, options.config_watch, own_shard,
-            route_prefix, options.max_requests, sockets)))
+            route_prefix, options.max_requests, sockets,
+            storage_path=options.storage_path)))
     except KeyboardInterrupt:
         return 0
 

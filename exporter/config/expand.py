@@ -55,4 +55,5 @@ def target_check(base: CheckBase, target: str, problems: Problems, where: PathKe
     if len(problems.lines) > before:
         return None
     return CheckConfig(base.name, base.kind, target, base.interval, base.timeout, settings,
-                       base.labels if labels is None else labels, per_target=True)
+                       base.labels if labels is None else labels, per_target=True,
+                       group=base.group)

@@ -228,6 +228,7 @@ def _build_check(
     if "refresh_interval" in table and not set(given_keys) & set(SOURCE_KEYS):
         problems.add((*where, "refresh_interval"), "is for targets_url and targets_srv only")
     labels, max_labels = _labels(table, where, problems)
+    group = _group(table, where, problems)
     own = {k: v for k, v in table.items() if k in fields}
     how = given_keys[0] if len(given_keys) == 1 else "target"
     if how == "target":
@@ -236,7 +237,8 @@ def _build_check(
         if len(problems.lines) > before or interval is None or timeout is None:
             return []
         target = str(table.get("target", ""))
-        return [CheckConfig(str(name), kind.name, target, interval, timeout, settings, labels)]
+        return [CheckConfig(str(name), kind.name, target, interval, timeout, settings, labels,
+                            group=group)]
     # Many targets: the keys but the target converted once, then one check per target.
     values = template_values(kind.settings, own, where, problems)
     targets = _targets(table, where, problems) if how == "targets" else []
@@ -247,7 +249,7 @@ def _build_check(
     if values is None or interval is None or timeout is None:
         return []
     base = CheckBase(str(name), kind.name, interval, timeout, tuple(values.items()), labels,
-                     max_labels)
+                     max_labels, group)
     if how != "targets":
         return [DiscoveredCheck(base, source)] if source and len(problems.lines) == before else []
     checks = [target_check(base, target, problems, where, (*where, "targets", index))
@@ -287,6 +289,22 @@ def _targets(table: dict[str, Any], where: PathKey,
             first[target] = index
             found.append((index, target))
     return found
+
+
+def _group(table: dict[str, Any], where: PathKey, problems: Problems) -> str:
+    """The check's `group` (its section of the status page), or "" for its kind's."""
+    group = table.get("group", "")
+    if "group" not in table:
+        return ""
+    if not isinstance(group, str):
+        problems.add((*where, "group"), f"expected a string, got {toml_type(group)}")
+    elif not group.strip():
+        problems.add((*where, "group"), "must not be empty; leave it out for the kind's section")
+    elif len(group) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in group):
+        problems.add((*where, "group"), f"must be at most {MAX_NAME_LENGTH} printable characters")
+    else:
+        return group
+    return ""
 
 
 def _labels(table: dict[str, Any], where: PathKey,

@@ -25,6 +25,12 @@ class CheckConfig:
     settings: Any  # the kind's settings dataclass
     labels: tuple[tuple[str, str], ...] = ()  # its own labels, on every series (config order)
     per_target: bool = False  # one of a target list's checks: its series carry `target`
+    group: str = ""  # its section of the status page and its group badge; "" is its kind's
+
+    @property
+    def section(self) -> str:
+        """The status page's section it shows in: its `group`, or else its kind."""
+        return self.group or self.kind
 
     @property
     def key(self) -> str:
@@ -45,6 +51,7 @@ class CheckBase:
     values: tuple[tuple[str, Any], ...]  # the kind's settings but the target
     labels: tuple[tuple[str, str], ...] = ()
     max_labels: int = 8
+    group: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The human page at `/`: every check grouped by kind, its state, last result and last hour.
+"""The human page at `/`: every check in its group (`group`, else its kind), its state, its
+availability over the last hour and day, its last result and last hour's latency.
 
 One self-contained document: its style and script are inline and allowed by hash in the
 Content-Security-Policy (`CSP`), which forbids everything else — no external asset, no inline
@@ -10,7 +11,8 @@ without the script; the script applies it as one types and keeps it in the addre
 refreshes itself by fetching its own address every `refresh_seconds()` and swapping in the
 new `<main>`: one renderer (this module) for the first view and every refresh, the filter and
 the caret in it untouched, open details kept open. Without script, a `<noscript>` meta refresh
-reloads the page instead.
+reloads the page instead. Colours follow the browser's `prefers-color-scheme`: a dark page
+for a dark desktop, with the same meaning in each colour.
 """
 
 from __future__ import annotations
@@ -20,15 +22,23 @@ from base64 import b64encode
 from collections.abc import Iterator
 from hashlib import sha256
 from html import escape
+from urllib.parse import quote
 
-from exporter.history import POINTS, Window
-from exporter.web.status import DOWN, PENDING, UP, CheckView, Filter, Overview
+from exporter.history import NO_RUNS, POINTS, Availability, Window
+from exporter.web.status import DOWN, PENDING, UP, CheckView, Filter, Overview, percent
 
 REFRESH_SECONDS = 10
 
 _STYLE = """
-:root{--ok:#0a7a2f;--down:#b00020;--down-bg:#fde8eb;--muted:#666;--line:#ddd}
-body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;padding:.75rem;max-width:75rem;color:#222}
+:root{color-scheme:light dark;--fg:#222;--bg:#fff;--ok:#0a7a2f;--down:#b00020;--down-bg:#fde8eb;
+ --muted:#666;--line:#ddd;--spark-bg:#f7f7f7;--spark:#1f5fbf;--link:#0645ad;--low:#a15c00}
+@media(prefers-color-scheme:dark){:root{--fg:#e4e4e4;--bg:#15171a;--ok:#1f8a45;--down:#d23a4e;
+ --down-bg:#3b1d23;--muted:#9aa0a6;--line:#34383d;--spark-bg:#202328;--spark:#7fb0ff;
+ --link:#8ab4f8;--low:#f0a64a}}
+body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;padding:.75rem;max-width:75rem;
+ color:var(--fg);background:var(--bg)}
+a{color:var(--link)}
+input,button{color:inherit;background:var(--bg);border:1px solid var(--line)}
 h1{font-size:1.3rem;margin:0 .5rem 0 0;display:inline}h2{font-size:1.1rem;margin:1.2rem 0 .3rem}
 h1 small,h2 small{color:var(--muted);font-weight:normal}
 header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:baseline}
@@ -36,8 +46,8 @@ form{display:flex;flex-wrap:wrap;gap:.3rem 1rem;align-items:center;flex:1 1 20re
 input[type=search]{flex:1 1 12rem;font:inherit;padding:.3rem .5rem;min-width:0}
 .summary,.note{margin:.6rem 0}.note{color:var(--down);font-weight:bold}
 table{border-collapse:collapse;width:100%;table-layout:fixed}
-th:nth-child(1){width:30%}th:nth-child(2){width:5.5rem}th:nth-child(3){width:13rem}
-th:nth-child(4){width:7rem}
+th:nth-child(1){width:26%}th:nth-child(2){width:5.5rem}th:nth-child(3){width:7rem}
+th:nth-child(4){width:13rem}th:nth-child(5){width:7rem}
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
 th{font-size:.85rem;color:var(--muted);font-weight:normal}
 tr.down{background:var(--down-bg)}tr.down td:first-child{box-shadow:inset 4px 0 var(--down)}
@@ -48,8 +58,11 @@ tr.down{background:var(--down-bg)}tr.down td:first-child{box-shadow:inset 4px 0 
 .num{font-variant-numeric:tabular-nums;white-space:nowrap}
 .why code{color:var(--down);font-weight:bold}.why{overflow-wrap:anywhere}
 svg.spark{display:inline-block;vertical-align:middle;width:120px;height:24px;margin-right:.4rem;
- background:#f7f7f7}
-.spark .line{fill:none;stroke:#1f5fbf;stroke-width:1.5;stroke-linecap:round;stroke-linejoin:round}
+ background:var(--spark-bg)}
+.spark .line{fill:none;stroke:var(--spark);stroke-width:1.5;stroke-linecap:round;
+ stroke-linejoin:round}
+.avail small{color:var(--muted)}.avail .low{color:var(--low);font-weight:bold}
+h2 a{font-size:.8rem;font-weight:normal}
 .spark .fail{stroke:var(--down);stroke-width:2;opacity:.45}
 details{font-size:.85rem}summary{cursor:pointer;color:var(--muted)}
 #offline{color:var(--down)}
@@ -155,21 +168,27 @@ def status_page_parts(overview: Overview, only: Filter, rows_per_part: int = 100
     groups: dict[str, list[tuple[CheckView, str, bool]]] = {}
     for i, view in enumerate(overview.checks, 1):
         text = view.search_text
-        groups.setdefault(view.state.check.kind, []).append(
+        groups.setdefault(view.state.check.section, []).append(
             (view, text, only.accepts(view.status, text)))
         if i % rows_per_part == 0:
             yield ""  # a turn of the event loop between slices of this pass too
     shown = sum(visible for rows in groups.values() for _, _, visible in rows)
     yield _head(overview, only, shown)
-    for kind in sorted(groups):
-        rows = groups[kind]
+    for group in sorted(groups):
+        rows = groups[group]
         down = sum(1 for view, _, _ in rows if view.status == DOWN)
+        day = sum((view.last_day for view, _, _ in rows), NO_RUNS)
         counts = f"{len(rows)} check{'s' if len(rows) != 1 else ''}" + (
-            f", {down} failing" if down else "")
+            f", {down} failing" if down else "") + (
+            f" · {percent(day.ratio)} up over 24 h" if day.runs else "")
         hidden = "" if any(visible for _, _, visible in rows) else " hidden"
-        yield (f'<section class="kind"{hidden}><h2>{escape(kind)} <small>{counts}</small></h2>\n'
-               '<table><thead><tr><th>Check</th><th>State</th><th>Latency, last hour</th>'
-               '<th>Last run</th><th>Reason</th></tr></thead><tbody>\n')
+        badge = "badge/group/" + quote(group, safe="") + "/uptime.svg"
+        yield (f'<section class="kind"{hidden}><h2>{escape(group)} <small>{counts}</small> '
+               f'<a href="{escape(badge)}" title="This group\'s uptime badge, for a README '
+               'or a wiki">badge</a></h2>\n'
+               '<table><thead><tr><th>Check</th><th>State</th><th>Up 1 h · 24 h</th>'
+               '<th>Latency, last hour</th><th>Last run</th><th>Reason</th></tr></thead>'
+               '<tbody>\n')
         for first in range(0, len(rows), rows_per_part):
             yield "".join(_row(view, text, visible, overview.now)
                           for view, text, visible in rows[first:first + rows_per_part])
@@ -234,6 +253,8 @@ def _row(view: CheckView, search_text: str, visible: bool, now: float) -> str:
         f'data-search="{escape(search_text)}"'
         f'{"" if visible else " hidden"}><td class="name"><b>{name}</b>{target}</td>'
         f'<td><span class="badge">{status}</span></td>'
+        f'<td class="num avail">{_availability(view.last_hour, "hour")} <small>1 h</small><br>'
+        f'{_availability(view.last_day, "24 hours")} <small>24 h</small></td>'
         f'<td class="num">{_sparkline(view.hour)}{latency}</td>'
         f'<td class="when">{when}</td><td class="why">{why}</td></tr>\n')
 
@@ -270,6 +291,15 @@ def _sparkline(hour: Window) -> str:
         paths += f'<path class="line" d="{"".join(line)}"/>'
     return (f'<svg class="spark" viewBox="0 0 {2 * POINTS} 24" role="img" aria-label="{label}">'
             f"<title>{label}</title>{paths}</svg>")
+
+
+def _availability(counted: Availability, span: str) -> str:
+    """An availability with its runs in the tooltip, marked below 99 %."""
+    if not counted.runs:
+        return f'<span title="No run in the last {span}">–</span>'
+    low = ' class="low"' if counted.successful < 0.99 * counted.runs else ""
+    return (f'<span{low} title="{counted.successful} of {counted.runs} runs succeeded in the '
+            f'last {span}">{percent(counted.ratio)}</span>')
 
 
 def _ms(seconds: float) -> str:

@@ -1,19 +1,21 @@
 """The agent's pages: what each path answers, from what the agent shows them.
 
 `/metrics`, the status page and `/api/v1/checks` stream as they render, between runs;
-`/-/healthy`, `/-/ready` and `/-/reload` answer at once; `/probe` is `web.probe`'s.
+`/-/healthy`, `/-/ready`, `/-/reload` and the badges (`/badge/…`, `web.badges`) answer at
+once; `/probe` is `web.probe`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from exporter import exposition, process_metrics
 from exporter.store import CheckState, Store
-from exporter.web import pages, status
+from exporter.web import badges, pages, status
 from exporter.web.probe import ProbeEndpoint
 from exporter.web.server import Request, Response, Route
 
@@ -45,6 +47,7 @@ class Routes:
             Route("/probe", self.probe.handle),
             Route("/", self.handle_index),
             Route("/api/v1/checks", self.handle_checks),
+            Route("/badge/*", self.handle_badge),
         ]
 
     async def handle_metrics(self, request: Request) -> Response:
@@ -79,6 +82,21 @@ class Routes:
         return Response(200, b"", "application/json", (
             ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"), *encoding),
             stream)
+
+
+    async def handle_badge(self, request: Request) -> Response:
+        asked = badges.parse_path(request.path, request.query)
+        made = asked and badges.badge(asked, self.store.states, self.store.histories,
+                                      request.query, time.time())
+        if not made:
+            return Response(404, badges.missing(asked).encode(), badges.CONTENT_TYPE,
+                            badges.HEADERS)
+        svg = made.svg()
+        tag = badges.etag(svg)
+        headers = (("ETag", tag), *badges.HEADERS)
+        if request.headers.get("if-none-match") == tag:
+            return Response(304, b"", badges.CONTENT_TYPE, headers)
+        return Response(200, svg.encode(), badges.CONTENT_TYPE, headers)
 
 
 def _metrics_parts(states: tuple[CheckState, ...], agent: exposition.AgentSnapshot,

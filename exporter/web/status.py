@@ -1,22 +1,32 @@
 """What the status page (`pages.py`) and `/api/v1/checks` show, and the JSON of it.
 
 Both are views of one snapshot (`Overview`): each check's state and a copy of its last hour
-(`history.py`), taken on the event loop in one go (about 20 ms for 10,000 checks) and rendered
-in parts between runs, so that a page never shows half a run and never holds runs up long.
-The filter (`Filter`) is the reader's: `?q=` words that must all appear in the check's name,
-kind, target, state, reason or message, and `?failing=1` for failing checks only. The page
-marks what the filter hides, so that it works without its script too; the JSON leaves it out.
+and day (`history.py`: latency, and availability — successful runs / runs), taken on the
+event loop in one go (about 20 ms for 10,000 checks) and rendered in parts between runs, so
+that a page never shows half a run and never holds runs up long. The filter (`Filter`) is
+the reader's: `?q=` words that must all appear in the check's name, group, kind, target,
+state, reason or message, and `?failing=1` for failing checks only. The page marks what the
+filter hides, so that it works without its script too; the JSON leaves it out.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.history import POINTS, STEP, LatencyHistory, Window
+from exporter.history import (
+    DAY_POINTS,
+    DAY_STEP,
+    POINTS,
+    STEP,
+    Availability,
+    LatencyHistory,
+    Window,
+)
 from exporter.store import CheckState, Store
 
 UP, DOWN, PENDING = "up", "down", "pending"
@@ -35,6 +45,14 @@ class CheckView:
         return self.history.window(self.now)
 
     @property
+    def last_hour(self) -> Availability:
+        return self.history.hour(self.now)
+
+    @property
+    def last_day(self) -> Availability:
+        return self.history.last_day(self.now)
+
+    @property
     def status(self) -> str:
         last = self.state.last
         if last is None:
@@ -48,8 +66,8 @@ class CheckView:
         reason = last.reason.value if last is not None and last.reason is not None else ""
         message = last.message if last is not None else ""
         labels = (f"{name}={value}" for name, value in check.labels)
-        return " ".join((check.name, check.kind, check.target, *labels, self.status, reason,
-                         message)).lower()
+        return " ".join((check.name, check.section, check.kind, check.target, *labels,
+                         self.status, reason, message)).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +126,8 @@ def checks_json_parts(overview: Overview, only: Filter, checks_per_part: int = 1
                    "last_reload_successful": overview.reload_ok},
         "summary": {"checks": len(overview.checks), UP: overview.count(UP),
                     DOWN: overview.count(DOWN), PENDING: overview.count(PENDING)},
-        "history": {"step_seconds": STEP, "points": POINTS},
+        "history": {"step_seconds": STEP, "points": POINTS, "day_step_seconds": DAY_STEP,
+                    "day_points": DAY_POINTS},
         "checks": [],
     })
     yield head[:-2]  # the document up to its list of checks: ...,"checks":[
@@ -130,6 +149,7 @@ def _check(view: CheckView) -> dict[str, Any]:
     check, last = state.check, state.last
     return {
         "name": check.name,
+        "group": check.section,
         "kind": check.kind,
         "target": check.target,
         "labels": dict(check.labels),
@@ -148,9 +168,25 @@ def _check(view: CheckView) -> dict[str, Any]:
             "finished_at": last.finished,
             "details": dict(last.details),
         },
+        "availability": {"hour": _availability(view.last_hour),
+                         "day": _availability(view.last_day)},
         "latency": {
             "start": hour.start,
             "slowest_seconds": [None if v is None else v / 1e6 for v in hour.slowest],
             "failed": [bool(b) for b in hour.failed],
         },
     }
+
+
+def _availability(counted: Availability) -> dict[str, Any]:
+    return {"runs": counted.runs, "successful": counted.successful, "ratio": counted.ratio}
+
+
+def percent(ratio: float | None) -> str:
+    """An availability for people: rounded down to two decimals, so that a check that failed
+    at all never shows 100%; "–" when nothing ran."""
+    if ratio is None:
+        return "–"
+    if ratio >= 1:
+        return "100%"
+    return f"{math.floor(ratio * 10000) / 100:g}%"

@@ -35,6 +35,7 @@ from exporter.checks import KINDS, udp
 from exporter.checks.base import COMMON_KEYS
 from exporter.cli.main import check_config
 from exporter.codecs import (
+    availability,
     dns,
     errqueue,
     grpc,
@@ -189,6 +190,12 @@ CODECS: dict[str, list[Codec]] = {
         Codec("nameservers", target_groups.TargetGroupError,
               lambda b: target_groups.nameservers(b.decode("latin-1")),
               lambda: b"# x\nsearch test\nnameserver 127.0.0.53 ; y\nnameserver ::1\n"),
+    ],
+    "availability": [
+        Codec("decode", availability.AvailabilityCodecError, availability.decode,
+              lambda: availability.HEADER + availability.encode(
+                  [availability.Name(1, "web"), availability.Minutes(5, ((1, 3, 2, 900),)),
+                   availability.Quarters(0, ((1, 3, 2),))])),
     ],
     "yaml_document": [
         Codec(name, yaml_document.YAMLError, lambda b, f=f: f(b.decode("utf-8", "replace")),

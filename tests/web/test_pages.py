@@ -119,7 +119,8 @@ def test_the_csp_allows_exactly_the_page_s_own_style_and_script() -> None:
 def test_checks_are_grouped_by_kind_and_failures_marked() -> None:
     page = pages.status_page(make_overview(), Filter())
     kinds = re.findall(r'<section class="kind"><h2>(\w+) <small>([^<]*)</small>', page)
-    assert kinds == [("dns", "1 check"), ("http", "1 check"), ("tcp", "2 checks, 1 failing")]
+    assert kinds == [("dns", "1 check · 100% up over 24 h"), ("http", "1 check"),
+                     ("tcp", "2 checks, 1 failing · 66.66% up over 24 h")]
     rows = Elements(page).rows()
     assert [rows[n]["class"] for n in ("web", XSS, "resolver", "new")] == [
         "check up", "check down", "check up", "check pending"]
@@ -159,6 +160,35 @@ def test_the_filter_from_the_address(query: dict[str, str], shown: set[str]) -> 
     assert (" checked>" in page) == (query.get("failing") == "1")
 
 
+def test_groups_name_the_sections_and_each_row_has_its_availability() -> None:
+    store = Store()
+    grouped = TEXT
+    for name in ("web", "resolver"):
+        grouped = grouped.replace(f'name = "{name}"\n', f'name = "{name}"\ngroup = "Edge & <b>"\n')
+    store.load(load_text(grouped, "t.toml").checks)
+    web = store.states["web"].check
+    for i in range(400):  # 400 runs over the last 20 minutes, the first one failing
+        store.record("web", web, Result(i > 0, None if i else Reason.TIMEOUT, "", 0.002,
+                                        NOW - 1200 + 3 * i))
+    page = pages.status_page(overview(store, NOW, "1", "t.toml", True), Filter())
+    sections = re.findall(r'<section class="kind"><h2>(.*?) <small>([^<]*)</small> '
+                          r'<a href="([^"]*)"', page)
+    assert sections == [
+        ("Edge &amp; &lt;b&gt;", "2 checks · 99.75% up over 24 h",
+         "badge/group/Edge%20%26%20%3Cb%3E/uptime.svg"),
+        ("http", "1 check", "badge/group/http/uptime.svg"),
+        ("tcp", "1 check", "badge/group/tcp/uptime.svg")]
+    row = re.search(r'<tr class="check up" data-check="web".*?</tr>', page)
+    assert row is not None
+    assert ('<span title="399 of 400 runs succeeded in the last hour">99.75%</span> '
+            "<small>1 h</small>") in row[0]
+    pending = re.search(r'<tr class="check pending" data-check="new".*?</tr>', page)
+    assert pending is not None and '<span title="No run in the last hour">–</span>' in pending[0]
+    # A word of the group finds its checks.
+    assert Filter("edge").accepts("up", overview(store, NOW, "1", "t", True).checks[2]
+                                  .search_text)
+
+
 def test_the_sparkline_draws_the_hour_to_scale_and_marks_failed_minutes() -> None:
     slowest: list[int | None] = [None] * POINTS
     slowest[-3], slowest[-2], slowest[-1] = 10_000, 5_000, None  # microseconds
@@ -182,7 +212,8 @@ def test_the_json_shape() -> None:
     assert document["config"] == {"source": "/etc/<netsentry>.toml",
                                   "last_reload_successful": True}
     assert document["summary"] == {"checks": 4, "up": 2, "down": 1, "pending": 1}
-    assert document["history"] == {"step_seconds": STEP, "points": POINTS}
+    assert document["history"] == {"step_seconds": STEP, "points": POINTS,
+                                   "day_step_seconds": 900.0, "day_points": 96}
     checks = {c["name"]: c for c in document["checks"]}
     web, xss, new = checks["web"], checks[XSS], checks["new"]
     assert web["kind"] == "tcp" and web["target"] == "127.0.0.1:80"
@@ -195,6 +226,10 @@ def test_the_json_shape() -> None:
     assert latency["start"] == NOW - 30 - (POINTS - 1) * STEP
     assert len(latency["slowest_seconds"]) == len(latency["failed"]) == POINTS
     assert latency["slowest_seconds"][-2:] == [0.004, 0.002]
+    assert web["group"] == "tcp" and web["availability"] == {
+        "hour": {"runs": 2, "successful": 2, "ratio": 1.0},
+        "day": {"runs": 2, "successful": 2, "ratio": 1.0}}
+    assert new["availability"]["day"] == {"runs": 0, "successful": 0, "ratio": None}
     assert xss["state"] == "down" and xss["failures"] == {"refused": 1}
     assert xss["last"]["reason"] == "refused"
     assert xss["last"]["details"] == {"address": "<127.0.0.1>"}
