@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +282,83 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "netsentry.service" not in result.stderr, result.stderr
+
+
+SOCKET = DEPLOY / "systemd" / "netsentry.socket"
+DROP_IN = DEPLOY / "systemd" / "netsentry.service.d" / "socket-activation.conf"
+
+
+def exec_start(text: str) -> list[str]:
+    return [v for k, v in unit_sections(text)["Service"] if k == "ExecStart"]
+
+
+def test_the_socket_unit_and_its_drop_in_match_the_service() -> None:
+    service = exec_start(UNIT.read_text())
+    drop_in = exec_start(DROP_IN.read_text())
+    assert drop_in[0] == ""  # resets the service's ExecStart, then sets its own
+    assert drop_in[1] == service[0].replace("--web.listen-address=:10025", "--web.systemd-socket")
+    socket_unit = dict(unit_sections(SOCKET.read_text())["Socket"])
+    assert socket_unit["ListenStream"] == "10025" and socket_unit["Accept"] == "no"
+    assert dict(unit_sections(DROP_IN.read_text())["Unit"])["Requires"] == SOCKET.name
+
+
+def test_systemd_analyze_verifies_the_socket_unit(tmp_path: Path) -> None:
+    """The socket, the service and its drop-in, as systemd would load them together."""
+    analyze = shutil.which("systemd-analyze")
+    agent = Path(sys.executable).parent / "netsentry"
+    (tmp_path / DROP_IN.parent.name).mkdir()
+    for source in (UNIT, SOCKET, DROP_IN):
+        target = tmp_path / source.relative_to(UNIT.parent)
+        target.write_text(source.read_text().replace("/opt/netsentry/bin/netsentry ",
+                                                     f"{agent} "))
+    if analyze is None:
+        return
+    result = subprocess.run([analyze, "verify", SOCKET.name, UNIT.name], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "netsentry" not in result.stderr, result.stderr
+    # The check can fail: a drop-in naming a missing program is refused.
+    broken = tmp_path / DROP_IN.relative_to(UNIT.parent)
+    broken.write_text(broken.read_text().replace(str(agent), "/nonexistent/netsentry"))
+    result = subprocess.run([analyze, "verify", SOCKET.name, UNIT.name], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0 and "/nonexistent/netsentry" in result.stderr
+
+
+def test_the_drop_ins_command_serves_a_socket_systemd_passes(tmp_path: Path) -> None:
+    """The drop-in's very command line (its config swapped for one of the test's), under
+    systemd-socket-activate, which passes a socket as systemd would."""
+    (command,) = [v for v in exec_start(DROP_IN.read_text()) if v]
+    config = tmp_path / "netsentry.toml"
+    config.write_text('[defaults]\ninterval = "1s"\ntimeout = "500ms"\n')
+    argv = command.replace("/opt/netsentry/bin/netsentry", f"{sys.executable} -m exporter"
+                           ).replace("/etc/netsentry/netsentry.toml", str(config)).split()
+    port = closed_port()
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *argv],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+                    conn.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+                    answer = b""
+                    while chunk := conn.recv(4096):
+                        answer += chunk
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"Healthy.\n"), answer
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log = proc.stderr.read() if proc.stderr else ""
+    assert f"msg=listening address=127.0.0.1:{port}" in log, log
 
 
 PING_SOCKETS = {"net.ipv4.ping_group_range": "0 2147483647"}
