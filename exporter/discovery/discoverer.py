@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.codecs.target_groups import TargetGroup, TargetGroupError
 from exporter.config.expand import group_labels, target_check
@@ -42,28 +42,40 @@ class Made:
     made: MadeBy  # for the next refresh: the checks by (target, group labels)
     refused: int
     problems: list[str]  # distinct, each naming where its target came from
+    others: set[str] = field(default_factory=set)  # for the next refresh: other shards' targets
 
 
 def make_checks(base: CheckBase, groups: list[tuple[str, TargetGroup]],
-                owns: Callable[[str], bool], before: MadeBy | None = None) -> Made:
+                owns: Callable[[str], bool], before: MadeBy | None = None,
+                others: set[str] | frozenset[str] = frozenset()) -> Made:
     """One check per target of `groups` ((origin, group) pairs) that `owns` says is this
-    shard's: the very check of `before` where it has one of the same target and labels."""
+    shard's: the very check of `before` where it has one of the same target and labels.
+
+    A target of `before`, or of `others` (the previous refresh's targets of other shards), is
+    not hashed again: with --shard I/10, asking `owns` of each of 100,000 targets is ten hashes
+    each, a second of the loop at every refresh."""
     before = before or {}
     made: MadeBy = {}
     checks: list[CheckConfig] = []
     refused = 0
     problems_now: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # targets taken (or refused) in this refresh
+    theirs: set[str] = set()  # this refresh's targets of other shards
+    ours = {target for target, _ in before}  # this shard's, as a previous refresh found
     # Each distinct set of group labels judged once: a group of 10,000 labels over 1,000
     # targets is one judgement, not 1,000 (it took 10 s of the loop when it was per target).
     judged: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...] | list[str]] = {}
     for origin, group in groups:
         mine = []
         for target in group.targets:
-            key = f"{base.name}\t{target}"  # CheckConfig.key of its check
-            if key not in seen and owns(key):
-                seen.add(key)
-                mine.append(target)
+            if target in seen or target in theirs:
+                continue
+            if target not in ours and (target in others
+                                       or not owns(f"{base.name}\t{target}")):  # its key
+                theirs.add(target)
+                continue
+            seen.add(target)
+            mine.append(target)
         if not mine:
             continue
         labels = judged.get(group.labels)
@@ -89,7 +101,7 @@ def make_checks(base: CheckBase, groups: list[tuple[str, TargetGroup]],
                     continue
             made[cached] = check
             checks.append(check)
-    return Made(tuple(checks), made, refused, list(dict.fromkeys(problems_now)))
+    return Made(tuple(checks), made, refused, list(dict.fromkeys(problems_now)), theirs)
 
 
 class Discoverer:
@@ -102,6 +114,7 @@ class Discoverer:
         self._files = FileTargets(self.source) if self.source.type == "file" else None
         self.checks: tuple[CheckConfig, ...] = ()
         self._made: MadeBy = {}  # the checks of the last refresh
+        self._others: set[str] = set()  # the last refresh's targets of other shards
         self.refused = 0
         self.ok: bool | None = None
         self.last_success: float | None = None
@@ -160,13 +173,14 @@ class Discoverer:
                               self.discovered.base.name)
 
     def _adopt(self, groups: list[tuple[str, TargetGroup]]) -> bool:
-        made = make_checks(self.discovered.base, groups, self._owns, self._made)
+        made = make_checks(self.discovered.base, groups, self._owns, self._made, self._others)
         for problem in made.problems:
             self._warn("refused a discovered target", problem)
         if not made.problems:
             self._logged.clear()
         self.refused = made.refused
         self._made = made.made
+        self._others = made.others
         changed = len(made.checks) != len(self.checks) or any(
             a is not b for a, b in zip(made.checks, self.checks, strict=True))
         self.checks = made.checks

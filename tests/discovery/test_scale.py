@@ -80,3 +80,28 @@ def test_one_more_shard_takes_a_share_of_the_discovered_targets_from_each(count:
         made[index] = {c.key for c in d.checks}
         assert made[index] == {k for k in keys if after[k] == index}
     assert sum(map(len, made.values())) == len(keys)
+
+
+def test_a_refresh_hashes_only_the_targets_it_has_not_seen() -> None:
+    # With --shard I/N, owns() is N hashes; a refresh of 100,000 unchanged targets must not
+    # ask it 100,000 times again (a second of the loop at --shard I/10).
+    three = Shard(1, 3)
+    asked: list[str] = []
+
+    def owns(key: str) -> bool:
+        asked.append(key)
+        return three.owns(key)
+
+    d = discoverer(owns)
+    targets = addresses(3000)
+    d._adopt([("a.json", TargetGroup(targets))])
+    assert len(asked) == 3000
+    first = {c.key for c in d.checks}
+    assert first == {f"fleet\t{t}" for t in targets if three.owns(f"fleet\t{t}")}
+    asked.clear()
+    new = "10.99.0.1:80"
+    assert d._adopt([("a.json", TargetGroup((*targets[1:], new)))]) == (
+        three.owns(f"fleet\t{targets[0]}") or three.owns(f"fleet\t{new}"))
+    assert asked == [f"fleet\t{new}"]  # the one target not seen before
+    assert {c.key for c in d.checks} == {
+        f"fleet\t{t}" for t in (*targets[1:], new) if three.owns(f"fleet\t{t}")}
