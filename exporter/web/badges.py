@@ -39,7 +39,8 @@ RED = "#e05d44"
 # Verdana's advance widths at 11 px, rounded to a tenth, by the characters sharing them.
 _WIDTHS = {**dict.fromkeys(" ", 3.9), **dict.fromkeys("il.,:;'|!", 3.1),
            **dict.fromkeys("fjrtI()[]{}/-", 4.3), **dict.fromkeys("abcdeghknopqsuvxyz", 6.6),
-           **dict.fromkeys("0123456789#$+<=>?^_~", 7.0), **dict.fromkeys("mw", 10.1),
+           **dict.fromkeys("0123456789$_", 7.0), **dict.fromkeys("?", 6.0),
+           **dict.fromkeys("#+<=>^~", 9.2), **dict.fromkeys("mw", 10.1),
            **dict.fromkeys("MW%", 11.1), **dict.fromkeys("ABCDEFGHJKLNOPQRSTUVXYZ&", 7.6)}
 _OTHER = 7.6
 
