@@ -5,6 +5,7 @@
   itself serves under, and defaults to the external URL's path (a proxy passing paths as they
   are). They differ behind a proxy that rewrites paths: `location /mon/ { proxy_pass
   http://agent/; }` is `--web.external-url=https://host/mon/` with the route prefix `/`.
+  Without an external URL, the external path is the route prefix.
 - As Prometheus does, a prefix is normalised rather than refused: slashes are trimmed at both
   ends and one put in front (`netsentry/` serves under `/netsentry`). What cannot be a path
   — a query, a fragment, `.` or `..` segments, spaces, control characters — is an error.
@@ -78,9 +79,10 @@ def external_path(url: str) -> str:
 
 def make(external_url: str | None, route_prefix: str | None) -> Prefix:
     """The prefixes from the two flags; raises ValueError with a one-line message."""
-    external = external_path(external_url) if external_url else "/"
-    route = normalise(route_prefix) if route_prefix is not None else external
-    return Prefix(route, external)
+    external = external_path(external_url) if external_url else None
+    route = normalise(route_prefix) if route_prefix is not None else external or "/"
+    # Without an external URL nothing rewrites paths on the way: the agent is where it serves.
+    return Prefix(route, external or route)
 
 
 ROOT = Prefix()

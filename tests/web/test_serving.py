@@ -57,10 +57,11 @@ def run_netsentry(*args: str, env: dict[str, str] | None = None) -> subprocess.C
     ("https://mon.example.org", None, Prefix("/", "/")),
     ("http://[::1]:8080/a/b/", None, Prefix("/a/b", "/a/b")),
     ("https://mon.example.org/mon/", "/", Prefix("/", "/mon")),
-    (None, "netsentry", Prefix("/netsentry", "/")),  # normalised, as Prometheus does
-    (None, "/netsentry/", Prefix("/netsentry", "/")),
-    (None, "//a//", Prefix("/a", "/")),
-    (None, "/a%20b", Prefix("/a%20b", "/")),
+    (None, "netsentry", Prefix("/netsentry", "/netsentry")),  # normalised, as in Prometheus
+    (None, "/netsentry/", Prefix("/netsentry", "/netsentry")),
+    (None, "//a//", Prefix("/a", "/a")),
+    (None, "/a%20b", Prefix("/a%20b", "/a%20b")),
+    (None, "/", Prefix("/", "/")),
 ])
 def test_prefixes(external: str | None, route: str | None, expected: Prefix) -> None:
     assert prefix.make(external, route) == expected
@@ -463,3 +464,38 @@ def test_token_bucket_as_gos_rate_limiter() -> None:
     assert not bucket.allow()
     with pytest.raises(ValueError):
         TokenBucket(0, 1)
+
+
+# --- the status page under a prefix, in a real headless Chromium -------------------------------
+
+def test_the_page_under_a_prefix_in_a_browser(tmp_path: Path) -> None:
+    """Its refresh fetches from under the prefix and swaps the checks in, its filter stays
+    there, and its links lead there."""
+    from tests.support.chromium import Browser
+
+    config = tmp_path / "netsentry.toml"
+    config.write_text(CONFIG + TCP_CHECK.format(port=closed_port()))
+    with Agent(config, "--web.route-prefix", "netsentry") as agent, \
+            Browser(tmp_path / "chromium") as browser:
+        root = f"http://127.0.0.1:{agent.port}"
+        page = browser.page(1100, 700)
+        page.navigate(f"{root}/netsentry")  # redirected to the page
+        assert page.evaluate("location.href") == f"{root}/netsentry/"
+        page.evaluate('document.querySelector("input[name=failing]").click()')
+        assert page.evaluate("location.href") == f"{root}/netsentry/?failing=1"
+        page.evaluate('document.getElementById("live").dataset.marker = "old"')
+        since = len(browser.events)
+        request = page.wait_for("Network.requestWillBeSent", timeout=25, since=since,
+                                type="Fetch")
+        assert request["request"]["url"] == f"{root}/netsentry/?failing=1"
+        page.wait_for("Network.loadingFinished", timeout=10, since=since,
+                      requestId=request["requestId"])
+        for _ in range(50):  # the swap follows the response within a few event-loop turns
+            if page.evaluate('document.getElementById("live").dataset.marker') is None:
+                break
+            page.evaluate("new Promise((done) => setTimeout(done, 100))")
+        assert page.evaluate('document.getElementById("live").dataset.marker') is None
+        assert page.evaluate('document.getElementById("offline").hidden') is True
+        links = page.evaluate('Array.from(document.querySelectorAll("nav a"), (a) => a.href)')
+        assert links[:2] == [f"{root}/netsentry/metrics", f"{root}/netsentry/api/v1/checks"]
+        page.close()
