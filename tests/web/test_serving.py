@@ -178,6 +178,35 @@ def test_socket_activation_serves_the_first_connection_and_every_one_after(
     assert f"msg=listening address=127.0.0.1:{port}" in log, log
 
 
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.path)
+
+
+def test_socket_activation_on_a_unix_socket(tmp_path: Path) -> None:
+    """The socket a reverse proxy on the host would talk to (ListenStream=/run/...)."""
+    config = tmp_path / "netsentry.toml"
+    config.write_text(CONFIG)
+    path = tmp_path / "http.sock"
+    proc = activated("--config.file", str(config), listen=str(path))
+    try:
+        until(lambda: path.exists() or proc.poll() is not None, "the socket to be bound")
+        conn = UnixConnection(str(path))
+        conn.request("GET", "/-/healthy")  # wakes the agent; answered once it runs
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"Healthy.\n")
+        conn.close()
+    finally:
+        log = stop(proc)
+    assert f"msg=listening address={path}" in log, log
+
+
 def ready(port: int) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
