@@ -1,12 +1,14 @@
 """/metrics rendering of N checks: netsentry's renderer beside prometheus_client's generic one.
 
-    .venv/bin/python bench/render.py [--checks 10000] [--repeat 7] [--mixed]
+    .venv/bin/python bench/render.py [--checks 10000] [--repeat 7] [--mixed] [--formats ...]
 
 Builds a results store of N tcp checks that have run (with --mixed: each kind of OBSERVED in
 turn, as bench/reliability.py loads them), each with what a run of its kind records on
-Linux, then times (median of --repeat) the full exposition through
-`exporter.exposition.render` + encode, and the same families through a prometheus_client
-custom collector and `generate_latest`, in this process. No network.
+Linux, then times (median of --repeat) the full exposition in each format (text 0.0.4,
+OpenMetrics, protobuf with native histograms), and the same families through a
+prometheus_client custom collector and its `generate_latest` (text, and OpenMetrics for the
+OpenMetrics row), in this process; and for protobuf, the same check families built as the
+`protobuf` package's message objects (the alternative to the hand-written encoder). No network.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from prometheus_client.core import (
     Metric,
 )
 
+from common import Table
+
 from exporter import metrics
 from exporter.config.load import load_text
-from exporter.exposition import AgentSnapshot, Texts, render
+from exporter.exposition import AgentSnapshot, Texts, protobuf, render
+from exporter.exposition.text import OPENMETRICS_END
 from exporter.store import CheckState, Result, Store, split
 
 # What a run of each kind records on Linux (tcp: resolve and connect times and TCP_INFO; dns:
@@ -182,12 +187,81 @@ def snapshot_of(n: int, kinds: tuple[str, ...]) -> tuple[tuple[CheckState, ...],
 
 
 def time_render(states: tuple[CheckState, ...], agent: AgentSnapshot,
-                repeat: int) -> tuple[float, int, int]:
-    """Median seconds to render and encode `states`; the series and the bytes."""
+                repeat: int, form: str = "text") -> tuple[float, int, int]:
+    """Median seconds to render and encode `states` in `form`; the series and the bytes."""
     texts = Texts()  # kept between scrapes, as the agent's routes keep it
-    seconds, size = timed(lambda: render(states, agent, texts).encode(), repeat)
+    protos = protobuf.Protos()
+    if form == "protobuf":
+        seconds, size = timed(lambda: b"".join(protobuf.render_slices(states, agent, protos)),
+                              repeat)
+    elif form == "openmetrics":
+        seconds, size = timed(lambda: (render(states, agent, texts, openmetrics=True)
+                                       + OPENMETRICS_END).encode(), repeat)
+    else:
+        seconds, size = timed(lambda: render(states, agent, texts).encode(), repeat)
     text = render(states, agent, texts)
     return seconds, text.count("\n") - 2 * text.count("# TYPE"), size
+
+
+def protobuf_package(states: tuple[CheckState, ...]) -> bytes:
+    """The per-check families as the `protobuf` package's messages (metrics.proto's, built by
+    tests/support/metrics_proto.py), serialised and delimited: what the hand-written encoder
+    is measured against."""
+    from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
+
+    from tests.support.metrics_proto import CLASSES
+    family_class = CLASSES["MetricFamily"]
+    out = []
+
+    def family(spec: Any, kind: int) -> Any:
+        made = family_class(name=spec.name, help=spec.help, type=kind)
+        return made
+
+    success, duration = family(metrics.CHECK_SUCCESS, 1), family(metrics.CHECK_DURATION, 4)
+    runs, failures = family(metrics.CHECK_RUNS, 0), family(metrics.CHECK_FAILURES, 0)
+    gauges = {spec.name: family(spec, 1) for spec in (
+        metrics.CHECK_LAST_RUN, metrics.CHECK_LAST_SUCCESS, metrics.CHECK_INTERVAL,
+        metrics.CHECK_INFO)}
+    kinds: dict[str, Any] = {}
+    for s in states:
+        assert s.last is not None
+        labels = [("check", s.check.name), ("kind", s.check.kind)]
+
+        def metric(into: Any, extra: tuple[tuple[str, str], ...] = ()) -> Any:
+            made = into.metric.add()
+            for name, value in (*labels, *extra):
+                made.label.add(name=name, value=value)
+            return made
+
+        metric(success).gauge.value = float(s.last.success)
+        h = metric(duration).histogram
+        h.sample_count, h.sample_sum = s.buckets[-1], s.duration_sum
+        for upper, count in zip(metrics.DURATION_BUCKETS, s.buckets, strict=False):
+            h.bucket.add(upper_bound=upper, cumulative_count=count)
+        spans, deltas = s.native.spans()
+        h.schema, h.zero_threshold, h.zero_count = s.native.schema, 2.0 ** -128, s.native.zero
+        for offset, length in spans:
+            h.positive_span.add(offset=offset, length=length)
+        h.positive_delta.extend(deltas)
+        h.created_timestamp.seconds = int(s.created)
+        c = metric(runs).counter
+        c.value = s.runs
+        c.created_timestamp.seconds = int(s.created)
+        for reason, n in zip(s.reasons, s.failures, strict=True):
+            c = metric(failures, (("reason", reason.value),)).counter
+            c.value = n
+            c.created_timestamp.seconds = int(s.created)
+        metric(gauges[metrics.CHECK_LAST_RUN.name]).gauge.value = s.last.finished
+        metric(gauges[metrics.CHECK_LAST_SUCCESS.name]).gauge.value = s.last_success or 0
+        metric(gauges[metrics.CHECK_INTERVAL.name]).gauge.value = s.check.interval
+        metric(gauges[metrics.CHECK_INFO.name], (("target", s.check.target),)).gauge.value = 1
+        for (spec, extra), value in zip(s.last.series, s.last.values, strict=True):
+            into = kinds.get(spec.name) or kinds.setdefault(spec.name, family(spec, 1))
+            metric(into, tuple(zip(spec.labels, extra, strict=True))).gauge.value = value
+    for made in (success, duration, runs, failures, *gauges.values(), *kinds.values()):
+        data = made.SerializeToString()
+        out += [_VarintBytes(len(data)), data]
+    return b"".join(out)
 
 
 def render_seconds(n: int, kinds: tuple[str, ...], repeat: int = 5) -> tuple[float, int]:
@@ -203,21 +277,37 @@ def main() -> int:
     parser.add_argument("--mixed", action="store_true",
                         help="each kind in turn, as bench/reliability.py loads them (default: "
                              "tcp only)")
+    parser.add_argument("--formats", default="text,openmetrics,protobuf",
+                        help="of text, openmetrics, protobuf (default: all three)")
     args = parser.parse_args()
     kinds = tuple(OBSERVED) if args.mixed else ("tcp",)
     states, agent = snapshot_of(args.checks, kinds)
     registry = CollectorRegistry()
     registry.register(GenericCollector(states))  # type: ignore[arg-type]
-    ours, series, our_size = time_render(states, agent, args.repeat)
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_om
     generic, generic_size = timed(lambda: generate_latest(registry), args.repeat)
-    print(f"checks {args.checks} ({', '.join(kinds)}), series {series}, "
-          f"python {sys.version.split()[0]}")
-    print(f"netsentry exposition   median {ours * 1000:8.1f} ms  {our_size / 2**20:6.1f} MiB  "
-          f"{ours / series * 1e6:.2f} us/series")
-    print(f"prometheus_client      median {generic * 1000:8.1f} ms  {generic_size / 2**20:6.1f} "
-          f"MiB  {generic / series * 1e6:.2f} us/series")
-    print(f"ratio netsentry / prometheus_client: {ours / generic:.2f} (goal for 10,000 checks: "
-          f"< 250 ms: {'met' if ours < 0.25 else 'NOT met'})")
+    generic_om, _ = timed(lambda: generate_om(registry), args.repeat)
+    table = Table(["format", "median ms", "MiB", "bytes/check", "us/series",
+                   "ratio to prometheus_client text", "ratio to its OpenMetrics"])
+    series = 0
+    for form in args.formats.split(","):
+        ours, series, size = time_render(states, agent, args.repeat, form)
+        table.add(form, f"{ours * 1000:.1f}", f"{size / 2**20:.1f}",
+                  f"{size / args.checks:.0f}", f"{ours / series * 1e6:.3f}",
+                  f"{ours / generic:.3f}", f"{ours / generic_om:.3f}" if form != "protobuf"
+                  else "")
+    table.add("prometheus_client text", f"{generic * 1000:.1f}", f"{generic_size / 2**20:.1f}",
+              f"{generic_size / args.checks:.0f}", f"{generic / series * 1e6:.3f}", "1", "")
+    table.add("prometheus_client OpenMetrics", f"{generic_om * 1000:.1f}", "", "",
+              f"{generic_om / series * 1e6:.3f}", f"{generic_om / generic:.3f}", "1")
+    if "protobuf" in args.formats:
+        package, package_size = timed(lambda: protobuf_package(states), args.repeat)
+        table.add("protobuf package (check families only)", f"{package * 1000:.1f}",
+                  f"{package_size / 2**20:.1f}", f"{package_size / args.checks:.0f}",
+                  f"{package / series * 1e6:.3f}", f"{package / generic:.3f}", "")
+    print(f"checks {args.checks} ({', '.join(kinds)}), series {series} (text), "
+          f"python {sys.version.split()[0]}, median of {args.repeat}")
+    print(table.render())
     return 0
 
 

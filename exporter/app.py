@@ -26,6 +26,7 @@ from exporter.config.load import load_default, load_file
 from exporter.config.model import CheckConfig, Config
 from exporter.discovery.manager import Discovery
 from exporter.errors import ConfigError
+from exporter.native_histograms import schema_for
 from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
 from exporter.runner import Runner
@@ -87,6 +88,8 @@ class Agent:
         # --storage.path: each check's hour and day kept across restarts.
         self.storage = Storage(options.storage_path) if options.storage_path else None
         self.config: Config | None = None  # the running one: loaded, sharded, discovered
+        self.started = time.time()
+        self.classic_histograms = True  # [metrics] classic_histograms
         self.loaded: Config | None = None  # as the file says
         self.reload_ok = False
         self.reload_time: float | None = None
@@ -100,7 +103,8 @@ class Agent:
         live = self.live_web = (LiveWebConfig(options.web, open_paths=OPEN_PATHS)
                                 if options.web else None)
         routes = Routes(self.store, self.probe, self.agent_snapshot, self.status_overview,
-                        lambda: self._ready and self.scheduler.running, self.reload).table()
+                        lambda: self._ready and self.scheduler.running, self.reload,
+                        classic_histograms=lambda: self.classic_histograms).table()
         self.web = WebServer(
             routes, prefix=options.prefix, max_handlers=options.max_requests,
             unlimited=OPEN_PATHS,  # /-/healthy answers however busy the agent is
@@ -130,7 +134,7 @@ class Agent:
         if self.options.config_file is None:
             first = load_default(self_target(_first_tcp(self.bound)))
         if self.storage is not None:  # a damaged file is recovered, never a refusal
-            self.storage.open()
+            await self.storage.start()
             self._watches.append(asyncio.create_task(
                 self.storage.run(lambda: self.store.histories)))
         self.scheduler.start()
@@ -177,6 +181,10 @@ class Agent:
     def apply(self, new: Config) -> None:
         """Run `new`: its checks (this shard's) and, as they are found, its discovered ones."""
         self.loaded = new
+        # A new native bucket factor starts every histogram afresh (store.load sees it).
+        self.store.schema = schema_for(new.metrics.native_histogram_factor)
+        self.scheduler.lag.rescale(self.store.schema)
+        self.classic_histograms = new.metrics.classic_histograms
         self.discovery.update(new.discovered)  # a targets_file is read by now
         self.reload_ok = True
         self.reload_time = time.time()
@@ -258,6 +266,8 @@ class Agent:
             shard=(self.options.shard.index, self.options.shard.count),
             web_reload_ok=self.live_web.ok if self.live_web else None,
             discovery=self.discovery.statuses(),
+            started=self.started,
+            lag_native=lag.native,
         )
 
     def status_overview(self) -> status.Overview:

@@ -8,8 +8,11 @@ in DESIGN.md: base units, counters end in `_total`, no sample timestamps.
 from __future__ import annotations
 
 import itertools
+import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
+
+from exporter.native_histograms import Native
 
 GAUGE = "gauge"
 COUNTER = "counter"
@@ -505,11 +508,19 @@ AGENT_SPECS: tuple[Spec, ...] = (
 class Histogram:
     """A histogram of the agent's own (not per check), updated on the event loop only."""
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    def __init__(self, bounds: tuple[float, ...], schema: int = 3) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; +Inf last
         self.sum = 0.0
+        self.native = Native(schema)  # the same values in native buckets
+        self.created = time.time()
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+        self.native = self.native.add(value)
+
+    def rescale(self, schema: int) -> None:
+        """Native buckets of another schema: those so far are dropped (the classic ones stay)."""
+        if schema != self.native.schema:
+            self.native = Native(schema)

@@ -12,6 +12,7 @@ belongs to, so a changed check starts a fresh hour and a removed one takes its h
 from __future__ import annotations
 
 import itertools
+import time
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from exporter.config.model import CheckConfig
 from exporter.errors import Reason
 from exporter.history import LatencyHistory
 from exporter.metrics import DURATION_BUCKETS, Series
+from exporter.native_histograms import DEFAULT_FACTOR, Native, schema_for
+
+DEFAULT_SCHEMA = schema_for(DEFAULT_FACTOR)
+EMPTY_NATIVE = Native(DEFAULT_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +90,21 @@ class CheckState:
     counter_values: tuple[float, ...] = ()
     histogram_series: Series = ()  # the histograms of its runs' samples, and their `Buckets`
     histogram_values: tuple[Buckets, ...] = ()
+    # When it was loaded: the created timestamp of its counters and histograms (OpenMetrics'
+    # _created, protobuf's created_timestamp), so that rate() knows where they started.
+    created: float = 0.0
+    native: Native = EMPTY_NATIVE  # the run durations' native histogram
     # The check's own memory from run to run (`Run.memory`), for as long as it is loaded.
     memory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def new(cls, check: CheckConfig) -> CheckState:
+    def new(cls, check: CheckConfig, schema: int = DEFAULT_SCHEMA,
+            created: float | None = None) -> CheckState:
         reasons = KINDS[check.kind].reasons
         return cls(check, reasons, failures=(0,) * len(reasons),
-                   buckets=(0,) * (len(DURATION_BUCKETS) + 1))
+                   buckets=(0,) * (len(DURATION_BUCKETS) + 1),
+                   created=time.time() if created is None else created,
+                   native=Native(schema))
 
     def after(self, result: Result) -> CheckState:
         """The state once `result` is added."""
@@ -123,6 +135,8 @@ class CheckState:
             counter_values=counter_values,
             histogram_series=histogram_series,
             histogram_values=histogram_values,
+            created=self.created,
+            native=self.native.add(result.duration),
             memory=self.memory,
         )
 
@@ -130,7 +144,7 @@ class CheckState:
         return CheckState(self.check, (*self.reasons, reason), self.runs, (*self.failures, 0),
                           self.last, self.last_success, self.buckets, self.duration_sum,
                           self.counter_series, self.counter_values, self.histogram_series,
-                          self.histogram_values, self.memory)
+                          self.histogram_values, self.created, self.native, self.memory)
 
 
 def _add_counts(state: CheckState, result: Result) -> tuple[Series, tuple[float, ...]]:
@@ -144,7 +158,8 @@ def _add_samples(state: CheckState, result: Result) -> tuple[Series, tuple[Bucke
     totals = dict(zip(state.histogram_series, state.histogram_values, strict=True))
     for (spec, labels), value in zip(result.observed, result.samples, strict=True):
         before = totals.get((spec, labels))
-        totals[(spec, labels)] = (before or Buckets.empty(spec.buckets)).add(spec.buckets, value)
+        totals[(spec, labels)] = (before or Buckets.empty(spec.buckets, state.native.schema)
+                                  ).add(spec.buckets, value)
     return tuple(totals), tuple(totals.values())
 
 
@@ -155,15 +170,17 @@ class Buckets:
 
     counts: tuple[int, ...]
     sum: float = 0.0
+    native: Native = EMPTY_NATIVE  # the same samples in native buckets
 
     @classmethod
-    def empty(cls, bounds: tuple[float, ...]) -> Buckets:
-        return cls((0,) * (len(bounds) + 1))
+    def empty(cls, bounds: tuple[float, ...], schema: int = DEFAULT_SCHEMA) -> Buckets:
+        return cls((0,) * (len(bounds) + 1), native=Native(schema))
 
     def add(self, bounds: tuple[float, ...], value: float) -> Buckets:
         index = bisect_left(bounds, value)
         counts = self.counts
-        return Buckets((*counts[:index], counts[index] + 1, *counts[index + 1:]), self.sum + value)
+        return Buckets((*counts[:index], counts[index] + 1, *counts[index + 1:]), self.sum + value,
+                       self.native.add(value))
 
     def cumulative(self) -> list[int]:
         return list(itertools.accumulate(self.counts))
@@ -173,9 +190,10 @@ class Store:
     """Check key (`CheckConfig.key`: its name, and a target list's target) → latest state, in
     config order."""
 
-    def __init__(self) -> None:
+    def __init__(self, schema: int = DEFAULT_SCHEMA) -> None:
         self.states: dict[str, CheckState] = {}
         self.histories: dict[str, LatencyHistory] = {}
+        self.schema = schema  # of the native histograms; a change starts every check afresh
 
     def load(self, checks: tuple[CheckConfig, ...]) -> None:
         """Adopt a config: unchanged checks keep their state, changed ones start afresh.
@@ -184,15 +202,16 @@ class Store:
         (`Run.memory[UNTIL_RELOAD]`)."""
         states = {}
         histories = {}
+        now = time.time()
         for check in checks:
             key = check.key
             old = self.states.get(key)
-            if old is not None and old.check == check:
+            if old is not None and old.check == check and old.native.schema == self.schema:
                 old.memory.pop(UNTIL_RELOAD, None)
                 states[key] = old
                 histories[key] = self.histories[key]
             else:
-                states[key] = CheckState.new(check)
+                states[key] = CheckState.new(check, self.schema, now)
                 histories[key] = LatencyHistory()
         self.states = states
         self.histories = histories

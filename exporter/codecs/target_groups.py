@@ -81,7 +81,18 @@ def _group(index: int, item: Any) -> TargetGroup:
         if not isinstance(name, str) or not isinstance(value, str):
             raise TargetGroupError(f"{where}: labels: {name!r}: names and values are strings, "
                                    f"got {_type(value)}")
+    for text in (*targets, *labels, *labels.values()):
+        if not _encodable(text):  # a lone surrogate that JSON's \ud800 escapes can make
+            raise TargetGroupError(f"{where}: {text!r} is not valid Unicode text")
     return TargetGroup(tuple(targets), tuple(labels.items()))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def srv_targets(answers: Iterable[str]) -> TargetGroup:

@@ -34,6 +34,7 @@ from exporter.config.model import (
     CheckConfig,
     Config,
     DiscoveredCheck,
+    MetricsConfig,
 )
 from exporter.config.probe import build_probe
 from exporter.config.problems import (
@@ -126,7 +127,8 @@ def _syntax_problem(source: str, exc: Exception) -> str:
 
 # --- validation ----------------------------------------------------------------------------------
 
-TOP_LEVEL_KEYS = ("defaults", "checks", "probe")
+TOP_LEVEL_KEYS = ("defaults", "checks", "probe", "metrics")
+METRICS_KEYS = ("native_histogram_factor", "classic_histograms")
 DEFAULTS_KEYS = ("interval", "timeout")
 
 
@@ -167,7 +169,27 @@ def _build(document: dict[str, Any], source: str, problems: Problems) -> Config 
     probe = build_probe(document, timeout or DEFAULT_TIMEOUT, problems)
     checks = tuple(c for c in built if isinstance(c, CheckConfig))
     discovered = tuple(c for c in built if isinstance(c, DiscoveredCheck))
-    return Config(checks, source, probe, discovered)
+    return Config(checks, source, probe, discovered, _metrics(document, problems))
+
+
+def _metrics(document: dict[str, Any], problems: Problems) -> MetricsConfig:
+    """`[metrics]`: the native histograms' bucket factor, and whether the classic buckets are
+    sent beside them."""
+    table = section(document, "metrics", problems) or {}
+    unknown_keys(table, METRICS_KEYS, ("metrics",), problems)
+    default = MetricsConfig()
+    factor = table.get("native_histogram_factor", default.native_histogram_factor)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+        problems.add(("metrics", "native_histogram_factor"), "expected a number above 1 (the "
+                     "growth of a bucket's width from one to the next; 1.1 as client_golang), "
+                     f"got {toml_type(factor)}")
+        factor = default.native_histogram_factor
+    classic = table.get("classic_histograms", True)
+    if not isinstance(classic, bool):
+        problems.add(("metrics", "classic_histograms"), f"expected true or false, got "
+                     f"{toml_type(classic)}")
+        classic = True
+    return MetricsConfig(float(factor), classic)
 
 
 def _build_check(

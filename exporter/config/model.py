@@ -105,11 +105,20 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`[metrics]`: how the histograms are exported."""
+
+    native_histogram_factor: float = 1.1  # growth of a native bucket's width; client_golang's
+    classic_histograms: bool = True  # protobuf: the classic buckets too, beside the native
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     checks: tuple[CheckConfig, ...]
     source: str
     probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
     discovered: tuple[DiscoveredCheck, ...] = ()  # checks whose targets are discovered
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
 
     def check(self, name: str, target: str | None = None) -> CheckConfig | None:
         """The check called `name`; of a target list's, the one of `target`."""

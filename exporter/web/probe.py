@@ -33,7 +33,7 @@ from exporter.config.allow import AllowList
 from exporter.config.model import CheckConfig, Config
 from exporter.config.settings import adhoc_check
 from exporter.errors import CheckError, ConfigError, Reason
-from exporter.exposition import CONTENT_TYPE, render_probe
+from exporter.exposition import OPENMETRICS_END, formats, protobuf, render_probe
 from exporter.net.resolve import Address, Resolver
 from exporter.report import describe
 from exporter.runner import Runner
@@ -89,7 +89,7 @@ class ProbeEndpoint:
         reasons = KINDS[check.kind].reasons
         if debug:
             return _text(200, debug_text(check, result, timeout, header, trace, reasons))
-        return Response(200, render_probe(result, reasons).encode(), CONTENT_TYPE)
+        return _answer(result, reasons, request.headers.get("accept", ""))
 
 
     def memory(self, check: CheckConfig) -> dict[str, Any]:
@@ -238,3 +238,15 @@ class AllowedResolver(Resolver):
         """A name for an address the run met (a traceroute hop): looking it up reaches no
         host of the target's, so the allow-list has no say."""
         return await self._inner.reverse(host)
+
+
+def _answer(result: Result, reasons: tuple[Reason, ...], accept: str) -> Response:
+    """The run's exposition in the format the scraper asks for (`formats.negotiate`)."""
+    chosen = formats.negotiate(accept)
+    if chosen.name == "protobuf":
+        body = protobuf.render_probe(result, reasons)
+    elif chosen.name == "openmetrics":
+        body = (render_probe(result, reasons, openmetrics=True) + OPENMETRICS_END).encode()
+    else:
+        body = render_probe(result, reasons).encode()
+    return Response(200, body, chosen.content_type, (("Vary", "Accept"),))

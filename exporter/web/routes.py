@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from exporter import exposition, process_metrics
+from exporter.exposition import formats, protobuf
 from exporter.store import CheckState, Store
 from exporter.web import badges, pages, status
 from exporter.web.probe import ProbeEndpoint
@@ -37,6 +38,9 @@ class Routes:
     ready: Callable[[], bool]
     reload: Callable[[], list[str]]  # the problems of a reload that failed, else []
     texts: exposition.Texts = field(default_factory=exposition.Texts)  # kept between scrapes
+    protos: protobuf.Protos = field(default_factory=protobuf.Protos)  # likewise, for protobuf
+    # [metrics] classic_histograms: the classic buckets beside the native ones (protobuf).
+    classic_histograms: Callable[[], bool] = lambda: True
 
     def table(self) -> list[Route]:
         return [
@@ -51,9 +55,11 @@ class Routes:
         ]
 
     async def handle_metrics(self, request: Request) -> Response:
-        parts = _metrics_parts(self.store.snapshot(), self.agent_snapshot(), self.texts)
+        chosen = formats.negotiate(request.headers.get("accept", ""))
+        parts = _metrics_parts(chosen, self.store.snapshot(), self.agent_snapshot(), self.texts,
+                               self.protos, self.classic_histograms())
         stream, encoding = _stream_between_runs(parts, request)
-        return Response(200, b"", exposition.CONTENT_TYPE, encoding, stream)
+        return Response(200, b"", chosen.content_type, (("Vary", "Accept"), *encoding), stream)
 
     async def handle_healthy(self, request: Request) -> Response:
         return Response(200, b"Healthy.\n")
@@ -99,14 +105,25 @@ class Routes:
         return Response(200, svg.encode(), badges.CONTENT_TYPE, headers)
 
 
-def _metrics_parts(states: tuple[CheckState, ...], agent: exposition.AgentSnapshot,
-                   texts: exposition.Texts) -> Iterator[str]:
-    yield from exposition.render_slices(states, agent, texts)
-    yield process_metrics.render()  # last, read once the agent's own are rendered
+def _metrics_parts(chosen: formats.Format, states: tuple[CheckState, ...],
+                   agent: exposition.AgentSnapshot, texts: exposition.Texts,
+                   protos: protobuf.Protos, classic: bool) -> Iterator[str | bytes]:
+    """The exposition in the chosen format; the process metrics last, read once the agent's
+    own are rendered."""
+    if chosen.name == "protobuf":
+        yield from protobuf.render_slices(states, agent, protos, classic)
+        yield b"".join(protobuf.process_families(process_metrics.families()))
+    elif chosen.name == "openmetrics":
+        yield from exposition.render_slices(states, agent, texts, openmetrics=True)
+        yield process_metrics.render_openmetrics()
+        yield exposition.OPENMETRICS_END
+    else:
+        yield from exposition.render_slices(states, agent, texts)
+        yield process_metrics.render()
 
 
 def _stream_between_runs(
-    parts: Iterable[str], request: Request
+    parts: Iterable[str | bytes], request: Request
 ) -> tuple[AsyncGenerator[bytes, None], tuple[tuple[str, str], ...]]:
     """A page streamed as it is rendered, part by part, gzipped when asked; and its headers.
 
@@ -119,7 +136,7 @@ def _stream_between_runs(
     return _encoded(parts, gzip), ((("Content-Encoding", "gzip"),) if gzip else ())
 
 
-async def _encoded(parts: Iterable[str], gzip: bool) -> AsyncGenerator[bytes, None]:
+async def _encoded(parts: Iterable[str | bytes], gzip: bool) -> AsyncGenerator[bytes, None]:
     """The parts encoded, deflated if asked, and sent in pieces of at least STREAM_PIECE bytes:
     zlib hands out a few hundred bytes at a time, and each piece is a write and, for the
     client, a chunk to parse."""
@@ -127,7 +144,7 @@ async def _encoded(parts: Iterable[str], gzip: bool) -> AsyncGenerator[bytes, No
     pending: list[bytes] = []
     size = 0
     for text in parts:
-        data = text.encode()
+        data = text.encode() if isinstance(text, str) else text
         if compressor is not None:
             data = compressor.compress(data)
         pending.append(data)

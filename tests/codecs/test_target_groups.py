@@ -57,6 +57,9 @@ def test_an_empty_document_has_no_groups() -> None:
     ("[" * 100_000, "json", "nested too deeply"),
     ("- " + "[" * 50_000, "yaml", "nested too deeply"),
     ("[" + "9" * 5000 + "]", "json", "Exceeds the limit (4300 digits)"),
+    # A lone surrogate would make every exposition of the target's series fail to encode.
+    ('[{"targets": ["a:1"], "labels": {"x": "\\ud800"}}]', "json",
+     "target group 0: '\\ud800' is not valid Unicode text"),
 ])
 def test_problems_name_the_group_and_key(text: str, form: str, message: str) -> None:
     with pytest.raises(TargetGroupError) as caught:

@@ -40,6 +40,7 @@ from exporter.codecs import (
     errqueue,
     grpc,
     icmp,
+    metrics_proto,
     ntp,
     target_groups,
     tcp_info,
@@ -196,6 +197,18 @@ CODECS: dict[str, list[Codec]] = {
               lambda: availability.HEADER + availability.encode(
                   [availability.Name(1, "web"), availability.Minutes(5, ((1, 3, 2, 900),)),
                    availability.Quarters(0, ((1, 3, 2),))])),
+    ],
+    # An encoder: whatever text a label holds (a check's name, a discovered target group's
+    # label), it encodes; tests/test_formats.py decodes random ones with protobuf's parser.
+    "metrics_proto": [
+        Codec("label_pairs", ValueError,
+              lambda b: metrics_proto.label_pairs([("check", b.decode("utf-8", "replace"))]),
+              lambda: "caf\u00e9 \"x\"\n".encode()),
+        Codec("histogram", ValueError, lambda b: metrics_proto.histogram(
+            b[:8], len(b), float(len(b)), metrics_proto.classic_buckets(
+                metrics_proto.bucket_bounds([0.1]), [len(b) * 99]),
+            metrics_proto.histogram_created(len(b) / 7),
+            (3, 2.0 ** -128, 0, [(-len(b), 1)], [len(b) - 128])), lambda: b"\x80" * 9),
     ],
     "yaml_document": [
         Codec(name, yaml_document.YAMLError, lambda b, f=f: f(b.decode("utf-8", "replace")),

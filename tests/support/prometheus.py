@@ -54,8 +54,9 @@ class Prometheus(Daemon):
     poll_seconds = 0.1
 
     def __init__(self, config: dict[str, Any], directory: Path, *,
-                 ready_timeout: float = 30) -> None:
+                 ready_timeout: float = 30, flags: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.flags = flags  # more command-line flags (--enable-feature=native-histograms)
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.config_file = directory / "prometheus.yml"
@@ -66,7 +67,7 @@ class Prometheus(Daemon):
         return [PROMETHEUS, f"--config.file={self.config_file}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-                "--log.level=info"]
+                "--log.level=info", *self.flags]
 
     def answers(self) -> bool:
         return self._get("/-/ready")[0] == 200

@@ -16,7 +16,7 @@ prometheus_client's own parser by the tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from exporter import metrics
@@ -24,9 +24,11 @@ from exporter.checks import kind_specs
 from exporter.config.model import CheckConfig
 from exporter.errors import Reason
 from exporter.metrics import DURATION_BUCKETS, LAG_BUCKETS, Series, Spec
+from exporter.native_histograms import Native
 from exporter.store import Buckets, CheckState, Result
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_END = "# EOF\n"
 SLICE = 250  # checks per slice of one metric family
 
 
@@ -49,6 +51,8 @@ class AgentSnapshot:
     shard: tuple[int, int] = (0, 1)  # this agent's shard I of N (--shard I/N)
     web_reload_ok: bool | None = None  # None: no --web.config.file
     discovery: tuple[SourceStatus, ...] = ()  # one per discovered check
+    started: float = 0.0  # Unix time the agent started: its own counters' created timestamp
+    lag_native: Native | None = None  # the scheduler lag's native buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,8 @@ def _header(spec: Spec) -> str:
     return f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} {spec.type}\n"
 
 
+_text_header = _header
+
 _DURATION_LE = [format_value(float(b)) for b in DURATION_BUCKETS] + ["+Inf"]
 _LAG_LE = [format_value(float(b)) for b in LAG_BUCKETS] + ["+Inf"]
 
@@ -91,7 +97,7 @@ class _Text:
     """Every series of one loaded check, rendered up to the value."""
 
     __slots__ = ("base", "counted", "failures", "failures_text", "histogram", "info",
-                 "interval", "kind", "last_run", "last_success", "missed", "plan", "runs",
+                 "interval", "kind", "last_run", "last_success", "missed", "om", "plan", "runs",
                  "skipped", "success")
 
     def __init__(self, state: CheckState) -> None:
@@ -126,6 +132,58 @@ class _Text:
         # Kind metrics' text up to the value, by (name, label values): rendered once.
         self.kind: dict[tuple[str, tuple[str, ...]], str] = {}
         self.plan: _Plan | None = None  # the last run's gauges' families and prefixes
+        self.om: _OpenMetrics | None = None  # made at the first OpenMetrics scrape
+
+
+class _OpenMetrics:
+    """What OpenMetrics adds to a check's text: the created sample after each of its counters
+    and its histogram, at the time the check was loaded."""
+
+    __slots__ = ("counted", "created", "duration", "failures", "failures_text", "missed",
+                 "runs", "skipped")
+
+    def __init__(self, state: CheckState, text: _Text) -> None:
+        created = self.created = format_value(state.created)
+        base = text.base
+        self.runs = f"{_created_name(metrics.CHECK_RUNS)}{{{base}}} {created}\n"
+        self.duration = f"{_created_name(metrics.CHECK_DURATION)}{{{base}}} {created}\n"
+        name = _created_name(metrics.CHECK_FAILURES)
+        self.failures = tuple(f'{name}{{{base},reason="{r.value}"}} {created}\n'
+                              for r in state.reasons)
+        self.missed = f"{_created_name(metrics.SCHEDULER_MISSED)}{{{base}}} {created}\n"
+        self.skipped = f"{_created_name(metrics.SCHEDULER_SKIPPED)}{{{base}}} {created}\n"
+        self.counted: tuple[int, ...] | None = None
+        self.failures_text = ""
+
+
+def _created_name(spec: Spec) -> str:
+    """The name of a counter's or histogram's created sample (OpenMetrics)."""
+    return spec.name.removesuffix("_total") + "_created"
+
+
+_OM_HEADERS: dict[str, str] = {}
+
+
+def _om_header(spec: Spec) -> str:
+    """An OpenMetrics family's metadata: a counter's family is named without `_total`, and
+    HELP escapes double quotes too."""
+    text = _OM_HEADERS.get(spec.name)
+    if text is None:
+        text = _OM_HEADERS[spec.name] = _om_header_text(spec)
+    return text
+
+
+def _om_header_text(spec: Spec) -> str:
+    name = spec.name.removesuffix("_total") if spec.type == metrics.COUNTER else spec.name
+    help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return f"# HELP {name} {help_text}\n# TYPE {name} {spec.type}\n"
+
+
+def _om(state: CheckState, text: _Text) -> _OpenMetrics:
+    om = text.om
+    if om is None:
+        om = text.om = _OpenMetrics(state, text)
+    return om
 
 
 class Texts:
@@ -145,7 +203,9 @@ class Texts:
         for state in states:
             entry = known.get(id(state.check))
             if (entry is None or entry[0] is not state.check
-                    or len(entry[1].failures) != len(state.reasons)):
+                    or len(entry[1].failures) != len(state.reasons)
+                    or (entry[1].om is not None
+                        and entry[1].om.created != format_value(state.created))):
                 entry = (state.check, _Text(state))
                 missed += 1
             pairs.append(entry)
@@ -155,59 +215,91 @@ class Texts:
 
 
 def render(states: Iterable[CheckState], agent: AgentSnapshot,
-           texts: Texts | None = None) -> str:
+           texts: Texts | None = None, openmetrics: bool = False) -> str:
     """The whole exposition at once (tests, and callers with few checks)."""
-    return "".join(render_slices(tuple(states), agent, texts))
+    return "".join(render_slices(tuple(states), agent, texts, openmetrics)) + (
+        OPENMETRICS_END if openmetrics else "")
 
 
 def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot,
-                  texts: Texts | None = None) -> Iterator[str]:
+                  texts: Texts | None = None, openmetrics: bool = False) -> Iterator[str]:
     """The exposition in slices of at most SLICE checks of one family each; `texts` keeps the
-    checks' text for the next scrape (without it, everything is rendered afresh)."""
+    checks' text for the next scrape (without it, everything is rendered afresh). With
+    `openmetrics`, OpenMetrics 1.0.0: counters' families named without `_total`, and a created
+    sample after every counter and histogram; the caller ends it with OPENMETRICS_END once
+    whatever it appends is written."""
     pairs = (texts or Texts()).of(states)
     slices = [pairs[i:i + SLICE] for i in range(0, len(pairs), SLICE)]
+    head = _om_header if openmetrics else _header
 
-    yield _header(metrics.CHECK_SUCCESS)
+    yield head(metrics.CHECK_SUCCESS)
     for part in slices:
         yield "".join(f"{t.success}{int(s.last.success)}\n" for s, t in part if s.last)
 
-    yield _header(metrics.CHECK_DURATION)
+    yield head(metrics.CHECK_DURATION)
     for part in slices:
-        yield "".join([t.histogram % (*s.buckets, s.duration_sum, s.buckets[-1])
-                       for s, t in part])
+        if openmetrics:
+            yield "".join([t.histogram % (*s.buckets, s.duration_sum, s.buckets[-1])
+                           + _om(s, t).duration for s, t in part])
+        else:
+            yield "".join([t.histogram % (*s.buckets, s.duration_sum, s.buckets[-1])
+                           for s, t in part])
 
-    yield _header(metrics.CHECK_RUNS)
+    yield head(metrics.CHECK_RUNS)
     for part in slices:
-        yield "".join(f"{t.runs}{s.runs}\n" for s, t in part)
+        if openmetrics:
+            yield "".join(f"{t.runs}{s.runs}\n{_om(s, t).runs}" for s, t in part)
+        else:
+            yield "".join(f"{t.runs}{s.runs}\n" for s, t in part)
 
-    yield _header(metrics.CHECK_FAILURES)
+    yield head(metrics.CHECK_FAILURES)
     for part in slices:
-        yield "".join(_failures_text(s, t) for s, t in part)
+        if openmetrics:
+            yield "".join(_om_failures_text(s, t) for s, t in part)
+        else:
+            yield "".join(_failures_text(s, t) for s, t in part)
 
-    yield _header(metrics.CHECK_LAST_RUN)
+    yield head(metrics.CHECK_LAST_RUN)
     for part in slices:
         yield "".join(f"{t.last_run}{s.last.finished!r}\n" for s, t in part if s.last)
-    yield _header(metrics.CHECK_LAST_SUCCESS)
+    yield head(metrics.CHECK_LAST_SUCCESS)
     for part in slices:
         yield "".join(f"{t.last_success}{s.last_success!r}\n" for s, t in part
                       if s.last_success is not None)
-    yield _header(metrics.CHECK_INTERVAL)
+    yield head(metrics.CHECK_INTERVAL)
     for part in slices:
         yield "".join(t.interval for _, t in part)
-    yield _header(metrics.CHECK_INFO)
+    yield head(metrics.CHECK_INFO)
     for part in slices:
         yield "".join(t.info for _, t in part)
 
     missed, skipped = agent.missed, agent.skipped
-    yield _header(metrics.SCHEDULER_MISSED)
+    yield head(metrics.SCHEDULER_MISSED)
     for part in slices:
-        yield "".join(f"{t.missed}{missed.get(s.check.key, 0)}\n" for s, t in part)
-    yield _header(metrics.SCHEDULER_SKIPPED)
+        if openmetrics:
+            yield "".join(f"{t.missed}{missed.get(s.check.key, 0)}\n{_om(s, t).missed}"
+                          for s, t in part)
+        else:
+            yield "".join(f"{t.missed}{missed.get(s.check.key, 0)}\n" for s, t in part)
+    yield head(metrics.SCHEDULER_SKIPPED)
     for part in slices:
-        yield "".join(f"{t.skipped}{skipped.get(s.check.key, 0)}\n" for s, t in part)
+        if openmetrics:
+            yield "".join(f"{t.skipped}{skipped.get(s.check.key, 0)}\n{_om(s, t).skipped}"
+                          for s, t in part)
+        else:
+            yield "".join(f"{t.skipped}{skipped.get(s.check.key, 0)}\n" for s, t in part)
 
-    yield from _kind_metrics(slices)
-    yield _agent_metrics(agent)
+    yield from _kind_metrics(slices, openmetrics)
+    yield _agent_metrics(agent, openmetrics)
+
+
+def _om_failures_text(state: CheckState, text: _Text) -> str:
+    om = _om(state, text)
+    if state.failures is not om.counted:
+        om.failures_text = "".join(map("{}{}\n{}".format, text.failures, state.failures,
+                                       om.failures))
+        om.counted = state.failures
+    return om.failures_text
 
 
 def _failures_text(state: CheckState, text: _Text) -> str:
@@ -217,8 +309,9 @@ def _failures_text(state: CheckState, text: _Text) -> str:
     return text.failures_text
 
 
-def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]:
-    specs, place = _families()
+def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]],
+                  openmetrics: bool = False) -> Iterator[str]:
+    specs, place = kind_families()
     families: list[list[str]] = [[] for _ in range(len(specs) + 1)]  # +1: undeclared (runner)
     for part in slices:
         for state, text in part:
@@ -231,8 +324,10 @@ def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]
                     families[index].append(_line(prefix, value))
             for (spec, extra), value in zip(state.counter_series, state.counter_values,
                                             strict=True):
-                families[place.get(spec.name, -1)].append(
-                    _line(_prefix(text, spec, extra), value))
+                line = _line(_prefix(text, spec, extra), value)
+                if openmetrics:
+                    line += _created_line(state, text, spec, extra)
+                families[place.get(spec.name, -1)].append(line)
             for (spec, extra), buckets in zip(state.histogram_series, state.histogram_values,
                                               strict=True):
                 key = (spec.name, extra)
@@ -241,17 +336,33 @@ def _kind_metrics(slices: list[list[tuple[CheckState, _Text]]]) -> Iterator[str]
                     labels = _labels(spec, extra)
                     template = text.kind[key] = _histogram(
                         spec, f"{text.base},{labels}" if labels else text.base)
-                families[place.get(spec.name, -1)].append(_fill(template, buckets))
+                line = _fill(template, buckets)
+                if openmetrics:
+                    line += _created_line(state, text, spec, extra)
+                families[place.get(spec.name, -1)].append(line)
         yield ""  # a slice boundary: let the loop run
+    head = _om_header if openmetrics else _header
     for spec, lines in zip(specs, families, strict=False):
         if lines:
-            yield _header(spec) + "".join(lines)
+            yield head(spec) + "".join(lines)
+
+
+def _created_line(state: CheckState, text: _Text, spec: Spec, extra: tuple[str, ...]) -> str:
+    """The created sample of a kind's counter or histogram (OpenMetrics), rendered once."""
+    key = ("_created " + spec.name, extra)
+    line = text.kind.get(key)
+    if line is None:
+        labels = _labels(spec, extra)
+        line = text.kind[key] = (f"{_created_name(spec)}{{{text.base}"
+                                 f"{',' + labels if labels else ''}}} "
+                                 f"{_om(state, text).created}\n")
+    return line
 
 
 _FAMILIES: list[tuple[tuple[Spec, ...], dict[str, int]]] = []
 
 
-def _families() -> tuple[tuple[Spec, ...], dict[str, int]]:
+def kind_families() -> tuple[tuple[Spec, ...], dict[str, int]]:
     """The kinds' families in the order they are rendered, and each one's place by name:
     derived from the registry (`kind_specs`), again only when it changes."""
     specs = kind_specs()
@@ -310,7 +421,9 @@ def _fill(template: str, buckets: Buckets) -> str:
     return template % (*cumulative, format_value(buckets.sum), cumulative[-1])
 
 
-def _agent_metrics(agent: AgentSnapshot) -> str:
+def _agent_metrics(agent: AgentSnapshot, openmetrics: bool = False) -> str:
+    _header = _om_header if openmetrics else _text_header
+    started = format_value(agent.started)
     out = [
         _header(metrics.BUILD_INFO),
         f'{metrics.BUILD_INFO.name}{{version="{escape_label(agent.version)}",'
@@ -338,16 +451,22 @@ def _agent_metrics(agent: AgentSnapshot) -> str:
         total += count
         out.append(f'{name}_bucket{{le="{le}"}} {total}\n')
     out.append(f"{name}_sum {format_value(agent.lag_sum)}\n{name}_count {total}\n")
+    if openmetrics:
+        out.append(f"{_created_name(metrics.SCHEDULER_LAG)} {started}\n")
     out += [_header(metrics.CLOCK_STEPS), f"{metrics.CLOCK_STEPS.name} {agent.clock_steps}\n"]
+    if openmetrics:
+        out.append(f"{_created_name(metrics.CLOCK_STEPS)} {started}\n")
     index, count = agent.shard
     out += [_header(metrics.SHARD_CHECKS), f'{metrics.SHARD_CHECKS.name}{{shard="{index}",'
             f'shards="{count}"}} {sum(agent.configured.values())}\n']
     if agent.discovery:
-        out.append(_discovery_metrics(agent.discovery))
+        out.append(_discovery_metrics(agent.discovery, _header,
+                                      started if openmetrics else None))
     return "".join(out)
 
 
-def _discovery_metrics(sources: tuple[SourceStatus, ...]) -> str:
+def _discovery_metrics(sources: tuple[SourceStatus, ...], _header: Callable[[Spec], str],
+                       started: str | None) -> str:
     labels = [f'check="{escape_label(s.check)}",source="{escape_label(s.source)}"'
               for s in sources]
     out = [_header(metrics.DISCOVERY_TARGETS)]
@@ -360,7 +479,9 @@ def _discovery_metrics(sources: tuple[SourceStatus, ...]) -> str:
     out += [f"{metrics.DISCOVERY_REFRESH_TIME.name}{{{at}}} {format_value(s.last_success)}\n"
             for at, s in zip(labels, sources, strict=True) if s.last_success is not None]
     out.append(_header(metrics.DISCOVERY_REFRESH_FAILURES))
+    created = _created_name(metrics.DISCOVERY_REFRESH_FAILURES)
     out += [f"{metrics.DISCOVERY_REFRESH_FAILURES.name}{{{at}}} {s.failures}\n"
+            + (f"{created}{{{at}}} {started}\n" if started is not None else "")
             for at, s in zip(labels, sources, strict=True)]
     out.append(_header(metrics.DISCOVERY_REFUSED))
     out += [f"{metrics.DISCOVERY_REFUSED.name}{{{at}}} {s.refused}\n"
@@ -368,10 +489,11 @@ def _discovery_metrics(sources: tuple[SourceStatus, ...]) -> str:
     return "".join(out)
 
 
-def render_probe(result: Result, reasons: tuple[Reason, ...]) -> str:
+def render_probe(result: Result, reasons: tuple[Reason, ...], openmetrics: bool = False) -> str:
     """One run as `/probe` answers it, in an exposition of its own: success, duration, the
     failure reason among those the kind can produce, and what the kind recorded. No `check` or
-    `kind` label: Prometheus adds the target's labels, as with blackbox_exporter."""
+    `kind` label: Prometheus adds the target's labels, as with blackbox_exporter. With
+    `openmetrics`, OpenMetrics' family names and escaping (the caller adds OPENMETRICS_END)."""
     out = [_PROBE_HEAD, str(int(result.success)), _PROBE_DURATION, format_value(result.duration),
            "\n", _probe_reasons(reasons, result.reason)]
     # Keyed by name, not by Spec: hashing a dataclass costs more than the rest of a line.
@@ -387,15 +509,15 @@ def render_probe(result: Result, reasons: tuple[Reason, ...]) -> str:
         _, buckets = histograms.get((spec.name, extra), (spec, Buckets.empty(spec.buckets)))
         histograms[(spec.name, extra)] = (spec, buckets.add(spec.buckets, sample))
     for (name, extra), (spec, buckets) in histograms.items():  # samples of this run alone
-        families.setdefault(name, [_probe_header(spec)]).append(
+        families.setdefault(name, [_probe_header(spec, openmetrics)]).append(
             _fill(_histogram(spec, _labels(spec, extra)), buckets))
     for (name, extra), (spec, value) in values.items():
-        lines = families.setdefault(name, [_probe_header(spec)])
+        lines = families.setdefault(name, [_probe_header(spec, openmetrics)])
         if extra:
             lines.append(f"{name}{{{_labels(spec, extra)}}} {format_value(value)}\n")
         else:
             lines.append(f"{name} {format_value(value)}\n")
-    for spec in _families()[0]:
+    for spec in kind_families()[0]:
         if spec.name in families:
             out += families[spec.name]
     return "".join(out)
@@ -409,12 +531,15 @@ _PROBE_HEADERS: dict[str, str] = {}  # by metric name, rendered once
 _PROBE_REASONS: dict[int, tuple[tuple[Reason, ...], dict[str, str]]] = {}
 
 
-def _probe_header(spec: Spec) -> str:
-    text = _PROBE_HEADERS.get(spec.name)
+def _probe_header(spec: Spec, openmetrics: bool = False) -> str:
+    key = ("om " if openmetrics else "") + spec.name
+    text = _PROBE_HEADERS.get(key)
     if text is None:
         # The help of a probe's metric speaks of this run, not of the last scheduled one.
         help_text = spec.help.replace(f", {metrics.LAST_RUN}.", ".")
-        text = _PROBE_HEADERS[spec.name] = _header(Spec(spec.name, spec.type, help_text))
+        probe_spec = Spec(spec.name, spec.type, help_text)
+        text = _PROBE_HEADERS[key] = (_om_header_text(probe_spec) if openmetrics
+                                      else _header(probe_spec))
     return text
 
 
