@@ -88,7 +88,7 @@ def test_http_sd_server_faults(tmp_path: Path) -> None:
     with AcceptServer() as up:
         good = json.dumps([{"targets": [up.target]}]).encode()
         healthy = Reply(200, good, JSON)
-        bomb = gzip.compress(b" " * (64 << 20), 1)  # 64 MiB of spaces in some 100 KiB
+        bomb = gzip.compress(b" " * (64 << 20), 1)  # 64 MiB of spaces in 286 KiB
         routes = {
             "/trickle": switch.route(healthy, Reply(200, good + b" " * 30, JSON, trickle=0.1)),
             "/reset": Reply(200, good + b" " * PAD, JSON),
