@@ -15,7 +15,7 @@ import time
 import weakref
 from typing import Any
 
-from exporter import metrics
+from exporter import humanize, metrics
 from exporter.checks.base import Run
 from exporter.codecs import tcp_info, x509
 from exporter.errors import Reason
@@ -131,5 +131,4 @@ def record_tls(run: Run, session: ssl.SSLObject | ssl.SSLSocket) -> None:
     if expiries:
         earliest = min(expiries)
         run.gauge(metrics.TLS_CERT_EXPIRY, earliest)
-        run.detail("certificate expires", time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                        time.gmtime(earliest)))
+        run.detail("certificate expires", humanize.timestamp(earliest, now=time.time()))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from exporter import __version__, metrics
+from exporter import __version__, humanize, metrics
 from exporter.checks.base import Kind, Run, option, read_file, readable_file, regex
 from exporter.checks.connection import (
     CONNECT_REASONS,
@@ -265,7 +265,7 @@ async def fetch(settings: HttpSettings,
         for phase in PHASES:
             if phase in phases:
                 run.gauge(metrics.HTTP_PHASE, phases[phase], phase)
-                run.detail(phase, f"{phases[phase] * 1000:.3f} ms")
+                run.detail(phase, humanize.duration(phases[phase]))
         run.gauge(metrics.HTTP_REDIRECTS, redirects)
     return response, url, redirects
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from exporter import metrics
+from exporter import humanize, metrics
 from exporter.checks.base import UNTIL_RELOAD, Kind, Run, option
 from exporter.checks.connection import RESOLVE_REASONS
 from exporter.checks.ntp_selection import Candidate, combine, select
@@ -284,14 +284,16 @@ def _record(settings: NtpSettings, run: Run, sample: codec.Sample, offset: float
     if abs(offset) > settings.max_offset:
         problems.append(f"offset {offset:+.6f} s beyond ±max_offset {settings.max_offset:g} s")
     run.gauge(metrics.NTP_SANITY, 0 if problems else 1)
-    run.detail("offset", f"{offset:+.9f} s")
-    run.detail("delay", f"{sample.delay:.9f} s")
+    run.detail("offset", humanize.duration(offset, signed=True))
+    run.detail("delay", humanize.duration(sample.delay))
     run.detail("stratum", str(packet.stratum))
     run.detail("leap", f"{packet.leap} ({_LEAP[packet.leap]})")
     run.detail("refid", packet.reference_text)
-    run.detail("root distance", f"{distance:.9f} s (root delay {packet.root_delay_seconds:.6f} "
-               f"s, root dispersion {packet.root_dispersion_seconds:.6f} s)")
-    run.detail("precision", f"2^{packet.precision} s ({packet.precision_seconds:.3g} s)")
+    run.detail("root distance", f"{humanize.duration(distance)} (root delay "
+               f"{humanize.duration(packet.root_delay_seconds)}, root dispersion "
+               f"{humanize.duration(packet.root_dispersion_seconds)})")
+    run.detail("precision", f"2^{packet.precision} s "
+               f"({humanize.duration(packet.precision_seconds)})")
     run.detail("verdict", "; ".join(problems) if problems else
                f"sane (|offset| ≤ {settings.max_offset:g} s, root distance ≤ "
                f"{settings.max_root_distance:g} s)")
@@ -321,9 +323,11 @@ def _record_several(settings: NtpSettings, run: Run, outcomes: list[_Outcome]) -
         truechimer = selection is not None and i in selection.truechimers
         if selection is not None:
             run.gauge(metrics.NTP_FALSETICKER, 0 if truechimer else 1, name)
-        run.detail(f"server {name}", f"offset {outcome.sample.offset:+.9f} s, delay "
-                   f"{outcome.sample.delay:.9f} s, stratum {outcome.sample.packet.stratum}, "
-                   f"root distance {outcome.sample.root_distance:.6f} s: "
+        run.detail(f"server {name}", "offset "
+                   f"{humanize.duration(outcome.sample.offset, signed=True)}, delay "
+                   f"{humanize.duration(outcome.sample.delay)}, stratum "
+                   f"{outcome.sample.packet.stratum}, root distance "
+                   f"{humanize.duration(outcome.sample.root_distance)}: "
                    + ("truechimer" if truechimer else
                       "falseticker" if selection is not None else "no majority"))
     for outcome in outcomes:

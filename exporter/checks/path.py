@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter import metrics
+from exporter import humanize, metrics
 from exporter.checks.base import Kind, Observation, Run, between, option
 from exporter.checks.connection import RESOLVE_REASONS, resolve_target
 from exporter.codecs import icmp as codec
@@ -478,8 +478,8 @@ def probe_table(observations: tuple[Observation, ...]) -> tuple[list[tuple[str, 
     for hop in sorted(per_hop, key=int):
         values = per_hop[hop]
         rtt = values.get(metrics.PATH_HOP_RTT.name)
-        rows.append((hop, "*" if rtt is None else f"{rtt * 1000:.3f} ms",
-                     f"{values.get(metrics.PATH_HOP_LOSS.name, 1.0) * 100:.0f}%"))
+        rows.append((hop, "*" if rtt is None else humanize.duration(rtt),
+                     humanize.ratio(values.get(metrics.PATH_HOP_LOSS.name, 1.0))))
     return (rows if len(rows) > 1 else []), tuple(rest)
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from exporter import __version__, metrics
+from exporter import __version__, humanize, metrics
 from exporter.checks.base import Kind, Run, option, readable_file, regex
 from exporter.checks.connection import (
     CONNECT_REASONS,
@@ -131,10 +131,10 @@ async def check(settings: WebsocketSettings, run: Run) -> None:
     run.gauge(metrics.HTTP_STATUS, 101)
     run.gauge(metrics.WEBSOCKET_HANDSHAKE, session.handshake_seconds)
     run.detail("url", str(url))
-    run.detail("handshake", f"{session.handshake_seconds * 1000:.3f} ms")
+    run.detail("handshake", humanize.duration(session.handshake_seconds))
     if session.message is not None:
         run.detail("message", f"{session.message_bytes} bytes in "
-                   f"{(session.message_seconds or 0.0) * 1000:.3f} ms")
+                   f"{humanize.duration(session.message_seconds or 0.0)}")
     run.detail("close", "without a close frame" if session.close_code is None
                else f"code {session.close_code}")
     if settings.expect and (session.message is None

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -241,7 +242,7 @@ def netsentry(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_probe_clock() -> None:
-    proc = netsentry("probe", "clock")
+    proc = netsentry("probe", "clock", "--metrics")
     synchronized = kernel_clock.read(kernel_clock.system_adjtimex()).synchronized
     assert proc.returncode == (0 if synchronized else 1), proc.stderr
     lines = dict(line.split(None, 1) for line in proc.stdout.splitlines())
@@ -249,6 +250,13 @@ def test_probe_clock() -> None:
     assert lines["netsentry_clock_synchronized"] == str(int(synchronized))
     assert lines["state"] in timex.TIME_STATES
     assert "netsentry_clock_max_error_seconds" in lines
+    human = netsentry("probe", "clock")
+    assert human.returncode == proc.returncode
+    rows = dict(re.split(r"  +", line, maxsplit=1) for line in human.stdout.splitlines())
+    assert rows["clock synchronized"] == ("yes" if synchronized else "no")
+    assert rows["clock state"] in ("ok", "ins", "del", "oop", "wait", "error")
+    assert re.fullmatch(r"-?[\d.]+ (ns|µs|ms|s)( \(\w+\))?", rows["clock max error"]), rows
+    assert re.fullmatch(r"-?[\d.]+(%| ppm)", rows["clock frequency adjustment"]), rows
     assert lines["result"] == ("success" if synchronized else "FAILURE (unsynchronized): "
                                "the kernel clock is unsynchronised (STA_UNSYNC, maximum error "
                                f"{float(lines['netsentry_clock_max_error_seconds']):g}s): "

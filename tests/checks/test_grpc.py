@@ -224,11 +224,11 @@ def test_config_errors(body: str, expected: str) -> None:
 
 
 
-def probe_table(target: str) -> tuple[int, dict[str, str]]:
+def probe_table(target: str, *flags: str) -> tuple[int, dict[str, str]]:
     """`netsentry probe grpc TARGET`: its exit code and its table (first column → the rest)."""
-    done = subprocess.run([sys.executable, "-m", "exporter", "probe", "grpc", target],
+    done = subprocess.run([sys.executable, "-m", "exporter", "probe", "grpc", target, *flags],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    rows = (line.rsplit("  ", 1) for line in done.stdout.splitlines() if "  " in line)
+    rows = (line.split("  ", 1) for line in done.stdout.splitlines() if "  " in line)
     return done.returncode, {key.strip(): value.strip() for key, value in rows}
 
 
@@ -237,11 +237,17 @@ def test_netsentry_probe_grpc(server: Health) -> None:
     code, table = probe_table(server.target)
     assert (code, table["result"], table["serving status"]) == (
         1, "FAILURE (bad_status): the server is NOT_SERVING, not SERVING", "NOT_SERVING")
-    assert float(table['netsentry_grpc_healthcheck_status{status="NOT_SERVING"}']) == 1
+    assert table["grpc healthcheck status"] == "NOT_SERVING"  # the state set, as one row
+    code, raw = probe_table(server.target, "--metrics")
+    assert code == 1
+    assert float(raw['netsentry_grpc_healthcheck_status{status="NOT_SERVING"}']) == 1
+    assert float(raw['netsentry_grpc_healthcheck_status{status="SERVING"}']) == 0
     server.set("", SERVING)
     code, table = probe_table(server.target)
     assert (code, table["result"], table["grpc status"]) == (0, "success", "0 OK")
-    assert float(table['netsentry_grpc_healthcheck_status{status="SERVING"}']) == 1
+    assert (table["grpc healthcheck status"], table["grpc status code"]) == ("SERVING", "0")
+    code, raw = probe_table(server.target, "--metrics")
+    assert (code, float(raw['netsentry_grpc_healthcheck_status{status="SERVING"}'])) == (0, 1)
 
 
 def test_probe_template_runs_a_grpc_check(server: Health, tmp_path: Path) -> None:

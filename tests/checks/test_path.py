@@ -166,8 +166,11 @@ def test_probe_prints_a_hop_table() -> None:
     assert re.fullmatch(r"hop 1 +127\.0\.0\.1  \d+\.\d{3} ms  \d+\.\d{3} ms", hop)
     table = lines[lines.index(next(line for line in lines if line.startswith("hop  "))):]
     assert re.fullmatch(r"hop +median rtt +loss", table[0])
-    assert re.fullmatch(r"1 +\d+\.\d{3} ms +0%", table[1])
+    # The median in three significant digits and its unit, the loss a percentage.
+    assert re.fullmatch(r"1 +(\d\.\d\d|\d\d\.\d|\d{3}) (ns|µs|ms) +0%", table[1]), table
+    assert "path reached  yes" in lines
     assert not any(line.startswith(RTT) or line.startswith(LOSS) for line in lines)
+    assert not any(line.startswith(("path hop rtt", "path hop loss")) for line in lines)
 
 
 # --- through the chain --------------------------------------------------------------------------

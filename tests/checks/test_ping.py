@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -350,11 +351,17 @@ def test_probe_prints_pings_summary() -> None:
                            "--count", "3", "--spacing", "10ms", "--timeout", "2s"],
                           capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    lines = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.strip())
+    # What and value are two spaces or more apart (the metrics' names have spaces).
+    lines = dict(re.split(r"  +", line, maxsplit=1) for line in proc.stdout.splitlines()
+                 if line.strip())
     assert lines["result"] == "success"
-    assert lines["ping"].strip() == "3 packets transmitted, 3 received, 0% packet loss"
-    assert lines["rtt"].strip().startswith("min/avg/max/mdev = ")
-    assert lines["rtt"].strip().endswith(" ms")
+    assert lines["ping"] == "3 packets transmitted, 3 received, 0% packet loss"
+    assert lines["rtt"].startswith("min/avg/max/mdev = ")
+    assert lines["rtt"].endswith(" ms")  # ping's own line, as ping writes it
+    assert lines["ping loss"] == "0%"
+    for what in ("ping rtt min", "ping rtt mean", "ping rtt max", "ping rtt stddev"):
+        assert re.fullmatch(r"[\d.]+ (ns|µs|ms|s)", lines[what]), (what, lines[what])
+    assert "netsentry_" not in proc.stdout
 
 
 def test_a_truncated_reply_and_the_codec_error_are_malformed() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -271,7 +272,8 @@ def test_probe_prints_what_a_person_reads() -> None:
         hex_ok = netsentry("probe", "udp", server.target, "--send_hex", "1234",
                            "--expect_hex", "706f6e67")
         wrong = netsentry("probe", "udp", server.target, "--send", "ping", "--expect", "^ping")
-        assert server.payloads == [b"ping", b"\x12\x34", b"ping"]
+        raw = netsentry("probe", "udp", server.target, "--send", "ping", "--metrics")
+        assert server.payloads == [b"ping", b"\x12\x34", b"ping", b"ping"]
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = ok.stdout.splitlines()
     assert lines[0].split() == ["check", "udp", server.target]
@@ -280,8 +282,10 @@ def test_probe_prints_what_a_person_reads() -> None:
         ["address", server.target], ["tries", "1"], ["reply", "9"]]
     assert lines[6].split()[0] == "timestamps"  # kernel, or user space where it has none
     assert "reply" in ok.stdout and "9 bytes: pong ping" in ok.stdout
-    assert any(line.startswith("netsentry_udp_response_bytes") and line.split()[1] == "9"
-               for line in lines)
+    assert any(re.fullmatch(r"udp response +9 B", line) for line in lines)  # in its unit
+    assert any(re.fullmatch(r"udp response +[\d.]+ (ns|µs|ms|s)", line) for line in lines)
+    assert raw.returncode == 0, raw.stdout + raw.stderr
+    assert re.search(r"^netsentry_udp_response_bytes +9$", raw.stdout, re.M), raw.stdout
     assert hex_ok.returncode == 0, hex_ok.stdout + hex_ok.stderr
     assert wrong.returncode == 1
     assert ("FAILURE (unexpected_response): the reply of 9 bytes does not match /^ping/: "

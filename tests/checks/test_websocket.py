@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import socket
 import subprocess
 import sys
@@ -172,8 +173,13 @@ def test_netsentry_probe_websocket() -> None:
         done = subprocess.run([sys.executable, "-m", "exporter", "probe", "websocket",
                                f"ws://127.0.0.1:{port}/"], cwd=ROOT, capture_output=True,
                               text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "netsentry_websocket_handshake_seconds" in done.stdout
+        raw = subprocess.run([sys.executable, "-m", "exporter", "probe", "websocket",
+                              f"ws://127.0.0.1:{port}/", "--metrics"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert (done.returncode, raw.returncode) == (0, 0), done.stdout + done.stderr
+    assert re.search(r"^websocket handshake +[\d.]+ (ns|µs|ms|s)$", done.stdout, re.M), done.stdout
+    assert re.search(r"^handshake +[\d.]+ (ns|µs|ms|s)$", done.stdout, re.M), done.stdout
+    assert re.search(r"^netsentry_websocket_handshake_seconds +[\d.e-]+$", raw.stdout, re.M)
 
 
 def test_probe_template_runs_a_websocket_check(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_probe_one_check() -> None:
         proc = netsentry("probe", "tcp", server.target, "--timeout", "2s")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "result" in proc.stdout and "success" in proc.stdout
-    assert "netsentry_tcp_connect_seconds" in proc.stdout
+    assert re.search(r"^tcp connect +\d[\d.]* (ns|µs|ms|s)$", proc.stdout, re.M), proc.stdout
     refused = netsentry("probe", "tcp", f"127.0.0.1:{closed_port()}")
     assert refused.returncode == 1
     assert "FAILURE (refused): connection refused" in refused.stdout
@@ -136,8 +137,9 @@ def test_probe_config_file_prints_a_table(tmp_path: Path) -> None:
         )
         proc = netsentry("probe", "--config.file", str(path))
     assert proc.returncode == 1
-    header, up, down = proc.stdout.splitlines()
+    header, up, down, _, summary = proc.stdout.splitlines()
     assert header.split()[:4] == ["NAME", "KIND", "TARGET", "RESULT"]
+    assert summary == "1 of 2 checks failed"
     assert up.split()[0] == "up" and up.split()[3] == "ok"
     assert down.split()[0] == "down" and down.split()[3] == "refused"
 
