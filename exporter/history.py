@@ -197,26 +197,26 @@ class LatencyHistory:
     def restore(self, minutes: Iterable[tuple[int, int, int, int]],
                 quarters: Iterable[tuple[int, int, int]], now: float) -> None:
         """Start from what storage kept: the minutes and quarters (as `minutes()` and
-        `quarters()` give them) within an hour and a day of `now`; the rest is ignored."""
+        `quarters()` give them, counts within their fields' bounds: the file's codec sees to
+        that) within an hour and a day of `now`; the rest is ignored."""
         end = int(now // STEP)
         kept = [m for m in minutes if end - POINTS < m[0] <= end]
         if kept:
             self._clear_minute(0, POINTS)
             self._slot = max(m[0] for m in kept)
-            for slot, runs, ok, slowest in kept:
+            runs, ok, slowest = self._runs, self._ok, self._slowest
+            for slot, n, good, micros in kept:
                 index = slot % POINTS
-                self._runs[index] = min(runs, _MINUTE_RUNS)
-                self._ok[index] = min(ok, runs, _MINUTE_RUNS)
-                self._slowest[index] = slowest
+                runs[index], ok[index], slowest[index] = n, good, micros
         end = int(now // DAY_STEP)
         held = [q for q in quarters if end - DAY_POINTS < q[0] <= end]
         if held:
             self._clear_quarter(0, DAY_POINTS)
             self._day_slot = max(q[0] for q in held)
-            for slot, runs, ok in held:
+            runs, ok = self._day_runs, self._day_ok
+            for slot, n, good in held:
                 index = slot % DAY_POINTS
-                self._day_runs[index] = min(runs, _QUARTER_RUNS)
-                self._day_ok[index] = min(ok, runs)
+                runs[index], ok[index] = n, good
 
     def _clear_minute(self, first: int, stop: int) -> None:
         for index in range(first, stop):

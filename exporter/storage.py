@@ -108,6 +108,11 @@ class Storage:
         log.info("storage opened", extra={"path": str(self.path), "records": self.records,
                                           "checks": len(self.recovered), "bytes": self.size})
 
+    async def start(self) -> None:
+        """`open()` on the storage thread: a large file takes a while to read (about half a
+        second per 1,000 checks' day), and the agent answers /-/healthy meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.open)
+
     def _read(self) -> tuple[bytes, int]:
         try:
             with open(self.path, "rb") as file:
@@ -264,29 +269,36 @@ def _histories(records: tuple[codec.Record, ...], now: float) -> dict[str, Laten
     """Each key's history from a file's records: a later entry for a slot replaces an earlier
     one; a quarter without a record of its own is the sum of its minutes."""
     keys: dict[int, str] = {}
-    minutes: dict[str, dict[int, tuple[int, int, int]]] = {}
-    quarters: dict[str, dict[int, tuple[int, int]]] = {}
+    minutes: dict[str, dict[int, tuple[int, int, int, int]]] = {}
+    quarters: dict[str, dict[int, tuple[int, int, int]]] = {}
     for record in records:
         if isinstance(record, codec.Name):
             keys[record.id] = record.key
+            minutes.setdefault(record.key, {})
+            quarters.setdefault(record.key, {})
         elif isinstance(record, codec.Minutes):
+            slot = record.slot
             for id_, runs, ok, slowest in record.entries:
-                minutes.setdefault(keys[id_], {})[record.slot] = (runs, ok, slowest)
+                minutes[keys[id_]][slot] = (slot, runs, ok, slowest)
         else:
+            slot = record.slot
             for id_, runs, ok in record.entries:
-                quarters.setdefault(keys[id_], {})[record.slot] = (runs, ok)
+                quarters[keys[id_]][slot] = (slot, runs, ok)
     histories = {}
-    for key in minutes.keys() | quarters.keys():
-        kept_minutes = minutes.get(key, {})
-        kept_quarters = dict(quarters.get(key, {}))
-        summed: dict[int, tuple[int, int]] = {}
-        for slot, (runs, ok, _) in kept_minutes.items():
-            if slot // _QUARTER_MINUTES not in kept_quarters:
-                before = summed.get(slot // _QUARTER_MINUTES, (0, 0))
-                summed[slot // _QUARTER_MINUTES] = (before[0] + runs, before[1] + ok)
-        kept_quarters.update(summed)
+    for key, kept_minutes in minutes.items():
+        kept_quarters = quarters[key]
+        if not kept_minutes and not kept_quarters:
+            continue
+        summed: dict[int, list[int]] = {}
+        for slot, runs, ok, _ in kept_minutes.values():
+            quarter = slot // _QUARTER_MINUTES
+            if quarter not in kept_quarters:
+                counts = summed.setdefault(quarter, [0, 0])
+                counts[0] += runs
+                counts[1] += ok
+        for quarter, (runs, ok) in summed.items():
+            kept_quarters[quarter] = (quarter, runs, ok)
         history = LatencyHistory()
-        history.restore(((slot, *v) for slot, v in kept_minutes.items()),
-                        ((slot, *v) for slot, v in kept_quarters.items()), now)
+        history.restore(kept_minutes.values(), kept_quarters.values(), now)
         histories[key] = history
     return histories

@@ -22,6 +22,8 @@ from tests.support.servers import AcceptServer, closed_port
 
 
 def availability(agent: Agent) -> dict[str, Any]:
+    """Each check's availability, once the agent is ready (the file read, the config loaded)."""
+    agent.wait_for(lambda: agent.fetch("GET", "/-/ready")[0] == 200, what="the agent ready")
     status, _, body = agent.fetch("GET", "/api/v1/checks")
     assert status == 200
     return {c["name"]: c["availability"] for c in json.loads(body)["checks"]}
