@@ -29,7 +29,8 @@ def group_labels(base: CheckBase, group_labels: Mapping[str, Any], problems: Pro
     kept = {name: value for name, value in group_labels.items() if not name.startswith("__")}
     theirs = {n: v for n, v in kept.items() if n not in dict(base.labels)}
     for name, message in label_problems(theirs, max_labels=len(theirs)):
-        problems.add((*where, "labels", name) if name else (*where, "labels"), message)
+        shown = name if len(name) <= 64 else f"{name[:60]}..."  # a name of 1 MiB is not logged
+        problems.add((*where, "labels", shown) if name else (*where, "labels"), message)
     labels = tuple({**kept, **dict(base.labels)}.items())
     if len(labels) > base.max_labels:
         problems.add((*where, "labels"), f"{len(labels)} labels with the target group's, "

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 FILE_POLL = 1.0  # seconds between polls of a targets_file glob, as --config.watch polls
 MAX_LOGGED = 20  # distinct problems logged per refresh; the rest are counted only
+# A target is the `target` label of each of its check's series: a discovered one of 1 MiB
+# would put a megabyte into every one of them, at every scrape.
+MAX_TARGET_LENGTH = 2048
 
 MadeBy = dict[tuple[str, tuple[tuple[str, str], ...]], CheckConfig]  # (target, labels) → check
 
@@ -93,6 +96,12 @@ def make_checks(base: CheckBase, groups: list[tuple[str, TargetGroup]],
             cached = (target, group.labels)
             check = before.get(cached) or made.get(cached)
             if check is None:
+                if len(target) > MAX_TARGET_LENGTH:
+                    refused += 1
+                    problems_now.append(f"{origin}: target: {len(target):,} characters, more "
+                                        f"than the {MAX_TARGET_LENGTH:,} a discovered target "
+                                        "may have")
+                    continue
                 problems = Problems("", None)
                 check = target_check(base, target, problems, (), ("target",), labels)
                 if check is None:

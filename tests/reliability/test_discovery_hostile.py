@@ -186,3 +186,19 @@ def test_hostile_targets_files_fail_their_source_only(tmp_path: Path) -> None:
             assert agent.proc.poll() is None
             assert not [line for line in agent.lines if "Traceback" in line or "level=error"
                         in line]
+
+
+def test_megabyte_targets_and_label_names_are_refused_in_a_few_words() -> None:
+    # A discovered target is the `target` label of every series of its check, and a problem
+    # is logged: neither may carry a megabyte an http_sd server sent.
+    huge = "x" * (1 << 20)
+    d = Discoverer(DISCOVERED, RUNNER, lambda key: True)
+    d._adopt([("a.json", TargetGroup((f"{huge}:80", "127.0.0.1:80"))),
+              ("b.json", TargetGroup(("127.0.0.2:80",), ((f"{huge}-", "v"),)))])
+    assert [c.target for c in d.checks] == ["127.0.0.1:80"]
+    assert d.refused == 2
+    assert sorted(d._logged) == [
+        "a.json: target: 1,048,579 characters, more than the 2,048 a discovered target may "
+        "have",
+        "b.json: labels." + "x" * 60 + "...: is not a Prometheus label name "
+        "([a-zA-Z_][a-zA-Z0-9_]*)"]
