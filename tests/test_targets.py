@@ -94,6 +94,11 @@ CHECK = '[[checks]]\nname = "fleet"\nkind = "tcp"\n'
          "targets_url, targets_srv; this table has target and targets"],
         id="target-and-targets"),
     pytest.param(
+        CHECK + f'targets = ["127.0.0.1:1", "{"a" * 2049}:1"]\n',
+        ['f.toml:4: checks[0] "fleet".targets[1]: 2,051 characters, more than the 2,048 a '
+         "target may have"],
+        id="a-target-too-long"),
+    pytest.param(
         CHECK + "targets = []\n",
         ['f.toml:4: checks[0] "fleet".targets: expected an array of targets, like targets = '
          '["10.0.0.1", "10.0.0.2"], got []'],

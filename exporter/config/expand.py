@@ -18,6 +18,10 @@ from exporter.config.model import CheckBase, CheckConfig
 from exporter.config.problems import PathKey, Problems
 from exporter.config.settings import build_settings
 
+# A target is the `target` label of every series of its check: bounded, whichever list or
+# source it comes from.
+MAX_TARGET_LENGTH = 2048
+
 
 def group_labels(base: CheckBase, group_labels: Mapping[str, Any], problems: Problems,
                  where: PathKey) -> tuple[tuple[str, str], ...] | None:

@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-from exporter.config.expand import target_check
+from exporter.config.expand import MAX_TARGET_LENGTH, target_check
 from exporter.config.labels import DEFAULT_MAX_LABELS, label_problems
 from exporter.config.locate import locate
 from exporter.config.model import (
@@ -305,6 +305,9 @@ def _targets(table: dict[str, Any], where: PathKey,
         path = (*where, "targets", index)
         if not isinstance(target, str) or not target.strip():
             problems.add(path, f"expected a target string, got {toml_type(target)}")
+        elif len(target) > MAX_TARGET_LENGTH:
+            problems.add(path, f"{len(target):,} characters, more than the "
+                         f"{MAX_TARGET_LENGTH:,} a target may have")
         elif target in first:
             problems.add(path, f"{target!r} is listed already, as targets[{first[target]}]")
         else:

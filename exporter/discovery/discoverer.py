@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.codecs.target_groups import TargetGroup, TargetGroupError
-from exporter.config.expand import group_labels, target_check
+from exporter.config.expand import MAX_TARGET_LENGTH, group_labels, target_check
 from exporter.config.model import CheckBase, CheckConfig, DiscoveredCheck
 from exporter.config.problems import Problems
 from exporter.discovery.files import FileTargets
@@ -32,7 +32,6 @@ FILE_POLL = 1.0  # seconds between polls of a targets_file glob, as --config.wat
 MAX_LOGGED = 20  # distinct problems logged per refresh; the rest are counted only
 # A target is the `target` label of each of its check's series: a discovered one of 1 MiB
 # would put a megabyte into every one of them, at every scrape.
-MAX_TARGET_LENGTH = 2048
 
 MadeBy = dict[tuple[str, tuple[tuple[str, str], ...]], CheckConfig]  # (target, labels) → check
 
@@ -99,8 +98,7 @@ def make_checks(base: CheckBase, groups: list[tuple[str, TargetGroup]],
                 if len(target) > MAX_TARGET_LENGTH:
                     refused += 1
                     problems_now.append(f"{origin}: target: {len(target):,} characters, more "
-                                        f"than the {MAX_TARGET_LENGTH:,} a discovered target "
-                                        "may have")
+                                        f"than the {MAX_TARGET_LENGTH:,} a target may have")
                     continue
                 problems = Problems("", None)
                 check = target_check(base, target, problems, (), ("target",), labels)

@@ -198,7 +198,6 @@ def test_megabyte_targets_and_label_names_are_refused_in_a_few_words() -> None:
     assert [c.target for c in d.checks] == ["127.0.0.1:80"]
     assert d.refused == 2
     assert sorted(d._logged) == [
-        "a.json: target: 1,048,579 characters, more than the 2,048 a discovered target may "
-        "have",
+        "a.json: target: 1,048,579 characters, more than the 2,048 a target may have",
         "b.json: labels." + "x" * 60 + "...: is not a Prometheus label name "
         "([a-zA-Z_][a-zA-Z0-9_]*)"]
