@@ -125,7 +125,7 @@ def test_endpoints(tmp_path: Path) -> None:
                        what="the check to fail")
         status, page = agent.request("GET", "/")
         assert status == 200
-        assert '<a href="/metrics">' in page
+        assert '<a href="metrics">' in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert "<script>alert(1)" not in page  # the page's own script is the only one
         assert "refused" in page
