@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from exporter.codecs import availability as codec
-from exporter.history import DAY_STEP, POINTS, STEP, LatencyHistory
+from exporter.history import DAY_POINTS, DAY_STEP, POINTS, STEP, LatencyHistory
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,17 @@ class Storage:
         for key, history in sources:
             if key in ids:
                 continue
+            # A check's slots within the day, and of the hour's minutes those written: a
+            # check gone for a day (removed while the agent was down) leaves no trace.
+            kept_quarters = [q for q in history.quarters() if quarter - DAY_POINTS < q[0] < quarter]
+            kept_minutes = list(history.minutes(first, through))
+            if not kept_quarters and not kept_minutes:
+                continue
             id_ = ids[key] = len(ids) + 1
             names.append(codec.Name(id_, key))
-            for slot, runs, ok in history.quarters():
-                if slot < quarter:  # the quarter under way is its minutes until it ends
-                    quarters.setdefault(slot, []).append((id_, runs, ok))
-            for slot, runs, ok, slowest in history.minutes(first, through):
+            for slot, runs, ok in kept_quarters:
+                quarters.setdefault(slot, []).append((id_, runs, ok))
+            for slot, runs, ok, slowest in kept_minutes:
                 minutes.setdefault(slot, []).append((id_, runs, ok, slowest))
         records = names
         for slot in sorted(quarters):
@@ -300,5 +305,6 @@ def _histories(records: tuple[codec.Record, ...], now: float) -> dict[str, Laten
             kept_quarters[quarter] = (quarter, runs, ok)
         history = LatencyHistory()
         history.restore(kept_minutes.values(), kept_quarters.values(), now)
-        histories[key] = history
+        if next(history.quarters(), None) is not None:  # else all older than a day
+            histories[key] = history
     return histories

@@ -223,3 +223,27 @@ def test_the_write_cost(tmp_path: Path) -> None:
           f"{storage.write_seconds * 1e3:.1f} ms on the storage thread")
     asyncio.run(storage.close(histories))
     assert STEP == 60
+
+
+def test_a_check_gone_for_a_day_leaves_no_trace(tmp_path: Path) -> None:
+    """Removed while the agent was down: its history is in the file, never adopted; a day
+    later it is dropped, so that such checks cannot pile up in the file."""
+    clock = Clock(T0)
+    storage = reopen(tmp_path, clock)
+    histories = {"gone": LatencyHistory(), "stays": LatencyHistory()}
+    run(histories, clock, 300)
+    asyncio.run(storage.close(histories))
+    clock.now += 3600
+    again = reopen(tmp_path, clock)
+    assert set(again.recovered) == {"gone", "stays"}  # within the day: kept for its return
+    stays = {"stays": LatencyHistory()}
+    again.adopt(stays)
+    run(stays, clock, 60)
+    asyncio.run(again.close(stays))
+    clock.now += 86_400
+    later = reopen(tmp_path, clock)
+    assert later.recovered == {}
+    names = [r for r in codec.decode((tmp_path / FILE).read_bytes()).records
+             if isinstance(r, codec.Name)]
+    assert names == []
+    asyncio.run(later.close({}))
