@@ -23,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import Table
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -30,8 +31,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-
-from common import Table
 
 from exporter import metrics
 from exporter.config.load import load_text
@@ -227,7 +226,8 @@ def protobuf_package(states: tuple[CheckState, ...]) -> bytes:
         assert s.last is not None
         labels = [("check", s.check.name), ("kind", s.check.kind)]
 
-        def metric(into: Any, extra: tuple[tuple[str, str], ...] = ()) -> Any:
+        def metric(into: Any, extra: tuple[tuple[str, str], ...] = (),
+                   labels: list[tuple[str, str]] = labels) -> Any:
             made = into.metric.add()
             for name, value in (*labels, *extra):
                 made.label.add(name=name, value=value)

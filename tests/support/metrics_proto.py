@@ -15,7 +15,8 @@ F = descriptor_pb2.FieldDescriptorProto
 OPTIONAL, REPEATED = F.LABEL_OPTIONAL, F.LABEL_REPEATED
 MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
     # name: [(field, number, label, type, message type)]
-    "LabelPair": [("name", 1, OPTIONAL, F.TYPE_STRING, ""), ("value", 2, OPTIONAL, F.TYPE_STRING, "")],
+    "LabelPair": [("name", 1, OPTIONAL, F.TYPE_STRING, ""),
+                  ("value", 2, OPTIONAL, F.TYPE_STRING, "")],
     "Gauge": [("value", 1, OPTIONAL, F.TYPE_DOUBLE, "")],
     "Counter": [("value", 1, OPTIONAL, F.TYPE_DOUBLE, ""),
                 ("created_timestamp", 3, OPTIONAL, F.TYPE_MESSAGE, ".google.protobuf.Timestamp")],
