@@ -3,10 +3,10 @@
     netsentry [run] [--config.file F] [--config.watch] [--web.listen-address A]...
                     [--web.systemd-socket] [--web.config.file W] [--web.route-prefix P]
                     [--web.external-url U] [--web.max-requests N] [--shard I/N]
-                    [--log.level L] [--log.format F]
+                    [--storage.path DIR] [--log.level L] [--log.format F]
     netsentry check-config PATH            (also: netsentry --config.check --config.file PATH)
-    netsentry probe KIND TARGET [--KEY VALUE ...] [--timeout 5s]
-    netsentry probe --config.file F
+    netsentry probe KIND TARGET [--KEY VALUE ...] [--timeout 5s] [--metrics]
+    netsentry probe --config.file F [--metrics]
 """
 
 from __future__ import annotations
