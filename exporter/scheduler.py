@@ -206,6 +206,7 @@ class Scheduler:
         self.lag = Histogram(LAG_BUCKETS)  # actual start - planned start, per run
         self.slots: dict[str, dict[str, None]] = {}  # job id -> its keys, in insertion order
         self._slot_of: dict[str, str] = {}  # key -> job id
+        self._interval_of: dict[str, float] = {}  # key -> the interval its slot was planned for
         self._steps = StepDetector(self.clock)
         self._executor = _Executor(self)
         self._aps = _APScheduler(self.clock, self.check_clock, timezone=timezone.utc)
@@ -255,7 +256,11 @@ class Scheduler:
         with self._quietly():
             for key in [k for k in self._slot_of if k not in schedule]:
                 self.unschedule(key)
+            planned = self._interval_of
             for key, interval in schedule.items():
+                if planned.get(key) == interval and key in self._slot_of:
+                    continue  # unchanged: its place in time stays (and its hash is not redone)
+                planned[key] = interval
                 interval_, number = slot_of(key, interval)
                 job_id = f"{interval_:g}s/{number}"
                 current = self._slot_of.get(key)
@@ -296,6 +301,7 @@ class Scheduler:
     def unschedule(self, key: str) -> None:
         """Remove `key`, cancel its run in flight and forget its counts."""
         job_id = self._slot_of.pop(key, None)
+        self._interval_of.pop(key, None)
         if job_id is not None:
             self._leave(key, job_id)
         self.cancel(key)

@@ -206,7 +206,8 @@ class Store:
         for check in checks:
             key = check.key
             old = self.states.get(key)
-            if old is not None and old.check == check and old.native.schema == self.schema:
+            if (old is not None and (old.check is check or old.check == check)
+                    and old.native.schema == self.schema):
                 old.memory.pop(UNTIL_RELOAD, None)
                 states[key] = old
                 histories[key] = self.histories[key]

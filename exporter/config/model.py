@@ -32,11 +32,14 @@ class CheckConfig:
         """The status page's section it shows in: its `group`, or else its kind."""
         return self.group or self.kind
 
-    @property
-    def key(self) -> str:
-        """What tells it apart in the store, the scheduler and the shards: the name, and for one
-        of a target list's checks (which share their name) the target too."""
-        return f"{self.name}\t{self.target}" if self.per_target else self.name
+    # What tells it apart in the store, the scheduler and the shards: the name, and for one of
+    # a target list's checks (which share their name) the target too. Made once: an agent of
+    # 100,000 discovered checks asks for it several times per check at every change.
+    key: str = dataclasses.field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.name}\t{self.target}" if self.per_target
+                           else self.name)
 
 
 @dataclass(frozen=True, slots=True)
