@@ -26,11 +26,15 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.nsbase
 import dns.rrset
+import dns.wire
 
 # RFC 6891 §6.2.5 leaves the size open; 1232 is the DNS Flag Day 2020 value that fits an
 # IPv6 minimum MTU (1280) without fragmentation.
 _PAYLOAD = 1232
 _HEADER = struct.Struct("!HH")  # ID, flags: all a transport needs to pre-screen a datagram
+# Plain ints: dns.flags' enums cost a microsecond an operation.
+_QR, _TC, _AA, _RA, _AD = (int(flag) for flag in (dns.flags.QR, dns.flags.TC, dns.flags.AA,
+                                                  dns.flags.RA, dns.flags.AD))
 _RT = dns.rdatatype.RdataType
 # Meta types (RFC 6895 §3.1) other than ANY are not data one can ask a resolver for: OPT lives
 # in the additional section, TSIG/TKEY sign, AXFR/IXFR need a stream, MAILA/MAILB are obsolete.
@@ -168,7 +172,7 @@ def looks_like_reply_to(wire: bytes, query: Query) -> bool:
     if len(wire) < 12:
         return False
     reply_id, flags = _HEADER.unpack_from(wire)
-    return reply_id == query.id and bool(flags & dns.flags.QR)
+    return reply_id == query.id and bool(flags & _QR)
 
 
 def parse_reply(wire: bytes, query: Query) -> Reply:
@@ -180,8 +184,14 @@ def parse_reply(wire: bytes, query: Query) -> Reply:
     # datagram is dropped instead of failing the check.
     if reply_id != query.id:
         raise NotOurReply(f"reply ID {reply_id} is not the query ID {query.id}")
-    if not flags & dns.flags.QR:
+    if not flags & _QR:
         raise NotOurReply("QR bit clear: a query, not a reply")
+    reply = _lean_reply(wire, query, flags)
+    return reply if reply is not None else _full_reply(wire, query, reply_id)
+
+
+def _full_reply(wire: bytes, query: Query, reply_id: int) -> Reply:
+    """The reply through dnspython's whole message layer: every shape, and every error's words."""
     try:
         # one RR per RRset keeps wire order, duplicates and each record's own TTL.
         message = dns.message.from_wire(wire, one_rr_per_rrset=True, raise_on_truncation=True)
@@ -201,17 +211,126 @@ def parse_reply(wire: bytes, query: Query) -> Reply:
         got = ", ".join(f"{q.name} {dns.rdataclass.to_text(q.rdclass)} "
                         f"{dns.rdatatype.to_text(q.rdtype)}" for q in message.question)
         raise NotOurReply(f"reply is for another question: {got}")
+    records = [(rrset.name, rrset.rdtype, rrset.ttl, rdata) for rrset in message.answer
+               if rrset.rdclass == dns.rdataclass.IN for rdata in rrset]
+    return _reply(reply_id, int(message.flags), message.rcode(), records, qname, qtype)
+
+
+# --- the common reply, read cheaply ------------------------------------------------------------
+#
+# dns.message.from_wire builds a Message of RRsets of Rdatasets of Rdata objects, converting
+# every type and class to an enum on the way: some 100 µs a reply, a quarter of a check's
+# CPU. The check reads the header, the answer records and the EDNS rcode bits only, so the
+# common reply (one question, ours, no TC, no TSIG, every record of class IN) is walked
+# record by record with dnspython's own wire parser, name parser and rdata classes, and no
+# Message. Whatever that walk does not expect, it leaves to the full parse, which has the
+# last word: the walk accepts only what the full parse accepts, with the same result
+# (tests/codecs/test_dns_lean.py holds the two side by side over hostile bytes).
+
+_COUNTS = struct.Struct("!HHHH")  # QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT (RFC 1035 §4.1.1)
+_RR = struct.Struct("!HHIH")  # TYPE, CLASS, TTL, RDLENGTH (RFC 1035 §4.1.3)
+_LEAN_NOT = _TC | 0x7800  # TC, or an opcode other than QUERY (0): for the full parse
+# A compression pointer to offset 12 (RFC 1035 §4.1.4), where the question's name starts:
+# how servers write an answer's owner name when it is the name asked.
+_TO_QUESTION = b"\xc0\x0c"
+_IN = int(dns.rdataclass.IN)
+# Types whose rdata holds no domain name, so that its text depends on its own bytes alone
+# (a name may point into the rest of the message): their text is memoised by those bytes.
+_SELF_CONTAINED = frozenset({int(_RT.A), int(_RT.AAAA), int(_RT.TXT), int(_RT.OPT)})
+# Up to 1,024 rdata of up to 256 octets, each with a text of at most 4 characters an octet:
+# the memo stays under 2 MiB whatever servers send.
+_MEMO_BYTES = 256
+# An answer record as both reads give it: owner, type, TTL, and the rdata (or its text).
+_Record = tuple[dns.name.Name, int, int, dns.rdata.Rdata | str]
+
+
+@functools.lru_cache(maxsize=4096)
+def _question_wire(name: str, rdtype: str) -> bytes:
+    """The question of the query, name lower-case, as the reply must repeat it (§4.1.2)."""
+    qname, qtype = _question(name, rdtype)
+    return cast(bytes, qname.to_wire()) + struct.pack("!HH", qtype, _IN)
+
+
+@functools.lru_cache(maxsize=1024)
+def _self_contained_text(rdclass: int, rdtype: int, data: bytes) -> str:
+    # Only successes are memoised: a broken rdata raises again each time.
+    rdata = dns.rdata.from_wire(dns.rdataclass.RdataClass.make(rdclass),
+                                dns.rdatatype.RdataType.make(rdtype), data, 0, len(data))
+    return rdata.to_text() if rdtype != _RT.OPT else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _rcode_text(value: int) -> str:
+    return dns.rcode.to_text(dns.rcode.Rcode.make(value))
+
+
+def _lean_reply(wire: bytes, query: Query, flags: int) -> Reply | None:
+    """The reply read without a Message, or None where the full parse must decide."""
+    if flags & _LEAN_NOT:
+        return None
+    question = _question_wire(query.name, query.rdtype)
+    end = 12 + len(question)
+    # The name compares case-insensitively (RFC 4343; length octets are below 64, so
+    # bytes.lower() touches letters only), type and class exactly.
+    qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(wire, 4)
+    if (qdcount != 1 or wire[12:end - 4].lower() != question[:-4]
+            or wire[end - 4:end] != question[-4:]):
+        return None  # no question (FORMERR), several, another one, or a compressed one
+    qname, qtype = _question(query.name, query.rdtype)
+    parser = dns.wire.Parser(wire, end)
+    records: list[_Record] = []
+    ednsflags = 0
+    opt = False
     try:
-        answers, ttls, cnames = _answers(message, qname, qtype)
+        for section, count in enumerate((ancount, nscount, arcount)):
+            for _ in range(count):
+                at = parser.current
+                if wire[at:at + 2] == _TO_QUESTION:
+                    parser.get_bytes(2)
+                    name = qname
+                elif wire[at:at + 1] == b"\0":  # the root, as OPT's owner always is
+                    parser.get_bytes(1)
+                    name = dns.name.root
+                else:
+                    name = dns.name.from_wire_parser(parser)
+                rdtype, rdclass, ttl, rdlen = _RR.unpack(parser.get_bytes(10))
+                if rdtype == _RT.OPT:
+                    # RFC 6891 §6.1.1: one OPT, in the additional section, owned by the root.
+                    if section != 2 or opt or name != dns.name.root:
+                        return None
+                    opt, ednsflags = True, ttl
+                elif rdtype == _RT.TSIG or rdclass != _IN:
+                    return None
+                rdata: dns.rdata.Rdata | str
+                if rdtype in _SELF_CONTAINED and rdlen <= _MEMO_BYTES:
+                    rdata = _self_contained_text(rdclass, rdtype, parser.get_bytes(rdlen))
+                else:
+                    with parser.restrict_to(rdlen):
+                        rdata = dns.rdata.from_wire_parser(rdclass, rdtype, parser)
+                if section == 0:
+                    # RFC 2181 §8: a TTL with the top bit set counts as zero, as dnspython has it.
+                    records.append((name, rdtype, ttl if ttl <= 0x7FFFFFFF else 0, rdata))
+    except Exception:  # any surprise is the full parse's to name
+        return None
+    if parser.remaining():
+        return None  # trailing bytes: the full parse names them
+    rcode = (flags & 0xF) | ((ednsflags >> 20) & 0xFF0)  # RFC 6891 §6.1.3
+    return _reply(query.id, flags, rcode, records, qname, qtype)
+
+
+def _reply(reply_id: int, flags: int, rcode: int,
+           records: Sequence[_Record], qname: dns.name.Name, qtype: _RT) -> Reply:
+    try:
+        answers, ttls, cnames = _answers(records, qname, qtype)
     except Exception as error:  # e.g. a DNAME that makes a name too long (RFC 6672 §2.2)
         raise DnsCodecError(f"malformed reply: {error}") from None
     return Reply(
         id=reply_id,
-        rcode=dns.rcode.to_text(message.rcode()),
-        truncated=bool(message.flags & dns.flags.TC),
-        authoritative=bool(message.flags & dns.flags.AA),
-        recursion_available=bool(message.flags & dns.flags.RA),
-        authenticated_data=bool(message.flags & dns.flags.AD),
+        rcode=_rcode_text(rcode),
+        truncated=bool(flags & _TC),
+        authoritative=bool(flags & _AA),
+        recursion_available=bool(flags & _RA),
+        authenticated_data=bool(flags & _AD),
         answers=answers,
         answer_count=len(answers),
         min_ttl=min(ttls) if answers else None,
@@ -219,9 +338,10 @@ def parse_reply(wire: bytes, query: Query) -> Reply:
     )
 
 
-def _answers(message: dns.message.Message, qname: dns.name.Name, qtype: _RT,
+def _answers(records: Sequence[_Record], qname: dns.name.Name, qtype: _RT,
              ) -> tuple[tuple[str, ...], list[int], tuple[str, ...]]:
-    records = [rrset for rrset in message.answer if rrset.rdclass == dns.rdataclass.IN]
+    """The answers (text), the TTLs that bound them and the aliases followed, from the answer
+    section's IN records in wire order."""
     names, ttls, cnames, current = {qname}, [], [], qname
     # RFC 1034 §3.6.2: a CNAME (or ANY) query gets the alias itself, which is not followed.
     if qtype not in (_RT.CNAME, _RT.ANY):
@@ -235,24 +355,24 @@ def _answers(message: dns.message.Message, qname: dns.name.Name, qtype: _RT,
             ttls.append(hop[1])
             cnames.append(current.to_text())
     answers: list[str] = []
-    for rrset in records:
-        if rrset.name in names and qtype in (rrset.rdtype, _RT.ANY):
-            answers.extend(rdata.to_text() for rdata in rrset)
-            ttls.append(rrset.ttl)
+    for name, rdtype, ttl, rdata in records:
+        if name in names and qtype in (rdtype, _RT.ANY):
+            answers.append(rdata if isinstance(rdata, str) else rdata.to_text())
+            ttls.append(ttl)
     return tuple(answers), ttls, tuple(cnames)
 
 
-def _next_hop(records: list[dns.rrset.RRset], name: dns.name.Name,
+def _next_hop(records: Sequence[_Record], name: dns.name.Name,
               ) -> tuple[dns.name.Name, int] | None:
-    for rrset in records:
-        if rrset.rdtype == _RT.CNAME and rrset.name == name:
-            return cast(dns.rdtypes.nsbase.NSBase, rrset[0]).target, rrset.ttl
+    for owner, rdtype, ttl, rdata in records:
+        if rdtype == _RT.CNAME and owner == name:
+            return cast(dns.rdtypes.nsbase.NSBase, rdata).target, ttl
     # A DNAME (RFC 6672 §2.2) rewrites the owner suffix of names strictly below it. Servers
     # also synthesise the CNAME (§3.1), found above; this covers those that do not.
-    for rrset in records:
-        if rrset.rdtype == _RT.DNAME and name.is_subdomain(rrset.name) and name != rrset.name:
-            target = cast(dns.rdtypes.nsbase.NSBase, rrset[0]).target
-            return name.relativize(rrset.name).derelativize(target), rrset.ttl
+    for owner, rdtype, ttl, rdata in records:
+        if rdtype == _RT.DNAME and name.is_subdomain(owner) and name != owner:
+            target = cast(dns.rdtypes.nsbase.NSBase, rdata).target
+            return name.relativize(owner).derelativize(target), ttl
     return None
 
 
