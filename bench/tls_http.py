@@ -77,7 +77,11 @@ GOAL_CPU_RATIO = 0.5
 MIN_COMPLETION = 0.99
 BLACKBOX_WARMUP = 100
 GOAL_CPU_RATIO_H2 = 0.8  # issue 16's goal for the HTTP/2 case
-CASE_NAMES = ("tcp-tls", "http", "https", "h1-nginx", "h2")
+CASE_NAMES = ("tcp", "tcp-tls", "http", "https", "h1-nginx", "h2")
+# Issue 19: a TLS check may cost what OpenSSL's own client spends on the handshake plus this
+# much of netsentry's own plain check (tcp-tls beside tcp, https beside http).
+FLOOR_FACTOR = 1.2
+FLOOR_PLAIN = {"tcp-tls": "tcp", "https": "http"}
 NGINX = "/usr/sbin/nginx"
 NGINX_BODY = "netsentry bench: ok (nginx)\n"
 
@@ -401,6 +405,9 @@ def make_cases(servers: Servers, certs: Certs, nginx: Nginx | None) -> list[Case
              "http over TLS, HTTP/1.1 (ALPN http/1.1) against the same nginx, GET /",
              nginx=True)]
     return [
+        # Plain tcp against the HTTP listener (connect, close): the base of tcp-tls's floor goal.
+        Case("tcp", "tcp", {"target": f"{HOST}:{servers.http_port}"}, "tcp_connect",
+             f"{HOST}:{servers.http_port}", "tcp, connect and close"),
         Case("tcp-tls", "tcp", {"target": f"{HOST}:{servers.tls_port}", "tls": True,
                                 "server_name": SERVER_NAME, "ca_file": ca},
              "tcp_tls", f"{HOST}:{servers.tls_port}", "tcp with TLS (handshake, close)"),
@@ -474,6 +481,9 @@ def blackbox_config(certs: Certs) -> str:
     ca = json.dumps(str(certs.ca))  # a JSON string is a YAML double-quoted scalar
     return (
         "modules:\n"
+        "  tcp_connect:\n"
+        "    prober: tcp\n"
+        "    timeout: 2s\n"
         "  tcp_tls:\n"
         "    prober: tcp\n"
         "    timeout: 2s\n"
@@ -702,6 +712,7 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         lines += [t.render(), ""]
         for g in goals:
             lines.append(f"  {g['goal']}: {g['measured']}")
+        lines += [*floor_goals(results, info.get("openssl_floor", {})), ""]
         lines += [*http2_cost(results, bb), ""]
     lines += [
         "  criterion: netsentry CPU µs per completed check / blackbox CPU µs per /probe of the",
@@ -716,6 +727,26 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def floor_goals(results: list[dict[str, Any]], floor: dict[str, Any]) -> list[str]:
+    """Issue 19's TLS goals, against the floor rather than blackbox: CPU per tcp+TLS (https)
+    check ≤ OpenSSL's own client per handshake + FLOOR_FACTOR × netsentry's plain tcp (http)
+    check, all measured in this run."""
+    handshake = floor.get("cpu_us_per_handshake")
+    by_case = {r["case"]: r.get("cpu_us_per_check") for r in results}
+    lines = []
+    for tls, plain in FLOOR_PLAIN.items():
+        ours, base = by_case.get(tls), by_case.get(plain)
+        if handshake is None or ours is None or base is None:
+            continue
+        allowed = handshake + FLOOR_FACTOR * base
+        lines.append(f"  {tls}: CPU per check ≤ OpenSSL handshake + {FLOOR_FACTOR} × {plain} "
+                     f"check = {handshake:.1f} + {FLOOR_FACTOR} × {base:.1f} = {allowed:.1f} µs: "
+                     f"{ours:.1f} µs, {'met' if ours <= allowed else 'NOT met'} (netsentry adds "
+                     f"{ours - handshake:.1f} µs on top of the handshake, "
+                     f"{(ours - handshake) / base:.2f} × its plain check)")
+    return lines
 
 
 def http2_cost(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> list[str]:
