@@ -569,10 +569,12 @@ def scrape(port: int) -> Scrape:
     return out
 
 
-def agent_argv(python: str, config: Path) -> list[str]:
-    """The agent with `config`, listening on AGENT_HOST and a port of the kernel's choice."""
+def agent_argv(python: str, config: Path, loop: str | None = None) -> list[str]:
+    """The agent with `config`, listening on AGENT_HOST and a port of the kernel's choice;
+    on the event loop `loop` (asyncio | uvloop | auto) when given, else the agent's default."""
     return [python, "-m", "exporter", "--config.file", str(config),
-            "--web.listen-address", f"{AGENT_HOST}:0", "--log.level", "info"]
+            "--web.listen-address", f"{AGENT_HOST}:0", "--log.level", "info",
+            *(["--event-loop", loop] if loop else [])]
 
 
 def measure_agent(children: Children, args: argparse.Namespace, config: Path, *, label: str,

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/reliability.py [--minutes 10] [--checks 10000] [--stuck 0.2]
     .venv/bin/python bench/reliability.py --soak [--minutes 30] [--checks 1000]
+    ... [--loop asyncio|uvloop|auto]   the agent's event loop (and --suite's agents')
 
 Load (the default): N checks of mixed kinds (tcp, dns, http, udp, path, ping, grpc, websocket,
 an eighth each) at a 10 s interval and the default 5 s timeout, a fraction --stuck of them aimed
@@ -760,6 +761,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample-seconds", type=float, default=60.0)
     parser.add_argument("--fuzz-seconds", type=float, default=30.0)
     parser.add_argument("--suite", action="store_true", help="also run tests/reliability")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop", "auto"),
+                        help="the agents' event loop, through $NETSENTRY_EVENT_LOOP "
+                        "(default: the agent's default)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     args.checks = args.checks or (1000 if args.soak else 10_000)
@@ -782,8 +786,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(rest[0], float(rest[rest.index("--max-seconds") + 1])))
         return 0
     args = parse_args(argv)
+    if args.loop:  # every agent this run starts (and --suite's tests) inherits it
+        os.environ["NETSENTRY_EVENT_LOOP"] = args.loop
     workdir, out = common.start_run("netsentry-bench-reliability-", argv)
-    print(f"workdir {workdir}", flush=True)
+    out["event_loop"] = os.environ.get("NETSENTRY_EVENT_LOOP", "default")
+    print(f"workdir {workdir}; event loop {out['event_loop']}", flush=True)
     error = None
     budget = (args.minutes + args.baseline_minutes) * 60 + 1200
     try:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale.py [--checks 1000,10000] [--interval 10] [--window 30]
                                     [--blackbox-probes 3000] [--json PATH]
+                                    [--loop asyncio,uvloop] [--rounds 3]
 
 What it does, all on loopback (127.0.0.0/8) only:
 
@@ -14,6 +15,8 @@ What it does, all on loopback (127.0.0.0/8) only:
    /proc readings: completed runs/s, failures, missed and skipped runs, scheduler lag p50/p99
    (histogram_quantile over the window's bucket deltas), CPU per check, peak RSS, threads;
    then /metrics render time (median of 5, plain and gzip) and the time SIGTERM takes.
+   With several --loop values the agent runs once per loop per N in each of --rounds rounds,
+   the loops' order alternating from round to round; a last table gives each loop's medians.
 4. A table with the goals of DESIGN.md ("Goals the benchmarks measure") and whether the
    figures meet them.
 
@@ -27,6 +30,7 @@ import gzip
 import math
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -93,17 +97,20 @@ def write_config(path: Path, n: int, interval: float, endpoints: list[str]) -> N
 
 
 def bench_agent(children: common.Children, n: int, args: argparse.Namespace, endpoints: list[str],
-                listener_pid: int, workdir: Path) -> dict[str, Any]:
-    config = workdir / f"netsentry-{n}.toml"
+                listener_pid: int, workdir: Path, loop: str | None = None,
+                tag: str = "") -> dict[str, Any]:
+    config = workdir / f"netsentry-{n}{tag}.toml"
     write_config(config, n, args.interval, endpoints)
-    argv = common.agent_argv(args.python, config)
+    argv = common.agent_argv(args.python, config, loop)
     print(f"\n== netsentry, {n} checks: {shlex.join(argv)}", flush=True)
     spawned = time.monotonic()
     proc = children.start(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stderr is not None
-    log = common.StreamLog(proc.stderr, str(workdir / f"netsentry-{n}.stderr"))
+    stderr_file = str(workdir / f"netsentry-{n}{tag}.stderr")
+    log = common.StreamLog(proc.stderr, stderr_file)
     out: dict[str, Any] = {"checks": n, "interval_s": args.interval, "window_s": args.window,
-                           "pid": proc.pid, "stderr_file": str(workdir / f"netsentry-{n}.stderr")}
+                           "loop": loop or "default", "pid": proc.pid,
+                           "stderr_file": stderr_file}
     try:
         match = log.wait_for(r"msg=listening address=127\.0\.0\.1:(\d+)", STARTUP_TIMEOUT, proc)
         port = int(match.group(1))
@@ -484,8 +491,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checks", default="1000,10000",
                         help="comma-separated numbers of checks (default 1000,10000)")
     parser.add_argument("--ports-per-address", type=int, default=2)
+    parser.add_argument("--loop", default="",
+                        help="comma-separated event loops to run the agent on, alternating "
+                        "(asyncio, uvloop, auto; default: the agent's default only)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of every N on every --loop (default 1); medians over them")
     common.agent_arguments(parser)
     args = parser.parse_args(argv)
+    args.loops = [x.strip() for x in args.loop.split(",") if x.strip()] or [None]
+    if any(x not in (None, "asyncio", "uvloop", "auto") for x in args.loops):
+        parser.error("--loop: asyncio, uvloop or auto, comma-separated")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds in [1, 20]")
     try:
         args.check_counts = [int(x) for x in args.checks.split(",") if x.strip()]
     except ValueError:
@@ -498,6 +515,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+LOOP_FIGURES = (("cpu_us_per_check", "CPU µs/check", 1.0), ("lag_p99_s", "lag p99 ms", 1000.0),
+                ("lag_p50_s", "lag p50 ms", 1000.0), ("missed_delta", "missed", 1.0),
+                ("rss_end_kib", "RSS MiB", 1 / 1024))
+
+
+def loop_table(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> str:
+    """Each (N, loop)'s medians over the rounds, and CPU per check as a ratio to blackbox's
+    per probe at the same rate (blackbox measured once, in the same run)."""
+    paced = (bb or {}).get("paced", {})
+    lines = ["", "== event loops, medians over rounds; blackbox paced at N / interval: "
+             + ", ".join(f"{n}: {v['cpu_us_per_probe']:.1f} µs/probe" for n, v in paced.items()),
+             f"{'checks':>7} {'loop':>8} {'rounds':>6} "
+             + " ".join(f"{label:>13}" for _, label, _ in LOOP_FIGURES) + "  ratio to blackbox"]
+    keys = sorted({(r["checks"], r["loop"]) for r in results})
+    for n, loop in keys:
+        rows = [r for r in results if (r["checks"], r["loop"]) == (n, loop) and "cpu_s" in r]
+        medians = [statistics.median(r[k] for r in rows) * scale if rows and
+                   all(isinstance(r.get(k), (int, float)) for r in rows) else math.nan
+                   for k, _, scale in LOOP_FIGURES]
+        bb_cpu = paced.get(n, {}).get("cpu_us_per_probe")
+        ratio = f"{medians[0] / bb_cpu:.3f}" if bb_cpu and rows else "-"
+        per_round = " ".join(f"{r['cpu_us_per_check']:.1f}" for r in rows)
+        lines.append(f"{n:>7} {loop:>8} {len(rows):>6} "
+                     + " ".join(f"{m:>13.2f}" for m in medians) + f"  {ratio:>8}  "
+                     f"(CPU per round: {per_round})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir, info = common.start_run("netsentry-bench-scale-", argv)
@@ -505,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     bb: dict[str, Any] | None = None
     error: str | None = None
     # Bound the listener child's life by the longest the whole run could take.
-    budget = (len(args.check_counts) * (STARTUP_TIMEOUT + args.interval + args.window + 120)
+    runs = len(args.check_counts) * len(args.loops) * args.rounds
+    budget = (runs * (STARTUP_TIMEOUT + args.interval + args.window + 120)
               + args.blackbox_max_seconds + 300)
     try:
         with common.Children() as children:
@@ -518,10 +564,16 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_blackbox:
                     bb = bench_blackbox(children, args, listeners.endpoints,
                                         listeners.proc.pid, workdir)
-                for n in args.check_counts:
-                    time.sleep(2.0)  # let the previous phase's sockets settle
-                    results.append(bench_agent(children, n, args, listeners.endpoints,
-                                               listeners.proc.pid, workdir))
+                for round_ in range(args.rounds):
+                    order = args.loops if round_ % 2 == 0 else args.loops[::-1]
+                    for n in args.check_counts:
+                        for loop in order:
+                            time.sleep(2.0)  # let the previous phase's sockets settle
+                            tag = (f"-{loop}-r{round_ + 1}"
+                                   if len(args.loops) > 1 or args.rounds > 1 else "")
+                            result = bench_agent(children, n, args, listeners.endpoints,
+                                                 listeners.proc.pid, workdir, loop, tag)
+                            results.append({**result, "round": round_ + 1})
             except (RuntimeError, TimeoutError, OSError) as exc:
                 error = common.harness_error(exc)
     except KeyboardInterrupt:
@@ -529,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     goals = evaluate(results, bb, args.interval)
     print(report(info, results, bb, goals), flush=True)
+    if len(results) > len(args.check_counts):
+        print(loop_table(results, bb), flush=True)
     return common.finish(args.json, {**info, "args": vars(args), "netsentry": results,
                                      "blackbox": bb, "goals": goals, "error": error}, error)
 

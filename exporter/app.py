@@ -26,6 +26,7 @@ from exporter.config.load import load_default, load_file
 from exporter.config.model import CheckConfig, Config
 from exporter.discovery.manager import Discovery
 from exporter.errors import ConfigError
+from exporter.loop import name as loop_name
 from exporter.native_histograms import schema_for
 from exporter.net.blocking import BlockingPool
 from exporter.net.resolve import Resolver
@@ -130,7 +131,8 @@ class Agent:
         else:
             self.bound = await self.web.start(self.options.listen_addresses)
         for address in self.bound:
-            log.info("listening", extra={"address": address})
+            log.info("listening", extra={"address": address,
+                                         "event_loop": loop_name(asyncio.get_running_loop())})
         if self.options.config_file is None:
             first = load_default(self_target(_first_tcp(self.bound)))
         if self.storage is not None:  # a damaged file is recovered, never a refusal

@@ -195,6 +195,7 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "h11": ("exporter.web.server", "exporter.net.http_client"),
     "h2": ("exporter.net.http2_client",),  # python-hyper's HTTP/2 framing, the client's only
     "wsproto": ("exporter.net.websocket_client",),  # RFC 6455 framing, sans I/O
+    "uvloop": ("exporter.loop",),  # the optional event loop; everything else is loop-agnostic
 }
 
 THIRD_PARTY_HOME = "third-party-home"

@@ -3,7 +3,8 @@
     netsentry [run] [--config.file F] [--config.watch] [--web.listen-address A]...
                     [--web.systemd-socket] [--web.config.file W] [--web.route-prefix P]
                     [--web.external-url U] [--web.max-requests N] [--shard I/N]
-                    [--storage.path DIR] [--log.level L] [--log.format F]
+                    [--storage.path DIR] [--event-loop asyncio|uvloop|auto]
+                    [--log.level L] [--log.format F]
     netsentry check-config PATH            (also: netsentry --config.check --config.file PATH)
     netsentry probe KIND TARGET [--KEY VALUE ...] [--timeout 5s] [--metrics]
     netsentry probe --config.file F [--metrics]
@@ -12,11 +13,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import socket
 import sys
 
-from exporter import __version__, app, shard
+from exporter import __version__, app, loop, shard
 from exporter.checks import host_problems
 from exporter.cli import logs, probe
 from exporter.config.load import load_default, load_file
@@ -65,6 +66,11 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--web.max-requests", dest="max_requests", type=int, default=32,
                         metavar="N", help="requests handled at a time; past them 503 "
                         "(default 32; 0: no limit)")
+    parser.add_argument("--event-loop", dest="event_loop", choices=loop.CHOICES,
+                        default=os.environ.get("NETSENTRY_EVENT_LOOP", loop.DEFAULT),
+                        help="the event loop: asyncio's, uvloop's (pip install "
+                        "'netsentry[uvloop]'), or auto (uvloop when installed); default "
+                        f"$NETSENTRY_EVENT_LOOP, else {loop.DEFAULT}")
     parser.add_argument("--log.level", dest="log_level", choices=tuple(logs.LEVELS),
                         default="info")
     parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS,
@@ -125,6 +131,11 @@ def run(argv: list[str]) -> int:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             return 2
+    try:
+        loop.resolve(options.event_loop)
+    except ValueError as exc:
+        print(f"netsentry: --event-loop: {exc}", file=sys.stderr)
+        return 2
     logs.setup(options.log_level, options.log_format)
     listen = tuple(options.listen or [":10025"])
     for address in listen:
@@ -134,10 +145,10 @@ def run(argv: list[str]) -> int:
             print(f"netsentry: --web.listen-address: {exc}", file=sys.stderr)
             return 2
     try:
-        return asyncio.run(app.run_agent(app.Options(
+        return loop.run(app.run_agent(app.Options(
             options.config_file, listen, web, options.config_watch, own_shard,
             route_prefix, options.max_requests, sockets,
-            storage_path=options.storage_path)))
+            storage_path=options.storage_path)), options.event_loop)
     except KeyboardInterrupt:
         return 0
 
