@@ -90,7 +90,6 @@ class Agent:
         self.storage = Storage(options.storage_path) if options.storage_path else None
         self.config: Config | None = None  # the running one: loaded, sharded, discovered
         self.started = time.time()
-        self.classic_histograms = True  # [metrics] classic_histograms
         self.loaded: Config | None = None  # as the file says
         self.reload_ok = False
         self.reload_time: float | None = None
@@ -105,7 +104,8 @@ class Agent:
                                 if options.web else None)
         routes = Routes(self.store, self.probe, self.agent_snapshot, self.status_overview,
                         lambda: self._ready and self.scheduler.running, self.reload,
-                        classic_histograms=lambda: self.classic_histograms).table()
+                        classic_histograms=lambda: self.loaded is None
+                        or self.loaded.metrics.classic_histograms).table()
         self.web = WebServer(
             routes, prefix=options.prefix, max_handlers=options.max_requests,
             unlimited=OPEN_PATHS,  # /-/healthy answers however busy the agent is
@@ -186,7 +186,6 @@ class Agent:
         # A new native bucket factor starts every histogram afresh (store.load sees it).
         self.store.schema = schema_for(new.metrics.native_histogram_factor)
         self.scheduler.lag.rescale(self.store.schema)
-        self.classic_histograms = new.metrics.classic_histograms
         self.discovery.update(new.discovered)  # a targets_file is read by now
         self.reload_ok = True
         self.reload_time = time.time()

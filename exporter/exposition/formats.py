@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.codecs.metrics_proto import CONTENT_TYPE as PROTOBUF_TYPE
+from exporter.exposition.text import CONTENT_TYPE as TEXT_TYPE
 
 MAX_CHARS = 4096
 MAX_ENTRIES = 32
@@ -26,7 +27,7 @@ class Format:
     content_type: str
 
 
-TEXT = Format("text", "text/plain; version=0.0.4; charset=utf-8")
+TEXT = Format("text", TEXT_TYPE)
 OPENMETRICS = Format("openmetrics", "application/openmetrics-text; version=1.0.0; charset=utf-8")
 PROTOBUF = Format("protobuf", PROTOBUF_TYPE)
 

@@ -110,8 +110,7 @@ def _cumulative(counts: tuple[int, ...] | list[int]) -> list[int]:
 
 
 def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot,
-                  protos: Protos | None = None, classic: bool = True,
-                  process: list[bytes] | None = None) -> Iterator[bytes]:
+                  protos: Protos | None = None, classic: bool = True) -> Iterator[bytes]:
     """The exposition in slices of at most SLICE checks, each family a delimited message."""
     pairs = (protos or Protos()).of(states)
     slices = [pairs[i:i + SLICE] for i in range(0, len(pairs), SLICE)]
@@ -170,8 +169,6 @@ def render_slices(states: tuple[CheckState, ...], agent: AgentSnapshot,
 
     yield from _kind_metrics(slices, classic)
     yield _agent_metrics(agent, classic)
-    if process:
-        yield b"".join(process)
 
 
 def _kind_metrics(slices: list[list[tuple[CheckState, _Proto]]],
@@ -272,15 +269,11 @@ def process_families(families: list[tuple[str, str, str, list[tuple[
                      for labels, value, created in samples]
         else:
             found = [proto.gauge(proto.label_pairs(labels), value) if kind == "gauge"
-                     else _untyped(proto.label_pairs(labels), value)
+                     else proto.untyped(proto.label_pairs(labels), value)
                      for labels, value, _ in samples]
         if found:
             out.append(proto.family(head, found))
     return out
-
-
-def _untyped(labels: bytes, value: float) -> bytes:
-    return proto.untyped(labels, value)
 
 
 def _probe_head(spec: Spec) -> bytes:

@@ -87,8 +87,6 @@ def _header(spec: Spec) -> str:
     return f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} {spec.type}\n"
 
 
-_text_header = _header
-
 _DURATION_LE = [format_value(float(b)) for b in DURATION_BUCKETS] + ["+Inf"]
 _LAG_LE = [format_value(float(b)) for b in LAG_BUCKETS] + ["+Inf"]
 
@@ -140,9 +138,10 @@ class _OpenMetrics:
     and its histogram, at the time the check was loaded."""
 
     __slots__ = ("counted", "created", "duration", "failures", "failures_text", "missed",
-                 "runs", "skipped")
+                 "runs", "skipped", "when")
 
     def __init__(self, state: CheckState, text: _Text) -> None:
+        self.when = state.created
         created = self.created = format_value(state.created)
         base = text.base
         self.runs = f"{_created_name(metrics.CHECK_RUNS)}{{{base}}} {created}\n"
@@ -205,7 +204,7 @@ class Texts:
             if (entry is None or entry[0] is not state.check
                     or len(entry[1].failures) != len(state.reasons)
                     or (entry[1].om is not None
-                        and entry[1].om.created != format_value(state.created))):
+                        and entry[1].om.when != state.created)):
                 entry = (state.check, _Text(state))
                 missed += 1
             pairs.append(entry)
@@ -422,29 +421,29 @@ def _fill(template: str, buckets: Buckets) -> str:
 
 
 def _agent_metrics(agent: AgentSnapshot, openmetrics: bool = False) -> str:
-    _header = _om_header if openmetrics else _text_header
+    head = _om_header if openmetrics else _header
     started = format_value(agent.started)
     out = [
-        _header(metrics.BUILD_INFO),
+        head(metrics.BUILD_INFO),
         f'{metrics.BUILD_INFO.name}{{version="{escape_label(agent.version)}",'
         f'python_version="{escape_label(agent.python_version)}"}} 1\n',
-        _header(metrics.HOST_INFO),
+        head(metrics.HOST_INFO),
         f'{metrics.HOST_INFO.name}{{hostname="{escape_label(agent.hostname)}"}} 1\n',
-        _header(metrics.CONFIG_RELOAD_OK),
+        head(metrics.CONFIG_RELOAD_OK),
         f"{metrics.CONFIG_RELOAD_OK.name} {int(agent.reload_ok)}\n",
     ]
     if agent.reload_time is not None:
-        out += [_header(metrics.CONFIG_RELOAD_TIME),
+        out += [head(metrics.CONFIG_RELOAD_TIME),
                 f"{metrics.CONFIG_RELOAD_TIME.name} {format_value(agent.reload_time)}\n"]
     if agent.web_reload_ok is not None:
-        out += [_header(metrics.WEB_CONFIG_RELOAD_OK),
+        out += [head(metrics.WEB_CONFIG_RELOAD_OK),
                 f"{metrics.WEB_CONFIG_RELOAD_OK.name} {int(agent.web_reload_ok)}\n"]
-    out += [_header(metrics.CHECKS_IN_FLIGHT),
+    out += [head(metrics.CHECKS_IN_FLIGHT),
             f"{metrics.CHECKS_IN_FLIGHT.name} {agent.in_flight}\n",
-            _header(metrics.CHECKS_CONFIGURED)]
+            head(metrics.CHECKS_CONFIGURED)]
     out += [f'{metrics.CHECKS_CONFIGURED.name}{{kind="{kind}"}} {count}\n'
             for kind, count in sorted(agent.configured.items())]
-    out.append(_header(metrics.SCHEDULER_LAG))
+    out.append(head(metrics.SCHEDULER_LAG))
     name = metrics.SCHEDULER_LAG.name
     total = 0
     for le, count in zip(_LAG_LE, agent.lag_buckets, strict=True):
@@ -453,37 +452,37 @@ def _agent_metrics(agent: AgentSnapshot, openmetrics: bool = False) -> str:
     out.append(f"{name}_sum {format_value(agent.lag_sum)}\n{name}_count {total}\n")
     if openmetrics:
         out.append(f"{_created_name(metrics.SCHEDULER_LAG)} {started}\n")
-    out += [_header(metrics.CLOCK_STEPS), f"{metrics.CLOCK_STEPS.name} {agent.clock_steps}\n"]
+    out += [head(metrics.CLOCK_STEPS), f"{metrics.CLOCK_STEPS.name} {agent.clock_steps}\n"]
     if openmetrics:
         out.append(f"{_created_name(metrics.CLOCK_STEPS)} {started}\n")
     index, count = agent.shard
-    out += [_header(metrics.SHARD_CHECKS), f'{metrics.SHARD_CHECKS.name}{{shard="{index}",'
+    out += [head(metrics.SHARD_CHECKS), f'{metrics.SHARD_CHECKS.name}{{shard="{index}",'
             f'shards="{count}"}} {sum(agent.configured.values())}\n']
     if agent.discovery:
-        out.append(_discovery_metrics(agent.discovery, _header,
+        out.append(_discovery_metrics(agent.discovery, head,
                                       started if openmetrics else None))
     return "".join(out)
 
 
-def _discovery_metrics(sources: tuple[SourceStatus, ...], _header: Callable[[Spec], str],
+def _discovery_metrics(sources: tuple[SourceStatus, ...], head: Callable[[Spec], str],
                        started: str | None) -> str:
     labels = [f'check="{escape_label(s.check)}",source="{escape_label(s.source)}"'
               for s in sources]
-    out = [_header(metrics.DISCOVERY_TARGETS)]
+    out = [head(metrics.DISCOVERY_TARGETS)]
     out += [f"{metrics.DISCOVERY_TARGETS.name}{{{at}}} {s.targets}\n"
             for at, s in zip(labels, sources, strict=True)]
-    out.append(_header(metrics.DISCOVERY_REFRESH_OK))
+    out.append(head(metrics.DISCOVERY_REFRESH_OK))
     out += [f"{metrics.DISCOVERY_REFRESH_OK.name}{{{at}}} {int(s.ok)}\n"
             for at, s in zip(labels, sources, strict=True) if s.ok is not None]
-    out.append(_header(metrics.DISCOVERY_REFRESH_TIME))
+    out.append(head(metrics.DISCOVERY_REFRESH_TIME))
     out += [f"{metrics.DISCOVERY_REFRESH_TIME.name}{{{at}}} {format_value(s.last_success)}\n"
             for at, s in zip(labels, sources, strict=True) if s.last_success is not None]
-    out.append(_header(metrics.DISCOVERY_REFRESH_FAILURES))
+    out.append(head(metrics.DISCOVERY_REFRESH_FAILURES))
     created = _created_name(metrics.DISCOVERY_REFRESH_FAILURES)
     out += [f"{metrics.DISCOVERY_REFRESH_FAILURES.name}{{{at}}} {s.failures}\n"
             + (f"{created}{{{at}}} {started}\n" if started is not None else "")
             for at, s in zip(labels, sources, strict=True)]
-    out.append(_header(metrics.DISCOVERY_REFUSED))
+    out.append(head(metrics.DISCOVERY_REFUSED))
     out += [f"{metrics.DISCOVERY_REFUSED.name}{{{at}}} {s.refused}\n"
             for at, s in zip(labels, sources, strict=True)]
     return "".join(out)
