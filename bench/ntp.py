@@ -17,8 +17,9 @@ touches the clock), so the true offset of every measurement is zero. Each round,
 4. `ntpdig -d 127.0.0.1`, --per-round times: its debug output gives T1..T4 (to the µs).
 
 Printed: per client, the number of measurements and the medians of |offset|, offset and delay
-(and the 90th percentile of |offset|), in microseconds; DESIGN.md's goal is a median |offset|
-of at most 5 µs. It is a benchmark, not a test: it exits 0 whether or not the goal is met
+(and the 90th percentile of |offset|), in microseconds, and two goals: DESIGN.md's, a median
+|offset| of at most 5 µs, and issue 19's, at most chronyd -Q's median |offset| of the same run
++ 1 µs. It is a benchmark, not a test: it exits 0 whether or not the goal is met
 (1 on a harness error).
 """
 
@@ -63,6 +64,7 @@ STRATUM = 3
 INSIDE = "NETSENTRY_BENCH_NTP_NETNS"  # set in the namespace's copy of this script
 UNSHARE = ["unshare", "--mount", "--net", "--propagation", "private", "--"]
 GOAL_US = 5.0
+MARGIN_OVER_CHRONY_US = 1.0  # issue 19: ≤ chronyd -Q's median |offset| + 1 µs
 TOOL_TIMEOUT = 30.0
 
 Measurement = tuple[float, float]  # (offset, delay), seconds
@@ -260,6 +262,10 @@ def run_inside(args: argparse.Namespace) -> int:
     print(f"\ngoal: median |offset| ≤ {GOAL_US:g} µs: "
           f"{'met' if ours <= GOAL_US else 'NOT met'} ({ours:.2f} µs; chronyd -Q "
           f"{chrony:.2f} µs)")
+    allowed = chrony + MARGIN_OVER_CHRONY_US
+    print(f"goal: median |offset| ≤ chronyd -Q's + {MARGIN_OVER_CHRONY_US:g} µs = {allowed:.2f} µs: "
+          f"{'met' if ours <= allowed else 'NOT met'} ({ours:.2f} µs, "
+          f"{ours - chrony:+.2f} µs from chronyd -Q)")
     if args.json:
         Path(args.json).write_text(json.dumps({**info, "results": results,
                                                "raw": clients}, indent=2))

@@ -29,13 +29,18 @@ What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else
    between, as a Prometheus server would): CPU per completed check, runs/s, failures by
    reason, missed/skipped runs, scheduler lag p50/p99.
 5. Tables, the ratios netsentry / blackbox (paced) and DESIGN.md's goal (≤ 0.5; issue 16's
-   ≤ 0.8 for h2).
+   ≤ 0.8 for h2), and issue 19's TLS goal against the floor: OpenSSL's own client
+   (`openssl s_time -new`) and a Python client on blocking sockets (a child of its own,
+   `tls_http.py handshake`), back to back and paced at the checks' rate (N / interval), each
+   CPU per full handshake against the same TLS listener; what netsentry adds on top of each.
 
 It is a benchmark, not a test: it exits 0 whether or not the goal is met (1 on a harness error).
 
 Run as `tls_http.py serve --cert C --key K --max-seconds S`, it is the server child: it prints
 `ready TLSPORT HTTPPORT HTTPSPORT` and serves until stdin closes, its parent dies or
 --max-seconds pass.
+Run as `tls_http.py handshake --port P --ca CA [--rate R] [--seconds S]`, it is the Python
+floor's child: it prints `done HANDSHAKES CPU_SECONDS`.
 """
 
 from __future__ import annotations
@@ -217,6 +222,36 @@ def _serve_main(argv: list[str]) -> int:
     if not options.host.startswith("127."):
         raise SystemExit(f"{options.host}: loopback only")
     return asyncio.run(_serve(options))
+
+
+def _handshake_main(argv: list[str]) -> int:
+    """The Python floor: full TLS handshakes on blocking sockets (connect, handshake verified
+    against --ca, the peer's certificate read, close), back to back or paced at --rate per
+    second, for --seconds; prints `done HANDSHAKES CPU_SECONDS`, its own CPU only."""
+    parser = argparse.ArgumentParser(prog="tls_http.py handshake")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--rate", type=float, default=0.0, help="per second; 0: back to back")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    options = parser.parse_args(argv)
+    if not 0 <= options.rate <= 100_000 or not 0.5 <= options.seconds <= 120:
+        raise SystemExit("--rate in [0, 100000], --seconds in [0.5, 120]")
+    context = ssl.create_default_context(cafile=options.ca)
+    started = time.monotonic()
+    end, planned, done = started + options.seconds, started, 0
+    cpu0 = os.times()
+    while time.monotonic() < end:
+        if options.rate:
+            planned += 1 / options.rate
+            time.sleep(max(planned - time.monotonic(), 0.0))
+        with socket.create_connection((HOST, options.port), timeout=5) as sock, \
+                context.wrap_socket(sock, server_hostname=SERVER_NAME) as tls:
+            tls.getpeercert(binary_form=True)
+        done += 1
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    print(f"done {done} {cpu:.6f}", flush=True)
+    return 0
 
 
 @dataclass
@@ -591,6 +626,27 @@ def openssl_floor(servers: Servers, certs: Certs, seconds: float = 5.0) -> dict[
     return {"handshakes": handshakes, "cpu_us_per_handshake": cpu / handshakes * 1e6}
 
 
+def python_floor(servers: Servers, certs: Certs, rate: float,
+                 seconds: float = 5.0) -> dict[str, Any]:
+    """A Python client's full handshakes on blocking sockets against the TLS listener (a child
+    of its own, `tls_http.py handshake`), back to back (rate 0, like s_time) or paced at the
+    checks' rate: what the ssl module costs beside OpenSSL's own client, and what pacing
+    (a wake-up per handshake, cold caches) adds to any client at that rate."""
+    argv = [sys.executable, os.path.abspath(__file__), "handshake", "--port",
+            str(servers.tls_port), "--ca", str(certs.ca), "--rate", f"{rate:g}",
+            "--seconds", f"{seconds:g}"]
+    print(f"== Python floor ({f'paced at {rate:g}/s' if rate else 'back to back'}): "
+          f"{shlex.join(argv)}", flush=True)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                            check=False)
+    words = result.stdout.split()
+    if result.returncode != 0 or len(words) != 3 or words[0] != "done" or words[1] == "0":
+        return {"error": f"exited {result.returncode}: {result.stderr.strip()[-200:]}"}
+    handshakes, cpu = int(words[1]), float(words[2])
+    return {"handshakes": handshakes, "rate": rate,
+            "cpu_us_per_handshake": cpu / handshakes * 1e6}
+
+
 def bb_part(bb: dict[str, Any] | None, case: str, part: str) -> dict[str, Any] | None:
     if not bb:
         return None
@@ -712,7 +768,9 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
         lines += [t.render(), ""]
         for g in goals:
             lines.append(f"  {g['goal']}: {g['measured']}")
-        lines += [*floor_goals(results, info.get("openssl_floor", {})), ""]
+        lines += [*floor_goals(results, info.get("openssl_floor", {}),
+                               info.get("python_floor", {}),
+                               info.get("python_floor_paced", {})), ""]
         lines += [*http2_cost(results, bb), ""]
     lines += [
         "  criterion: netsentry CPU µs per completed check / blackbox CPU µs per /probe of the",
@@ -729,13 +787,23 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
     return "\n".join(lines)
 
 
-def floor_goals(results: list[dict[str, Any]], floor: dict[str, Any]) -> list[str]:
+def floor_goals(results: list[dict[str, Any]], floor: dict[str, Any],
+                python: dict[str, Any] | None = None,
+                paced: dict[str, Any] | None = None) -> list[str]:
     """Issue 19's TLS goals, against the floor rather than blackbox: CPU per tcp+TLS (https)
     check ≤ OpenSSL's own client per handshake + FLOOR_FACTOR × netsentry's plain tcp (http)
-    check, all measured in this run."""
+    check, all measured in this run; then the same sum with a Python client's handshake on a
+    blocking socket, back to back and paced at the checks' rate, in place of s_time's."""
     handshake = floor.get("cpu_us_per_handshake")
-    by_case = {r["case"]: r.get("cpu_us_per_check") for r in results}
     lines = []
+    for label, other in (("Python, blocking, back to back", python or {}),
+                         ("Python, blocking, paced at the checks' rate", paced or {})):
+        if other.get("cpu_us_per_handshake") is not None:
+            lines.append(f"  handshake floor, {label}: "
+                         f"{other['cpu_us_per_handshake']:.1f} µs per handshake "
+                         f"({other['handshakes']} handshakes)")
+    by_case = {r["case"]: r.get("cpu_us_per_check") for r in results}
+    paced_handshake = (paced or {}).get("cpu_us_per_handshake")
     for tls, plain in FLOOR_PLAIN.items():
         ours, base = by_case.get(tls), by_case.get(plain)
         if handshake is None or ours is None or base is None:
@@ -746,6 +814,10 @@ def floor_goals(results: list[dict[str, Any]], floor: dict[str, Any]) -> list[st
                      f"{ours:.1f} µs, {'met' if ours <= allowed else 'NOT met'} (netsentry adds "
                      f"{ours - handshake:.1f} µs on top of the handshake, "
                      f"{(ours - handshake) / base:.2f} × its plain check)")
+        if paced_handshake is not None:
+            lines.append(f"  {tls} beside a paced Python handshake: {ours:.1f} µs = "
+                         f"{paced_handshake:.1f} + {ours - paced_handshake:.1f} µs, "
+                         f"{(ours - paced_handshake) / base:.2f} × its plain {plain} check")
     return lines
 
 
@@ -822,6 +894,9 @@ def main(argv: list[str] | None = None) -> int:
                     bb = {}
                     bb = bench_blackbox(children, args, servers, nginx, cases, certs, workdir)
                 info["openssl_floor"] = openssl_floor(servers, certs)
+                info["python_floor"] = python_floor(servers, certs, 0.0)
+                info["python_floor_paced"] = python_floor(servers, certs,
+                                                          args.checks / args.interval)
                 for case in cases:
                     print(f"\n== case {case.name}: {case.title}; check-config first", flush=True)
                     problem = config_problem(case, args, workdir)
@@ -869,6 +944,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "handshake":
+        raise SystemExit(_handshake_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
         raise SystemExit(_serve_main(sys.argv[2:]))
