@@ -263,7 +263,8 @@ def run_inside(args: argparse.Namespace) -> int:
           f"{'met' if ours <= GOAL_US else 'NOT met'} ({ours:.2f} µs; chronyd -Q "
           f"{chrony:.2f} µs)")
     allowed = chrony + MARGIN_OVER_CHRONY_US
-    print(f"goal: median |offset| ≤ chronyd -Q's + {MARGIN_OVER_CHRONY_US:g} µs = {allowed:.2f} µs: "
+    print(f"goal: median |offset| ≤ chronyd -Q's + {MARGIN_OVER_CHRONY_US:g} µs = "
+          f"{allowed:.2f} µs: "
           f"{'met' if ours <= allowed else 'NOT met'} ({ours:.2f} µs, "
           f"{ours - chrony:+.2f} µs from chronyd -Q)")
     if args.json:

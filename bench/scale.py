@@ -15,6 +15,11 @@ What it does, all on loopback (127.0.0.0/8) only:
    /proc readings: completed runs/s, failures, missed and skipped runs, scheduler lag p50/p99
    (histogram_quantile over the window's bucket deltas), CPU per check, peak RSS, threads;
    then /metrics render time (median of 5, plain and gzip) and the time SIGTERM takes.
+   Before them, the floor: a bare asyncio client (`scale.py floor`, a child of its own) that
+   connects and closes at each N / interval per second against the same listeners, started
+   as the scheduler starts checks (each 50 ms slot's together, in groups of 10), with
+   nothing else; its CPU per connect is what any asyncio client pays for the connect at that
+   rate, and netsentry's CPU per check beyond it is the agent's own.
    With several --loop values the agent runs once per loop per N in each of --rounds rounds,
    the loops' order alternating from round to round; a last table gives each loop's medians.
 4. A table with the goals of DESIGN.md ("Goals the benchmarks measure") and whether the
@@ -26,18 +31,24 @@ It is a benchmark, not a test: it exits 0 whether or not goals are met (1 on a h
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import math
 import os
 import shlex
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common
+
+from exporter.scheduler import BATCH, SLOT
 
 LISTEN_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
 TIMEOUT = "2s"
@@ -321,6 +332,73 @@ def bench_blackbox(children: common.Children, args: argparse.Namespace, endpoint
     return out
 
 
+# --- the floor: a bare asyncio client at the same rate ------------------------------------------
+
+
+async def _floor_client(endpoints: list[tuple[str, int]], rate: float, seconds: float
+                        ) -> tuple[int, float]:
+    """Connect and close at `rate` per second for `seconds`, as the agent's scheduler starts its
+    checks (every 50 ms slot's connects together, in groups of 10), with nothing else: no
+    scheduler, runner, store or metrics. (connects done, CPU seconds)"""
+    loop = asyncio.get_running_loop()
+
+    async def one(host: str, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (host, port))
+        finally:
+            sock.close()
+
+    per_slot = rate * SLOT
+    started = loop.time()
+    cpu0, done, owed, n = os.times(), 0, 0.0, 0
+    for slot in range(int(seconds / SLOT)):
+        await asyncio.sleep(max(started + slot * SLOT - loop.time(), 0.0))
+        owed += per_slot
+        batch, owed = int(owed), owed - int(owed)
+        for first in range(0, batch, BATCH):
+            group = [one(*endpoints[(n + i) % len(endpoints)])
+                     for i in range(min(BATCH, batch - first))]
+            n += len(group)
+            results = await asyncio.gather(*group, return_exceptions=True)
+            done += sum(1 for r in results if r is None)
+    cpu1 = os.times()
+    return done, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+
+
+def _floor_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scale.py floor")
+    parser.add_argument("--endpoints", required=True, help="comma-separated HOST:PORT")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    options = parser.parse_args(argv)
+    endpoints = [(e.rsplit(":", 1)[0], int(e.rsplit(":", 1)[1]))
+                 for e in options.endpoints.split(",")]
+    if not all(common.loopback_target(f"{h}:{p}") for h, p in endpoints):
+        raise SystemExit("loopback endpoints only")
+    if not 1 <= options.rate <= 20_000 or not 1 <= options.seconds <= 120:
+        raise SystemExit("--rate in [1, 20000], --seconds in [1, 120]")
+    done, cpu = asyncio.run(_floor_client(endpoints, options.rate, options.seconds))
+    print(f"done {done} {cpu:.6f}", flush=True)
+    return 0
+
+
+def asyncio_floor(endpoints: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    """The bare asyncio client's CPU per connect at `rate` (a child of its own)."""
+    argv = [sys.executable, os.path.abspath(__file__), "floor", "--endpoints",
+            ",".join(endpoints), "--rate", f"{rate:g}", "--seconds", f"{seconds:g}"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                            check=False)
+    words = result.stdout.split()
+    if result.returncode != 0 or len(words) != 3 or words[0] != "done" or words[1] == "0":
+        return {"error": f"exited {result.returncode}: {result.stderr.strip()[-200:]}"}
+    done, cpu = int(words[1]), float(words[2])
+    print(f"   asyncio floor at {rate:g}/s: {done} connects, {cpu / done * 1e6:.0f} µs/connect",
+          flush=True)
+    return {"rate_per_s": rate, "connects": done, "cpu_us_per_connect": cpu / done * 1e6}
+
+
 # --- the report ---------------------------------------------------------------------------------
 
 
@@ -543,6 +621,30 @@ def loop_table(results: list[dict[str, Any]], bb: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def floor_table(results: list[dict[str, Any]], info: dict[str, Any],
+                bb: dict[str, Any] | None) -> str:
+    """netsentry's CPU per check (median over rounds and loops) beside the bare asyncio
+    client's per connect at the same rate: what the agent adds to the connect itself."""
+    paced = (bb or {}).get("paced", {})
+    lines = ["", "== the floor: a bare asyncio client's connect and close at the same rate "
+             "(no scheduler, runner, store or metrics)"]
+    for key, floor in (info.get("asyncio_floor") or {}).items():
+        n = int(key)
+        rows = [r["cpu_us_per_check"] for r in results
+                if r["checks"] == n and isinstance(r.get("cpu_us_per_check"), (int, float))]
+        base = floor.get("cpu_us_per_connect")
+        if not rows or base is None:
+            lines.append(f"{n:>7} checks: {floor.get('error', 'no figures')}")
+            continue
+        ours = statistics.median(rows)
+        bb_cpu = paced.get(n, {}).get("cpu_us_per_probe")
+        versus = (f"; floor / blackbox paced {base / bb_cpu:.2f}, netsentry {ours / bb_cpu:.2f}"
+                  if bb_cpu else "")
+        lines.append(f"{n:>7} checks: netsentry {ours:.1f} µs per check = floor {base:.1f} µs "
+                     f"per connect + {ours - base:.1f} µs{versus}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir, info = common.start_run("netsentry-bench-scale-", argv)
@@ -564,6 +666,12 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_blackbox:
                     bb = bench_blackbox(children, args, listeners.endpoints,
                                         listeners.proc.pid, workdir)
+                print("\n== the floor: a bare asyncio client, connect and close, at each rate",
+                      flush=True)
+                info["asyncio_floor"] = {
+                    str(n): asyncio_floor(listeners.endpoints, n / args.interval,
+                                          min(args.window, common.PACED_SECONDS))
+                    for n in args.check_counts}
                 for round_ in range(args.rounds):
                     order = args.loops if round_ % 2 == 0 else args.loops[::-1]
                     for n in args.check_counts:
@@ -583,9 +691,12 @@ def main(argv: list[str] | None = None) -> int:
     print(report(info, results, bb, goals), flush=True)
     if len(results) > len(args.check_counts):
         print(loop_table(results, bb), flush=True)
+    print(floor_table(results, info, bb), flush=True)
     return common.finish(args.json, {**info, "args": vars(args), "netsentry": results,
                                      "blackbox": bb, "goals": goals, "error": error}, error)
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "floor":
+        raise SystemExit(_floor_main(sys.argv[2:]))
     raise SystemExit(main())
