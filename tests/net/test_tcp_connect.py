@@ -95,3 +95,32 @@ def test_a_connect_that_never_completes_is_cancelled_cleanly() -> None:
 
     with listener(backlog=0) as server:
         asyncio.run(main(server))
+
+
+def test_a_connect_done_within_its_call_never_waits_on_the_loop() -> None:
+    # On loopback the kernel completes the handshake inside connect(): the socket is writable
+    # at once, so the loop is not asked to watch it (no add_writer, no turn of the loop).
+    async def main(server: socket.socket) -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        watched = []
+        add_writer = loop.add_writer
+
+        def counting(fd: int, *args: object) -> None:
+            watched.append(fd)
+            add_writer(fd, *args)
+
+        loop.add_writer = counting  # type: ignore[method-assign]
+        target = Address(socket.AF_INET, server.getsockname())
+        for _ in range(20):
+            sock = await connect_tcp(target)
+            accepted, _ = server.accept()
+            accepted.close()
+            sock.close()
+        with pytest.raises(ConnectionRefusedError):
+            await connect_tcp(Address(socket.AF_INET, ("127.0.0.1", closed_port())))
+        return len(watched), 20
+
+    with listener() as server:
+        watched, connects = asyncio.run(main(server))
+    assert connects == 20
+    assert watched == 0
