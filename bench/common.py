@@ -89,6 +89,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def own_cpu_seconds() -> float:
+    """This process's CPU time (user + system), in seconds."""
+    times = os.times()
+    return times.user + times.system
+
+
+# A floor child (a reference client measuring itself) ends by printing `done COUNT CPU_SECONDS`.
+
+
+def report_done(count: int, cpu: float) -> None:
+    """The floor child's last line: what it did and the CPU seconds that took it."""
+    print(f"done {count} {cpu:.6f}", flush=True)
+
+
+def run_counting_child(argv: Sequence[str], timeout: float) -> tuple[int, float] | str:
+    """Run a floor child to its end: (COUNT, CPU seconds) from its `done` line, or why not
+    (its exit code and the end of its stderr; a COUNT of 0 is a failure too)."""
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                            check=False)
+    words = result.stdout.split()
+    if result.returncode != 0 or len(words) != 3 or words[0] != "done" or words[1] == "0":
+        return f"exited {result.returncode}: {result.stderr.strip()[-200:]}"
+    return int(words[1]), float(words[2])
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmHWM, VmRSS (KiB) and Threads from /proc/PID/status."""
     out: dict[str, int] = {}

@@ -38,7 +38,6 @@ import os
 import shlex
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -352,7 +351,7 @@ async def _floor_client(endpoints: list[tuple[str, int]], rate: float, seconds: 
 
     per_slot = rate * SLOT
     started = loop.time()
-    cpu0, done, owed, n = os.times(), 0, 0.0, 0
+    cpu0, done, owed, n = common.own_cpu_seconds(), 0, 0.0, 0
     for slot in range(int(seconds / SLOT)):
         await asyncio.sleep(max(started + slot * SLOT - loop.time(), 0.0))
         owed += per_slot
@@ -363,8 +362,7 @@ async def _floor_client(endpoints: list[tuple[str, int]], rate: float, seconds: 
             n += len(group)
             results = await asyncio.gather(*group, return_exceptions=True)
             done += sum(1 for r in results if r is None)
-    cpu1 = os.times()
-    return done, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return done, common.own_cpu_seconds() - cpu0
 
 
 def _floor_main(argv: list[str]) -> int:
@@ -379,8 +377,7 @@ def _floor_main(argv: list[str]) -> int:
         raise SystemExit("loopback endpoints only")
     if not 1 <= options.rate <= 20_000 or not 1 <= options.seconds <= 120:
         raise SystemExit("--rate in [1, 20000], --seconds in [1, 120]")
-    done, cpu = asyncio.run(_floor_client(endpoints, options.rate, options.seconds))
-    print(f"done {done} {cpu:.6f}", flush=True)
+    common.report_done(*asyncio.run(_floor_client(endpoints, options.rate, options.seconds)))
     return 0
 
 
@@ -388,12 +385,10 @@ def asyncio_floor(endpoints: list[str], rate: float, seconds: float) -> dict[str
     """The bare asyncio client's CPU per connect at `rate` (a child of its own)."""
     argv = [sys.executable, os.path.abspath(__file__), "floor", "--endpoints",
             ",".join(endpoints), "--rate", f"{rate:g}", "--seconds", f"{seconds:g}"]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
-                            check=False)
-    words = result.stdout.split()
-    if result.returncode != 0 or len(words) != 3 or words[0] != "done" or words[1] == "0":
-        return {"error": f"exited {result.returncode}: {result.stderr.strip()[-200:]}"}
-    done, cpu = int(words[1]), float(words[2])
+    finished = common.run_counting_child(argv, seconds + 60)
+    if isinstance(finished, str):
+        return {"error": finished}
+    done, cpu = finished
     print(f"   asyncio floor at {rate:g}/s: {done} connects, {cpu / done * 1e6:.0f} µs/connect",
           flush=True)
     return {"rate_per_s": rate, "connects": done, "cpu_us_per_connect": cpu / done * 1e6}

@@ -239,7 +239,7 @@ def _handshake_main(argv: list[str]) -> int:
     context = ssl.create_default_context(cafile=options.ca)
     started = time.monotonic()
     end, planned, done = started + options.seconds, started, 0
-    cpu0 = os.times()
+    cpu0 = common.own_cpu_seconds()
     while time.monotonic() < end:
         if options.rate:
             planned += 1 / options.rate
@@ -248,9 +248,7 @@ def _handshake_main(argv: list[str]) -> int:
                 context.wrap_socket(sock, server_hostname=SERVER_NAME) as tls:
             tls.getpeercert(binary_form=True)
         done += 1
-    cpu1 = os.times()
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    print(f"done {done} {cpu:.6f}", flush=True)
+    common.report_done(done, common.own_cpu_seconds() - cpu0)
     return 0
 
 
@@ -637,12 +635,10 @@ def python_floor(servers: Servers, certs: Certs, rate: float,
             "--seconds", f"{seconds:g}"]
     print(f"== Python floor ({f'paced at {rate:g}/s' if rate else 'back to back'}): "
           f"{shlex.join(argv)}", flush=True)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
-                            check=False)
-    words = result.stdout.split()
-    if result.returncode != 0 or len(words) != 3 or words[0] != "done" or words[1] == "0":
-        return {"error": f"exited {result.returncode}: {result.stderr.strip()[-200:]}"}
-    handshakes, cpu = int(words[1]), float(words[2])
+    finished = common.run_counting_child(argv, seconds + 60)
+    if isinstance(finished, str):
+        return {"error": finished}
+    handshakes, cpu = finished
     return {"handshakes": handshakes, "rate": rate,
             "cpu_us_per_handshake": cpu / handshakes * 1e6}
 

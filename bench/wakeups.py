@@ -51,22 +51,17 @@ from exporter.scheduler import SLOT
 GAPS = (0.0, 0.001, 0.01, 0.05)
 
 
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 async def per_wakeup(gap: float, seconds: float) -> tuple[float, int]:
     """CPU µs per wake-up over about `seconds` of sleeping `gap` at a time."""
     rounds = 200_000 if gap == 0 else max(int(seconds / gap), 20)
-    started = cpu_seconds()
+    started = common.own_cpu_seconds()
     deadline = time.monotonic() + seconds * 2  # bounded even if sleeps overrun
     done = 0
     for done in range(1, rounds + 1):  # noqa: B007 - the count is the result
         await asyncio.sleep(gap)
         if time.monotonic() > deadline:
             break
-    return (cpu_seconds() - started) / done * 1e6, done
+    return (common.own_cpu_seconds() - started) / done * 1e6, done
 
 
 INTERVAL = 10.0

@@ -12,8 +12,6 @@ import socket
 from exporter.net.ready import wait_ready
 from exporter.net.resolve import Address
 
-_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
-
 
 async def connect_tcp(address: Address) -> socket.socket:
     """A connected non-blocking TCP socket; closed again if the connect fails or is cancelled.
@@ -30,7 +28,9 @@ async def connect_tcp(address: Address) -> socket.socket:
     try:
         sock.setblocking(False)
         error = sock.connect_ex(address.sockaddr)
-        if error in _IN_PROGRESS:
+        # Only EINPROGRESS means "under way": a TCP connect's EAGAIN is a failure (no room in
+        # the routing cache), whose socket would poll writable without being connected.
+        if error == errno.EINPROGRESS:
             if not _writable_now(sock):
                 await wait_ready(asyncio.get_running_loop(), sock.fileno(), write=True)
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
