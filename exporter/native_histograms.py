@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_FACTOR = 1.1
 ZERO_THRESHOLD = 2.0 ** -128
@@ -50,9 +50,12 @@ def bucket_index(value: float, schema: int) -> int:
     return -((-exact) >> -schema) if schema else exact
 
 
-@dataclass(frozen=True, slots=True)
-class Native:
-    """A native histogram's buckets so far (not its count and sum: the classic one has them)."""
+class Native(NamedTuple):
+    """A native histogram's buckets so far (not its count and sum: the classic one has them).
+
+    A named tuple like the store's states, and for the same reason: a new one is made at every
+    run of every check (the runs' durations, the scheduler's lag).
+    """
 
     schema: int
     zero: int = 0  # values at or below ZERO_THRESHOLD

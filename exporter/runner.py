@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from exporter.checks import KINDS
 from exporter.checks.base import Kind, Run
 from exporter.config.model import CheckConfig
-from exporter.deadline import within
+from exporter.deadline import within, within_if_waiting
 from exporter.errors import CheckError, Reason
 from exporter.metrics import Series, Spec
 from exporter.net.resolve import Resolver
@@ -131,7 +131,7 @@ class Runner:
         reason: Reason | None = None
         message = ""
         try:
-            await within(kind.check(check.settings, run), run.deadline)
+            await within_if_waiting(kind.check(check.settings, run), run.deadline)
         except asyncio.TimeoutError as exc:
             reason, message = Reason.TIMEOUT, f"no result within the {timeout:g}s timeout"
             _forget_frames(exc)

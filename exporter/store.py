@@ -1,7 +1,10 @@
 """The results store: the latest immutable state of every check, replaced whole on each run.
 
-States are frozen, so a scrape takes a snapshot by copying references on the event loop and
-renders it elsewhere without ever seeing half a run. A removed check's state is dropped, and
+States are immutable, so a scrape takes a snapshot by copying references on the event loop and
+renders it elsewhere without ever seeing half a run. A state and a result are named tuples
+rather than frozen dataclasses: a new one of each is made at every run of every check, and a
+tuple is made in a fifth of the time (a frozen dataclass sets each field through
+object.__setattr__; figures in docs/performance.md). A removed check's state is dropped, and
 with it every series it had.
 
 Beside each state the store keeps the check's latency history of the last hour (`history.py`),
@@ -15,8 +18,8 @@ import itertools
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from exporter.checks import KINDS
 from exporter.checks.base import UNTIL_RELOAD, Observation
@@ -30,8 +33,7 @@ DEFAULT_SCHEMA = schema_for(DEFAULT_FACTOR)
 EMPTY_NATIVE = Native(DEFAULT_SCHEMA)
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """What one run found. Its gauges, and its counts likewise, are two tuples in the shape the
     run recorded them (`metrics.Series`), which series and their values:
     a check records the same series run after run, so its results share one `series` tuple
@@ -74,12 +76,14 @@ def split(observations: Iterable[Observation]) -> tuple[Series, tuple[float, ...
             tuple(value for _, _, value in recorded))
 
 
-@dataclass(frozen=True, slots=True)
-class CheckState:
+class CheckState(NamedTuple):
     """A check and everything its runs have accumulated since it was loaded."""
 
     check: CheckConfig
     reasons: tuple[Reason, ...]
+    # The check's own memory from run to run (`Run.memory`), for as long as it is loaded: the
+    # one mutable part, the same dict in every state of the check.
+    memory: dict[str, Any]
     runs: int = 0
     failures: tuple[int, ...] = ()
     last: Result | None = None
@@ -94,14 +98,12 @@ class CheckState:
     # _created, protobuf's created_timestamp), so that rate() knows where they started.
     created: float = 0.0
     native: Native = EMPTY_NATIVE  # the run durations' native histogram
-    # The check's own memory from run to run (`Run.memory`), for as long as it is loaded.
-    memory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def new(cls, check: CheckConfig, schema: int = DEFAULT_SCHEMA,
             created: float | None = None) -> CheckState:
         reasons = KINDS[check.kind].reasons
-        return cls(check, reasons, failures=(0,) * len(reasons),
+        return cls(check, reasons, {}, failures=(0,) * len(reasons),
                    buckets=(0,) * (len(DURATION_BUCKETS) + 1),
                    created=time.time() if created is None else created,
                    native=Native(schema))
@@ -122,29 +124,14 @@ class CheckState:
         histogram_series, histogram_values = self.histogram_series, self.histogram_values
         if result.observed:
             histogram_series, histogram_values = _add_samples(self, result)
-        return CheckState(
-            check=self.check,
-            reasons=self.reasons,
-            runs=self.runs + 1,
-            failures=failures,
-            last=result,
-            last_success=result.finished if result.success else self.last_success,
-            buckets=buckets,
-            duration_sum=self.duration_sum + result.duration,
-            counter_series=counter_series,
-            counter_values=counter_values,
-            histogram_series=histogram_series,
-            histogram_values=histogram_values,
-            created=self.created,
-            native=self.native.add(result.duration),
-            memory=self.memory,
-        )
+        return CheckState(self.check, self.reasons, self.memory, self.runs + 1, failures, result,
+                          result.finished if result.success else self.last_success, buckets,
+                          self.duration_sum + result.duration, counter_series, counter_values,
+                          histogram_series, histogram_values, self.created,
+                          self.native.add(result.duration))
 
     def _with_reason(self, reason: Reason) -> CheckState:
-        return CheckState(self.check, (*self.reasons, reason), self.runs, (*self.failures, 0),
-                          self.last, self.last_success, self.buckets, self.duration_sum,
-                          self.counter_series, self.counter_values, self.histogram_series,
-                          self.histogram_values, self.created, self.native, self.memory)
+        return self._replace(reasons=(*self.reasons, reason), failures=(*self.failures, 0))
 
 
 def _add_counts(state: CheckState, result: Result) -> tuple[Series, tuple[float, ...]]:
