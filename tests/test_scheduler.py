@@ -18,11 +18,14 @@ import pytest
 from exporter.scheduler import (
     BATCH,
     SLOT,
+    WINDOW,
     Scheduler,
     StepDetector,
     first_run,
+    first_start,
+    offset_in_window,
     phase,
-    slot_of,
+    window_of,
 )
 from tests.virtualtime import EPOCH, VirtualClock, run
 
@@ -39,20 +42,32 @@ def test_phase_is_stable_and_in_range() -> None:
     assert all(0 <= phase(f"check-{i}", 10) < 10 for i in range(1000))
 
 
-def test_first_run_is_on_the_keys_slot_after_now() -> None:
+@pytest.mark.parametrize("interval", [30.0, 2.5, 0.5])
+def test_a_key_starts_on_its_slot_in_its_window_after_now(interval: float) -> None:
     now = 1_700_000_000.123
-    interval, number = slot_of("web", 30)
-    assert number * SLOT <= phase("web", 30) < (number + 1) * SLOT
-    start = first_run(interval, number, now)
-    assert now < start <= now + 30
-    cycles = (start - number * SLOT) / 30
-    assert abs(cycles - round(cycles)) < 1e-9
+    for key in (f"web-{i}" for i in range(50)):
+        interval_, number = window_of(key, interval)
+        width = min(WINDOW, interval)
+        assert number * width <= phase(key, interval) < (number + 1) * width
+        # Its slot: the 50 ms its phase falls in, at its offset in the window.
+        slot = number * width + offset_in_window(key, interval)
+        assert slot <= phase(key, interval) < slot + SLOT
+        assert 0 <= offset_in_window(key, interval) < width
+        # The window's job first runs after now on the window's place in the grid, the key
+        # on its slot's place within the interval.
+        job = first_run(interval_, number, now)
+        assert now < job <= now + interval
+        assert abs((job - number * width) / interval - round((job - number * width) / interval)
+                   ) < 1e-6
+        start = first_start(key, interval, now)
+        assert now < start <= now + interval
+        cycles = (start - slot) / interval
+        assert abs(cycles - round(cycles)) < 1e-6
 
 
 def test_start_times_spread_over_the_interval() -> None:
     now = 1_700_000_000.0
-    seconds = Counter(int(first_run(*slot_of(f"check-{i}", 10), now) - now)
-                      for i in range(10_000))
+    seconds = Counter(int(first_start(f"check-{i}", 10, now) - now) for i in range(10_000))
     assert set(seconds) == set(range(10))
     assert all(800 < count < 1200 for count in seconds.values()), seconds
 
@@ -154,14 +169,16 @@ def test_unanswered_steps_would_burst_and_stall() -> None:
     """The control of the test above: without the detector, the same scenario goes wrong in
     exactly the ways the detector prevents."""
     starts, stepped, scheduler = _runs_across_step(+3600, answered=False)
-    # Forward: an hour of runs falls due at once. Every key runs at the first wakeup after
-    # the step, together; the rest of the hour counts as missed.
+    # Forward: an hour of runs falls due at once. Every key runs in the turn of the first
+    # wakeup after the step; the rest of the hour counts as missed.
     firsts = {min(t for t in times if t > stepped) for times in starts.values()}
-    assert len(firsts) == 1, firsts
+    assert max(firsts) - stepped < 1.0, firsts
     assert all(scheduler.missed[k] >= 3599 for k in KEYS), scheduler.missed
     starts, stepped, scheduler = _runs_across_step(-3600, answered=False)
-    # Back: every job waits for the hour to come again; nothing runs after the step.
-    assert all(len(times) == 3 and max(times) < stepped for times in starts.values())
+    # Back: every job waits for the hour to come again; after the step, nothing runs but the
+    # slots of the window's turn that was under way (they wait on the loop's clock).
+    assert all(max(times) < stepped + WINDOW for times in starts.values())
+    assert sum(len(times) for times in starts.values()) <= 4 * len(KEYS)
     assert scheduler.steps == 0
 
 
@@ -185,8 +202,7 @@ def test_runs_on_schedule_and_counts_lag() -> None:
     # seconds, exactly one second apart.
     assert {k: len(v) for k, v in starts.items()} == {f"k{i}": 3 for i in range(50)}
     for key, times in starts.items():
-        assert times[0] - EPOCH == pytest.approx(
-            first_run(*slot_of(key, 1.0), EPOCH) - EPOCH, abs=1e-5)
+        assert times[0] - EPOCH == pytest.approx(first_start(key, 1.0, EPOCH) - EPOCH, abs=1e-5)
         assert [b - a for a, b in pairwise(times)] == pytest.approx([1.0, 1.0], abs=1e-5)
     assert sum(scheduler.lag.counts) == 150 and scheduler.lag.counts[0] == 150
     assert not scheduler.missed and not scheduler.skipped
@@ -198,7 +214,8 @@ def test_a_thousand_checks_every_second_each_run_once_a_second() -> None:
 
     (What the same load costs a real agent, with real tcp checks: bench/scheduler_load.py.)"""
     names = [f"c{i:04d}" for i in range(1000)]
-    assert max(Counter(slot_of(n, 1.0) for n in names).values()) > BATCH  # groups are in play
+    # Groups are in play: slots with more than BATCH keys.
+    assert max(Counter(int(phase(n, 1.0) / SLOT) for n in names).values()) > BATCH
     clock = VirtualClock()
     starts: defaultdict[str, list[float]] = defaultdict(list)
 
@@ -230,7 +247,7 @@ def test_a_full_slot_starts_in_groups_spread_over_it() -> None:
     that no run's timings include forty others' work; each group's lag is from its own
     planned start."""
     names = [f"c{i}" for i in range(2000)]
-    crowd = [n for n in names if slot_of(n, 1.0) == (1.0, 3)][:3 * BATCH + 2]
+    crowd = [n for n in names if int(phase(n, 1.0) / SLOT) == 3][:3 * BATCH + 2]
     assert len(crowd) == 3 * BATCH + 2
     clock = VirtualClock()
     planned: dict[str, float] = {}
@@ -239,9 +256,9 @@ def test_a_full_slot_starts_in_groups_spread_over_it() -> None:
     async def scenario() -> None:
         scheduler = Scheduler(_noop, clock=clock)
 
-        async def start_run(key: str, when: float) -> None:
+        async def start_run(key: str, when: float) -> None:  # `when` is event-loop time
             planned.setdefault(key, when)
-            started.setdefault(key, clock.time())
+            started.setdefault(key, clock.monotonic())
 
         scheduler.start_run = start_run  # type: ignore[method-assign]
         scheduler.start()
@@ -305,18 +322,25 @@ def test_overlapping_run_is_skipped_and_counted() -> None:
     assert not scheduler.missed
 
 
+def _named(prefix: str, interval: float, window: int) -> str:
+    """A key of `interval` whose slot opens its window `window`."""
+    return next(name for name in (f"{prefix}-{i}" for i in range(100_000))
+                if window_of(name, interval) == (interval, window)
+                and offset_in_window(name, interval) == 0)
+
+
 def test_blocked_loop_counts_missed_runs() -> None:
-    """The blocker's first run holds the event loop for 3.5 s (as CPU-bound work would): the
-    runs that fell due meanwhile are counted as missed, the newest of each key runs at once,
-    and its lag is how late it started."""
-    assert slot_of("blocker", 1.0) != slot_of("victim", 1.0)
-    block = 3.5
+    """The blocker's first run holds the event loop for 23 s of a 10 s interval (as CPU-bound
+    work would): the runs that fell due meanwhile are counted as missed, the newest of each key
+    runs at once, and its lag is how late it started."""
+    interval, block = 10.0, 23.0
+    blocker, victim = _named("blocker", interval, 0), _named("victim", interval, 1)
     clock = VirtualClock()
     starts: defaultdict[str, list[float]] = defaultdict(list)
 
     async def work(key: str) -> None:
         starts[key].append(clock.time())
-        if key == "blocker" and len(starts[key]) == 1:
+        if key == blocker and len(starts[key]) == 1:
             clock.advance(block)  # time passes, the loop does not turn
 
     plan: dict[str, float] = {}
@@ -324,22 +348,57 @@ def test_blocked_loop_counts_missed_runs() -> None:
     async def scenario() -> Scheduler:
         scheduler = Scheduler(work, clock=clock)
         scheduler.start()
-        scheduler.update({"blocker": 1.0, "victim": 1.0})
+        scheduler.update({blocker: interval, victim: interval})
         plan.update(scheduler.next_run_times())
-        await asyncio.sleep(plan["blocker"] + block + 0.01 - clock.time())
+        await asyncio.sleep(plan[blocker] + block + 0.01 - clock.time())
         scheduler.shutdown()
         return scheduler
 
     scheduler = run(scenario, clock)
-    blocked, resumed = plan["blocker"], plan["blocker"] + block
-    # The victim's turns in (blocked, resumed]: the newest ran when the loop came back.
-    due = [t for k in range(-1, 6) if blocked < (t := plan["victim"] + k) <= resumed]
-    assert len(due) in (3, 4)
-    assert scheduler.missed == {"blocker": 2, "victim": len(due) - 1}
-    assert starts["blocker"] == pytest.approx([blocked, resumed], abs=1e-5)
-    assert starts["victim"][-1] == pytest.approx(resumed, abs=1e-5)
-    # Late by half a second (the blocker's turn at blocked + 3) and by resumed - due[-1].
-    assert scheduler.lag.sum == pytest.approx(0.5 + resumed - due[-1], abs=1e-4)
+    blocked, resumed = plan[blocker], plan[blocker] + block
+    # The victim's turns in (blocked, resumed], a second after each of the blocker's: the
+    # newest ran when the loop came back, less than half an interval late.
+    due = [t for k in range(-1, 5)
+           if blocked < (t := plan[victim] + k * interval) <= resumed]
+    assert len(due) == 3
+    assert scheduler.missed == {blocker: 1, victim: 2}
+    assert starts[blocker] == pytest.approx([blocked, resumed], abs=1e-5)
+    assert starts[victim][-1] == pytest.approx(resumed, abs=1e-5)
+    # Late by 3 s (the blocker's turn at blocked + 20) and by resumed - due[-1].
+    assert scheduler.lag.sum == pytest.approx(3.0 + resumed - due[-1], abs=1e-4)
+
+
+def test_a_blocked_turn_later_than_half_an_interval_is_missed_not_run() -> None:
+    """Past misfire_grace_time (half the interval) a late turn is counted as missed, and
+    nothing starts for it."""
+    interval = 10.0
+    key = _named("late", interval, 0)
+    other = _named("blocker", interval, 4)
+    clock = VirtualClock()
+    starts: defaultdict[str, list[float]] = defaultdict(list)
+
+    async def work(name: str) -> None:
+        starts[name].append(clock.time())
+        if name == other and len(starts[name]) == 1:
+            clock.advance(12.0)  # to 6 s past `key`'s turn
+
+    plan: dict[str, float] = {}
+
+    async def scenario() -> Scheduler:
+        scheduler = Scheduler(work, clock=clock)
+        scheduler.start()
+        scheduler.update({key: interval, other: interval})
+        plan.update(scheduler.next_run_times())
+        await asyncio.sleep(plan[other] + 13.0 - clock.time())
+        scheduler.shutdown()
+        return scheduler
+
+    scheduler = run(scenario, clock)
+    turn = next(t for k in range(3) if (t := plan[key] + k * interval) > plan[other])
+    assert turn + interval / 2 < plan[other] + 12.0  # due, and more than 5 s late when seen
+    assert scheduler.missed == {key: 1}
+    assert [t for t in starts[key] if t >= turn] == []
+    assert len(starts[other]) == 2  # its own turn, 2 s late, ran
 
 
 def test_unschedule_cancels_the_run_in_flight() -> None:

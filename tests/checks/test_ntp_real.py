@@ -17,7 +17,7 @@ from exporter.codecs import ntp as codec
 from exporter.config.model import CheckConfig
 from exporter.net.resolve import Address
 from exporter.net.udp import TimedDatagram, timed_udp_exchange
-from exporter.scheduler import first_run, slot_of
+from exporter.scheduler import first_start
 from tests.codecs.test_ntp import assert_agree
 from tests.support.agent import Agent
 from tests.support.checks import gauges, make_check, run_checks
@@ -102,7 +102,7 @@ def test_agent_exports_the_ntp_metrics(chronyd: Chronyd, tmp_path: Path) -> None
     # first run is soon after the agent starts.
     now = time.time()
     name = next(f"ntp-{i}" for i in range(10_000)
-                if 4 < first_run(*slot_of(f"ntp-{i}", 15.0), now) - now < 6)
+                if 4 < first_start(f"ntp-{i}", 15.0, now) - now < 6)
     path = tmp_path / "ntp.toml"
     path.write_text(f'[[checks]]\nname = "{name}"\nkind = "ntp"\ntarget = "{chronyd.address}"\n'
                     'interval = "15s"\ntimeout = "2s"\n')

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from exporter.app import Agent as InProcessAgent
 from exporter.app import Options
-from exporter.scheduler import slot_of
+from exporter.scheduler import window_of
 from tests.support.agent import ROOT, Agent
 from tests.support.servers import AcceptServer
 
@@ -127,7 +127,7 @@ async def _storm(path: Path, target: str) -> dict[str, object]:
             "answers": answers, "statuses": statuses, "before": before, "after": after,
             "names": [c.name for c in agent.config.checks] if agent.config else [],
             "keys": agent.scheduler.keys(), "jobs": agent.scheduler.jobs,
-            "slots": dict(agent.scheduler.slots), "store": set(agent.store.states),
+            "windows": dict(agent.scheduler.windows), "store": set(agent.store.states),
             "reload_ok": agent.reload_ok,
             "ran": {name: agent.store.states[name].runs - runs_at_end.get(name, 0)
                     for name in agent.store.states},
@@ -150,11 +150,11 @@ def test_reload_storm_keeps_the_last_good_config(tmp_path: Path) -> None:
     assert sorted(seen["keys"]) == sorted(GOOD_B)  # type: ignore[call-overload]
     assert seen["store"] == set(GOOD_B)
     assert seen["reload_ok"] is False
-    # No leaked jobs: one APScheduler job per occupied slot, and exactly B's slots.
-    slots = {f"{i:g}s/{n}" for i, n in (slot_of(name, float(interval[:-1]))
-                                        for name, interval in GOOD_B.items())}
-    assert set(seen["slots"]) == slots  # type: ignore[call-overload]
-    assert seen["jobs"] == len(slots)
+    # No leaked jobs: one APScheduler job per occupied window, and exactly B's windows.
+    windows = {f"{i:g}s/{n}" for i, n in (window_of(name, float(interval[:-1]))
+                                          for name, interval in GOOD_B.items())}
+    assert set(seen["windows"]) == windows  # type: ignore[call-overload]
+    assert seen["jobs"] == len(windows)
     # No leaked tasks or descriptors once the storm is over.
     assert seen["after"] == seen["before"]
     ran = seen["ran"]
