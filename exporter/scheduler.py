@@ -98,11 +98,15 @@ def offset_in_window(key: str, interval: float) -> float:
     return max(int(phase(key, interval) / SLOT) * SLOT - number * width(interval), 0.0)
 
 
+def _on_grid(offset: float, interval: float, now: float) -> float:
+    """The first time after `now` that lies `offset` seconds into a turn of `interval`."""
+    return offset + math.ceil((now - offset) / interval) * interval
+
+
 def first_run(interval: float, window: int, now: float) -> float:
     """The first time after `now` that lies on the window's place in the interval grid: when
     its job first runs."""
-    offset = window * width(interval)
-    return offset + math.ceil((now - offset) / interval) * interval
+    return _on_grid(window * width(interval), interval, now)
 
 
 def first_start(key: str, interval: float, now: float) -> float:
@@ -110,8 +114,7 @@ def first_start(key: str, interval: float, now: float) -> float:
     slot's place in the interval grid (in its window's turn under way, if its slot is still
     ahead in it: `Scheduler.update`)."""
     _, window = window_of(key, interval)
-    slot = window * width(interval) + offset_in_window(key, interval)
-    return slot + math.ceil((now - slot) / interval) * interval
+    return _on_grid(window * width(interval) + offset_in_window(key, interval), interval, now)
 
 
 class StepDetector:
@@ -280,7 +283,8 @@ class Scheduler:
         try:
             await self.run(key)
         finally:
-            # Whoever cancels a run before it started takes it out themselves (cancel, shutdown).
+            # A run cancelled before its first step never gets here: Scheduler.cancel takes it
+            # out itself, and after shutdown nothing is started again.
             tasks = self._executor.tasks
             if tasks.get(key) is asyncio.current_task():
                 del tasks[key]
