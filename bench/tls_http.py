@@ -1,7 +1,8 @@
 """TLS and HTTP benchmark: N scheduled `tcp` (TLS) and `http` checks in netsentry vs.
 blackbox_exporter's tcp (TLS) and http /probe, against the same loopback servers.
 
-    .venv/bin/python bench/tls_http.py [--checks 1000] [--interval 10] [--window 30] [--json PATH]
+    .venv/bin/python bench/tls_http.py [--checks 1000] [--interval 10] [--window 30] [--rounds 3]
+                                       [--json PATH]
 
 What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else:
 
@@ -33,6 +34,9 @@ What it does, all on loopback (127.0.0.1) only — nothing is sent anywhere else
    (`openssl s_time -new`) and a Python client on blocking sockets (a child of its own,
    `tls_http.py handshake`), back to back and paced at the checks' rate (N / interval), each
    CPU per full handshake against the same TLS listener; what netsentry adds on top of each.
+   With --rounds R, the floors and then every case run R times, the cases' order reversed
+   every other round, and each CPU figure is the median of its rounds (each round's shown
+   beside it); blackbox is measured once, before the rounds.
 
 It is a benchmark, not a test: it exits 0 whether or not the goal is met (1 on a harness error).
 
@@ -643,6 +647,46 @@ def python_floor(servers: Servers, certs: Certs, rate: float,
             "cpu_us_per_handshake": cpu / handshakes * 1e6}
 
 
+FLOORS = ("openssl_floor", "python_floor", "python_floor_paced")
+
+
+def over_rounds(rounds: list[dict[str, Any]],
+                order: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The medians of the rounds: per case (in `order`), its last round's result with CPU per
+    check the median of its rounds' (listed beside it), failures summed and completion the
+    lowest; per floor, the median CPU per handshake (the rounds' beside it)."""
+    results = []
+    for case in order:
+        runs = [r for measured in rounds for r in measured["results"] if r["case"] == case]
+        if not runs:
+            continue
+        result = dict(runs[-1])
+        cpus = [r["cpu_us_per_check"] for r in runs if "cpu_us_per_check" in r]
+        if cpus and len(cpus) == len(runs):
+            result.update(cpu_us_per_check=common.median(cpus), cpu_us_per_check_rounds=cpus,
+                          failures_delta=sum(r["failures_delta"] for r in runs),
+                          completion_ratio=min(r["completion_ratio"] for r in runs))
+        results.append(result)
+    floors: dict[str, Any] = {}
+    for key in FLOORS:
+        got = [measured[key] for measured in rounds if "cpu_us_per_handshake" in measured[key]]
+        if len(got) < len(rounds):  # a round's floor failed: its error, not a median
+            floors[key] = next(m[key] for m in rounds if "cpu_us_per_handshake" not in m[key])
+            continue
+        per_round = [f["cpu_us_per_handshake"] for f in got]
+        floors[key] = {**got[-1], "cpu_us_per_handshake": common.median(per_round),
+                       "handshakes": sum(f["handshakes"] for f in got),
+                       "cpu_us_per_handshake_rounds": per_round}
+    return results, floors
+
+
+def spread(figures: list[float] | None) -> str:
+    """' (rounds a, b, c)' for more than one round's figures, else ''."""
+    if not figures or len(figures) < 2:
+        return ""
+    return " (rounds " + ", ".join(f"{x:.1f}" for x in figures) + ")"
+
+
 def bb_part(bb: dict[str, Any] | None, case: str, part: str) -> dict[str, Any] | None:
     if not bb:
         return None
@@ -734,8 +778,12 @@ def report(info: dict[str, Any], args: argparse.Namespace, results: list[dict[st
             p = bb_part(bb, r["case"], name)
             return p.get(key) if p else None
 
-        t.add("netsentry CPU µs per check",
+        t.add("netsentry CPU µs per check" + (f", median of {args.rounds} rounds"
+                                              if args.rounds > 1 else ""),
               *[cell(r, common.fmt(r.get("cpu_us_per_check"), ".1f", " µs")) for r in results])
+        if args.rounds > 1:
+            t.add("… per round", *[cell(r, " / ".join(
+                f"{x:.0f}" for x in r.get("cpu_us_per_check_rounds", []))) for r in results])
         t.add("blackbox CPU µs per probe, paced",
               *[common.fmt(part(r, "paced", "cpu_us_per_probe"), ".1f", " µs") for r in results])
         t.add("blackbox CPU µs per probe, full speed",
@@ -792,12 +840,17 @@ def floor_goals(results: list[dict[str, Any]], floor: dict[str, Any],
     blocking socket, back to back and paced at the checks' rate, in place of s_time's."""
     handshake = floor.get("cpu_us_per_handshake")
     lines = []
+    if handshake is not None:
+        lines.append(f"  handshake floor, OpenSSL s_time -new: {handshake:.1f} µs per handshake "
+                     f"({floor['handshakes']} handshakes)"
+                     + spread(floor.get("cpu_us_per_handshake_rounds")))
     for label, other in (("Python, blocking, back to back", python or {}),
                          ("Python, blocking, paced at the checks' rate", paced or {})):
         if other.get("cpu_us_per_handshake") is not None:
             lines.append(f"  handshake floor, {label}: "
                          f"{other['cpu_us_per_handshake']:.1f} µs per handshake "
-                         f"({other['handshakes']} handshakes)")
+                         f"({other['handshakes']} handshakes)"
+                         + spread(other.get("cpu_us_per_handshake_rounds")))
     by_case = {r["case"]: r.get("cpu_us_per_check") for r in results}
     paced_handshake = (paced or {}).get("cpu_us_per_handshake")
     for tls, plain in FLOOR_PLAIN.items():
@@ -841,10 +894,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checks", type=int, default=1000, help="number of checks per case")
     parser.add_argument("--cases", default=",".join(CASE_NAMES),
                         help=f"comma-separated subset of {','.join(CASE_NAMES)}")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of the floors and every case, the cases' order alternating "
+                        "(default 1); CPU figures are the medians over them, blackbox's "
+                        "measured once")
     common.agent_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.checks <= 100_000:
         parser.error("--checks in [1, 100000]")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds in [1, 20]")
     common.check_agent_arguments(parser, args)
     args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in args.case_list if c not in CASE_NAMES]
@@ -859,7 +918,8 @@ def time_budget(args: argparse.Namespace) -> float:
     per_module = (60 + min(args.window, common.PACED_SECONDS) * 3 + 10
                   + args.blackbox_max_seconds + 60)
     cases = len(CASE_NAMES)
-    return float(cases * per_case + cases * per_module + 600)
+    floors = 3 * (5 + 60)
+    return float(args.rounds * (cases * per_case + floors) + cases * per_module + 600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -889,21 +949,32 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_blackbox:
                     bb = {}
                     bb = bench_blackbox(children, args, servers, nginx, cases, certs, workdir)
-                info["openssl_floor"] = openssl_floor(servers, certs)
-                info["python_floor"] = python_floor(servers, certs, 0.0)
-                info["python_floor_paced"] = python_floor(servers, certs,
-                                                          args.checks / args.interval)
-                for case in cases:
-                    print(f"\n== case {case.name}: {case.title}; check-config first", flush=True)
-                    problem = config_problem(case, args, workdir)
-                    if problem:
-                        print(f"   skipped: {problem}", flush=True)
-                        results.append({"case": case.name, "kind": case.kind,
-                                        "skipped": problem})
-                        continue
-                    common.sleep_until(time.monotonic() + 2.0, [servers.proc], "pause")
-                    side = nginx.proc if case.nginx and nginx is not None else servers.proc
-                    results.append(bench_agent(children, case, args, side, workdir))
+                rounds: list[dict[str, Any]] = []
+                for round_ in range(args.rounds):
+                    if args.rounds > 1:
+                        print(f"\n== round {round_ + 1} of {args.rounds}", flush=True)
+                    measured: dict[str, Any] = {
+                        "openssl_floor": openssl_floor(servers, certs),
+                        "python_floor": python_floor(servers, certs, 0.0),
+                        "python_floor_paced": python_floor(servers, certs,
+                                                           args.checks / args.interval),
+                        "results": []}
+                    rounds.append(measured)
+                    for case in cases if round_ % 2 == 0 else cases[::-1]:
+                        print(f"\n== case {case.name}: {case.title}; check-config first",
+                              flush=True)
+                        problem = config_problem(case, args, workdir)
+                        if problem:
+                            print(f"   skipped: {problem}", flush=True)
+                            measured["results"].append({"case": case.name, "kind": case.kind,
+                                                        "skipped": problem})
+                            continue
+                        common.sleep_until(time.monotonic() + 2.0, [servers.proc], "pause")
+                        side = nginx.proc if case.nginx and nginx is not None else servers.proc
+                        measured["results"].append(
+                            bench_agent(children, case, args, side, workdir))
+                results, floors = over_rounds(rounds, [c.name for c in cases])
+                info.update(floors)
                 if servers.proc.poll() is not None:
                     raise RuntimeError(f"server child exited with {servers.proc.returncode}")
                 if nginx is not None and nginx.proc.poll() is not None:

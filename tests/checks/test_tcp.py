@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exporter.checks.base import Run
-from exporter.checks.connection import record_tcp_info, tls_context
+from exporter.checks.connection import record_tcp_info, record_tls, tls_context
 from exporter.config.load import load_check
 from exporter.config.model import CheckConfig
 from exporter.errors import ConfigError, Reason
@@ -102,6 +102,46 @@ def test_tls_expiry_is_the_earliest_of_the_chain_the_server_sent(tmp_path: Path)
     [expiry] = [v for spec, _, v in ok.observations
                 if spec.name == "netsentry_tls_cert_expiry_timestamp_seconds"]
     assert expiry == intermediate_expiry
+
+
+def test_a_certificate_the_server_rotates_is_read_in_the_next_run(tmp_path: Path) -> None:
+    # The check keeps its chain's expiries from run to run; a new chain is read again.
+    first = make_cert(tmp_path, "svc.test")
+    rotated, intermediate_expiry = make_chained_cert(tmp_path, "svc.test")
+    context = server_context(first)
+    memory: dict[str, Any] = {}
+    expiries = []
+    with LineServer([("send", "hello")], context, tls=True) as server:
+        check = tcp_check(server.target, tls=True, tls_insecure_skip_verify=True)
+        for files in (first, first, rotated, rotated, first):
+            context.load_cert_chain(files.cert, files.key)
+            result = run_check(check, memory=memory)
+            assert result.success, result
+            [expiry] = [v for spec, _, v in result.observations
+                        if spec.name == "netsentry_tls_cert_expiry_timestamp_seconds"]
+            expiries.append(expiry)
+    assert expiries[2] == expiries[3] == intermediate_expiry
+    assert expiries[0] == expiries[1] == expiries[4] < intermediate_expiry
+
+
+class GarbledSession:
+    """A TLS session whose peer sent bytes that are no certificate."""
+
+    def version(self) -> str:
+        return "TLSv1.3"
+
+    def get_unverified_chain(self) -> list[bytes]:
+        return [b"\x04\x00"]  # an empty OCTET STRING
+
+
+def test_an_unreadable_certificate_is_a_detail_of_every_run() -> None:
+    memory: dict[str, Any] = {}
+    for _ in range(2):
+        run = Run(0.0, Resolver(None), memory)  # type: ignore[arg-type]
+        record_tls(run, GarbledSession())  # type: ignore[arg-type]
+        assert ("certificate", "not a DER certificate") in run.details
+        assert "netsentry_tls_cert_expiry_timestamp_seconds" not in {
+            spec.name for spec, _ in run.series}
 
 
 def test_tls_failures_name_their_cause(tmp_path: Path) -> None:
