@@ -121,30 +121,14 @@ def record_tls(run: Run, session: ssl.SSLObject | ssl.SSLSocket) -> None:
     if version:
         run.gauge(metrics.TLS_VERSION, 1, version)
         run.detail("tls version", version)
+    chain = peer_chain(session)
     expiries = []
-    for expiry in _chain_expiries(run, peer_chain(session)):
-        if isinstance(expiry, str):
-            run.detail("certificate", expiry)
-        else:
-            expiries.append(expiry)
-    if expiries:
-        earliest = min(expiries)
-        run.gauge(metrics.TLS_CERT_EXPIRY, earliest)
-        run.detail("certificate expires", humanize.timestamp(earliest, now=time.time()))
-
-
-def _chain_expiries(run: Run, chain: list[bytes]) -> list[float | str]:
-    """Each certificate's notAfter, or why it could not be read; remembered with the chain
-    it came from, which a server sends the same run after run (reading one certificate's
-    validity costs more than comparing the chain's bytes again)."""
-    remembered: tuple[list[bytes], list[float | str]] | None = run.memory.get("tls chain")
-    if remembered is not None and remembered[0] == chain:
-        return remembered[1]
-    expiries: list[float | str] = []
     for der in chain:
         try:
             expiries.append(x509.validity(der).not_after)
         except x509.X509Error as exc:
-            expiries.append(str(exc))
-    run.memory["tls chain"] = (chain, expiries)
-    return expiries
+            run.detail("certificate", str(exc))
+    if expiries:
+        earliest = min(expiries)
+        run.gauge(metrics.TLS_CERT_EXPIRY, earliest)
+        run.detail("certificate expires", humanize.timestamp(earliest, now=time.time()))

@@ -105,7 +105,8 @@ def test_tls_expiry_is_the_earliest_of_the_chain_the_server_sent(tmp_path: Path)
 
 
 def test_a_certificate_the_server_rotates_is_read_in_the_next_run(tmp_path: Path) -> None:
-    # The check keeps its chain's expiries from run to run; a new chain is read again.
+    # One memory across the runs, as the store keeps it: nothing read from an earlier
+    # run's chain may stand for the chain the server sends now.
     first = make_cert(tmp_path, "svc.test")
     rotated, intermediate_expiry = make_chained_cert(tmp_path, "svc.test")
     context = server_context(first)
